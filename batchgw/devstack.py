@@ -1,0 +1,288 @@
+"""`batchgw dev`: the whole stack in one process, on loopback, with no AWS account and no Docker.
+
+- an AWS emulator (moto's server, 127.0.0.1 only), or whatever `AWS_ENDPOINT_URL` points at, holding the
+  table, bucket, event bus and rules that template.yaml declares, created from its own definitions;
+- the HTTP API: each request goes to the ASGI app of the function whose HttpApi route matches it in
+  the template, as API Gateway would route it to that Lambda;
+- EventBridge delivery: each EventBridgeRule of the template becomes a rule on the emulated bus with an
+  SQS queue as target, and a worker invokes the function's real handler with each event it receives
+  (a failed invocation is retried, then dead-lettered, like Lambda's async retries);
+- the schedule: the poller's real handler is invoked with a real scheduled event every `poll_interval`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import orjson
+from botocore.exceptions import ClientError
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from batchgw import template
+from shared.context import reset_context
+from shared.http.app import error_response
+
+logger = logging.getLogger("batchgw.dev")
+
+DEV_CONFIG = Path(__file__).resolve().parent / "dev_config.yaml"
+DEV_MASTER_KEY = "sk-batchgw-dev"
+REGION = "us-east-1"
+_VISIBILITY_SECONDS = 5
+_MAX_RECEIVES = 3
+
+type Handler = Callable[[dict[str, Any], Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StackNames:
+    table: str = "batchgw-dev"
+    bucket: str = "batchgw-dev"
+    bus: str = "batchgw-dev"
+
+
+class LambdaContext:
+    """What a Lambda handler's `context` argument offers, for handlers invoked locally."""
+
+    def __init__(self, function_name: str) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = 512
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:000000000000:function:{function_name}"
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + 900
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def import_handler(dotted: str) -> Handler:
+    module_name, _, attribute = dotted.rpartition(".")
+    handler: Handler = getattr(importlib.import_module(module_name), attribute)
+    return handler
+
+
+def invoke(function: template.Function, event: dict[str, Any]) -> Any:
+    """Invoke a function's real handler with `event`, as Lambda would."""
+    return import_handler(function.handler)(event, LambdaContext(function.logical_id))
+
+
+def scheduled_event(now: datetime | None = None) -> dict[str, Any]:
+    """An EventBridge scheduled event, as the poller receives it in AWS."""
+    at = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "000000000000",
+        "time": at,
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:000000000000:rule/batchgw-dev-poll"],
+        "detail": {},
+    }
+
+
+class ApiGateway:
+    """An ASGI app that routes each request to the app of the function whose HttpApi route matches."""
+
+    def __init__(self, functions: list[template.Function]) -> None:
+        self._routes: list[tuple[str, Any, ASGIApp]] = []
+        apps: dict[str, ASGIApp] = {}
+        for function in functions:
+            for _, props in function.events_of("HttpApi"):
+                module = function.handler.rpartition(".")[0]
+                if module not in apps:
+                    apps[module] = importlib.import_module(module).app
+                self._routes.append((props["Method"].upper(), template.route_pattern(props["Path"]), apps[module]))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            message = await receive()
+            await send({"type": f"{message['type']}.complete"})
+            return
+        path, method = scope["path"], scope["method"].upper()
+        for route_method, pattern, app in self._routes:
+            if route_method == method and pattern.match(path):
+                await app(scope, receive, send)
+                return
+        from starlette.requests import Request
+
+        request = Request(scope, receive)
+        response = error_response(
+            request, 404, f"Unknown request URL: {method} {path}.", type_="invalid_request_error", code="unknown_url"
+        )
+        response.headers["x-request-id"] = f"req_{uuid.uuid4().hex[:24]}"
+        await response(scope, receive, send)
+
+
+@dataclass
+class DevStack:
+    """The emulated AWS side of the stack and the workers that stand in for Lambda's triggers."""
+
+    config: Path
+    poll_interval: float = 5.0
+    names: StackNames = field(default_factory=StackNames)
+    endpoint_url: str | None = None
+    _moto: Any = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start_emulator(self) -> str:
+        """Use AWS_ENDPOINT_URL if set, else start moto's server on 127.0.0.1; returns the endpoint."""
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        if not endpoint:
+            from moto.server import ThreadedMotoServer
+
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)
+            self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            self._moto.start()
+            host, port = self._moto.get_host_and_port()
+            endpoint = f"http://{host}:{port}"
+            os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+        os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+        self.endpoint_url = endpoint
+        return endpoint
+
+    def configure(self) -> None:
+        """Point the handlers at this stack (environment read by shared.settings)."""
+        os.environ.update(
+            {
+                "BATCHGW_TABLE": self.names.table,
+                "BATCHGW_BUCKET": self.names.bucket,
+                "BATCHGW_EVENT_BUS": self.names.bus,
+                "BATCHGW_CONFIG": str(self.config),
+            }
+        )
+        os.environ.setdefault("BATCHGW_MASTER_KEY", DEV_MASTER_KEY)
+        os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+        reset_context()
+
+    def provision(self) -> dict[str, str]:
+        """Create the table, bucket, bus, rules and delivery queues of template.yaml; returns queue URLs."""
+        session = boto3.session.Session(region_name=os.environ["AWS_DEFAULT_REGION"])
+        dynamodb, s3 = session.client("dynamodb"), session.client("s3")
+        events, sqs = session.client("events"), session.client("sqs")
+        with contextlib.suppress(dynamodb.exceptions.ResourceInUseException):
+            dynamodb.create_table(**template.table_definition(self.names.table))
+        ttl = template.ttl_attribute()
+        if ttl:
+            with contextlib.suppress(ClientError):
+                dynamodb.update_time_to_live(
+                    TableName=self.names.table,
+                    TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl},
+                )
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+            s3.create_bucket(Bucket=self.names.bucket)
+        with contextlib.suppress(events.exceptions.ResourceAlreadyExistsException):
+            events.create_event_bus(Name=self.names.bus)
+        dlq = sqs.create_queue(QueueName=f"{self.names.bus}-failed")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queues: dict[str, str] = {}
+        for function in template.functions():
+            for name, props in function.events_of("EventBridgeRule"):
+                queue = sqs.create_queue(
+                    QueueName=f"{self.names.bus}-{function.logical_id}-{name}",
+                    Attributes={
+                        "VisibilityTimeout": str(_VISIBILITY_SECONDS),
+                        "RedrivePolicy": orjson.dumps(
+                            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(_MAX_RECEIVES)}
+                        ).decode(),
+                    },
+                )["QueueUrl"]
+                arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+                rule = f"{function.logical_id}-{name}"
+                events.put_rule(
+                    Name=rule,
+                    EventBusName=self.names.bus,
+                    EventPattern=orjson.dumps(props["Pattern"]).decode(),
+                )
+                events.put_targets(Rule=rule, EventBusName=self.names.bus, Targets=[{"Id": "dev", "Arn": arn}])
+                queues[function.logical_id] = queue
+        return queues
+
+    def start_workers(self, queues: dict[str, str]) -> None:
+        """Deliver events to their functions and run the schedule, on background threads."""
+        for function in template.functions():
+            if function.logical_id in queues:
+                self._spawn(f"deliver-{function.logical_id}", self._deliver, function, queues[function.logical_id])
+            if any(True for _ in function.events_of("ScheduleV2")) or any(True for _ in function.events_of("Schedule")):
+                self._spawn(f"schedule-{function.logical_id}", self._schedule, function)
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _deliver(self, function: template.Function, queue_url: str) -> None:
+        sqs = boto3.session.Session(region_name=os.environ["AWS_DEFAULT_REGION"]).client("sqs")
+        while not self._stop.is_set():
+            try:
+                messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            except Exception:
+                if self._stop.is_set():
+                    return
+                logger.exception("receiving events failed")
+                time.sleep(1)
+                continue
+            for message in messages.get("Messages", []):
+                try:
+                    invoke(function, orjson.loads(message["Body"]))
+                except Exception:
+                    logger.exception("%s failed; the event will be retried", function.logical_id)
+                    continue
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def _schedule(self, function: template.Function) -> None:
+        while not self._stop.wait(self.poll_interval):
+            try:
+                invoke(function, scheduled_event())
+            except Exception:
+                logger.exception("%s failed", function.logical_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self._moto is not None:
+            self._moto.stop()
+
+
+def serve(*, host: str, port: int, config: Path, poll_interval: float, ready: Callable[[str], None]) -> None:
+    """Run the dev stack in the foreground until interrupted."""
+    import uvicorn
+
+    stack = DevStack(config=config, poll_interval=poll_interval)
+    stack.start_emulator()
+    stack.configure()
+    queues = stack.provision()
+    stack.start_workers(queues)
+    app = ApiGateway(template.functions())
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    original_startup = server.startup
+
+    async def startup(sockets: Any = None) -> None:
+        await original_startup(sockets)
+        ready(f"http://{host}:{port}/v1")
+
+    server.startup = startup  # type: ignore[method-assign]
+    try:
+        server.run()
+    finally:
+        stack.stop()

@@ -1,0 +1,47 @@
+"""/v1/batches: thin routes over shared.batches."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from shared import wire
+from shared.http.deps import BatchesDep, CallerDep
+from shared.views import batch_object
+
+router = APIRouter(prefix="/v1", tags=["batches"])
+
+BatchId = Annotated[str, Path(max_length=64)]
+
+
+@router.post("/batches", summary="Create a batch")
+def create_batch(body: wire.CreateBatchRequest, caller: CallerDep, batches: BatchesDep) -> wire.Batch:
+    return batch_object(batches.create(caller, body))
+
+
+@router.get("/batches/{batch_id}", summary="Retrieve a batch")
+def retrieve_batch(batch_id: BatchId, caller: CallerDep, batches: BatchesDep) -> wire.Batch:
+    return batch_object(batches.get(caller, batch_id))
+
+
+@router.get("/batches", summary="List batches, newest first")
+def list_batches(
+    caller: CallerDep,
+    batches: BatchesDep,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> wire.BatchList:
+    page = batches.list(caller, after=after, limit=limit)
+    data = [batch_object(r) for r in page.items]
+    return wire.BatchList(
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=page.has_more,
+    )
+
+
+@router.post("/batches/{batch_id}/cancel", summary="Cancel a batch")
+def cancel_batch(batch_id: BatchId, caller: CallerDep, batches: BatchesDep) -> wire.Batch:
+    return batch_object(batches.cancel(caller, batch_id))

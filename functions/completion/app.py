@@ -1,0 +1,52 @@
+"""The completion function: on "Batch Ended", write the result files and book usage and cost once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared.completion import complete_batch
+from shared.context import Context, get_context
+from shared.storage.bus import BatchEvent
+
+logger = Logger(service="batchgw")
+metrics = Metrics(namespace="batchgw", service="completion")
+copy_config_to_registered_loggers(source_logger=logger)
+
+_STATUS_METRIC = {
+    "completed": "BatchesCompleted",
+    "failed": "BatchesFailed",
+    "expired": "BatchesExpired",
+    "cancelled": "BatchesCancelled",
+}
+
+
+@metrics.log_metrics(capture_cold_start_metric=True)
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext, *, ctx: Context | None = None) -> dict[str, Any]:
+    detail = BatchEvent.model_validate(event).detail
+    logger.set_correlation_id(detail.batch_id)
+    done = complete_batch(ctx or get_context(), detail.batch_id, without_results=detail.without_results)
+    if done is None:
+        metrics.add_metric(name="CompletionsSkipped", unit=MetricUnit.Count, value=1)
+        return {"batch_id": detail.batch_id, "booked": False}
+    metrics.add_metric(name=_STATUS_METRIC[done.status], unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="RequestsSucceeded", unit=MetricUnit.Count, value=done.counts.completed)
+    metrics.add_metric(name="RequestsFailed", unit=MetricUnit.Count, value=done.counts.failed)
+    metrics.add_metric(name="CostUSD", unit=MetricUnit.NoUnit, value=float(done.cost.total))
+    if not done.priced:
+        metrics.add_metric(name="UnpricedBatches", unit=MetricUnit.Count, value=1)
+    logger.info(
+        "batch completed",
+        extra={
+            "status": done.status,
+            "completed": done.counts.completed,
+            "failed": done.counts.failed,
+            "cost_usd": str(done.cost.total),
+        },
+    )
+    return {"batch_id": detail.batch_id, "booked": True, "status": done.status}

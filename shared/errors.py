@@ -1,0 +1,63 @@
+"""Domain errors. Each names what went wrong; shared/http/app.py maps them to HTTP in one place."""
+
+from __future__ import annotations
+
+
+class BatchgwError(Exception):
+    """An error the caller should see, with OpenAI's `code` and `param` where they apply."""
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.param = param
+
+
+class InvalidRequest(BatchgwError):
+    """The request is malformed or asks for something that cannot be done (400)."""
+
+
+class BudgetExceeded(InvalidRequest):
+    """The key has spent its budget (400, not 429: a retry cannot fix it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="budget_exceeded")
+
+
+class NotFound(BatchgwError):
+    """No such object for this caller (404); another key's object is indistinguishable from none."""
+
+
+class AuthenticationFailed(BatchgwError):
+    """Missing, malformed, unknown or revoked key (401)."""
+
+
+class PermissionDenied(BatchgwError):
+    """The key exists but may not do this, e.g. use this model (403)."""
+
+
+class PayloadTooLarge(BatchgwError):
+    """The request body is over what one request can carry (413)."""
+
+
+class InvalidBatchInput(InvalidRequest):
+    """A batch input file broke a rule of CONTRACT.md section 4 at `line` (1-based)."""
+
+    def __init__(self, line: int, rule: str, detail: str) -> None:
+        super().__init__(f"Invalid batch input file, line {line}: {detail}", code=rule, param="file")
+        self.line = line
+        self.rule = rule
+
+
+class StaleState(Exception):
+    """A conditional write lost: another worker already moved the object on. Log and move on."""
+
+
+class ProviderError(Exception):
+    """A provider call failed. `retryable` says whether the same call may succeed later."""
+
+    def __init__(self, message: str, *, retryable: bool, code: str = "provider_error") -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.code = code

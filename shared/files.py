@@ -1,0 +1,165 @@
+"""Files use cases: store (validating batch input as it streams into S3), list, read, download, delete."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from shared import ids
+from shared.auth import Principal
+from shared.errors import InvalidRequest, NotFound, StaleState
+from shared.jsonl import BatchInputSummary, BatchInputValidator
+from shared.records import BatchInputInfo, FileRecord
+from shared.storage.blobs import Blobs
+from shared.storage.table import Page, Table
+
+BATCH_FILE_TTL = 30 * 24 * 3600  # OpenAI expires purpose=batch files after 30 days by default
+PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
+MAX_FILENAME_CHARS = 255
+
+
+def blob_key(file_id: str) -> str:
+    return f"files/{file_id}"
+
+
+def ids_key(file_id: str) -> str:
+    """Where a batch input's custom_ids are kept, one per line, for the completion step."""
+    return f"files/{file_id}.ids"
+
+
+def clean_filename(filename: str | None) -> str:
+    name = (filename or "upload").replace("\\", "/").rsplit("/", 1)[-1].strip() or "upload"
+    if len(name) > MAX_FILENAME_CHARS:
+        raise InvalidRequest(
+            f"filename is longer than {MAX_FILENAME_CHARS} characters", code="invalid_filename", param="file"
+        )
+    return "".join(c for c in name if c.isprintable())
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """A file's bytes as a stream, or a presigned URL when it is too large to answer with."""
+
+    record: FileRecord
+    chunks: Iterator[bytes] | None = None
+    redirect_url: str | None = None
+
+
+class Files:
+    def __init__(self, table: Table, blobs: Blobs) -> None:
+        self._table = table
+        self._blobs = blobs
+
+    def store(
+        self,
+        principal: Principal,
+        *,
+        purpose: str,
+        filename: str | None,
+        chunks: Iterable[bytes],
+        expires_after: int | None,
+    ) -> FileRecord:
+        """Stream `chunks` into S3 under a new file id, validating batch input on the way.
+
+        A batch input that breaks a rule raises InvalidBatchInput and leaves no object and no item.
+        """
+        if purpose not in PURPOSES:
+            raise InvalidRequest(
+                f"Invalid purpose {purpose!r}: expected one of {', '.join(sorted(PURPOSES))}.",
+                code="invalid_purpose",
+                param="purpose",
+            )
+        name = clean_filename(filename)
+        file_id = ids.new_id(ids.FILE)
+        validator = BatchInputValidator() if purpose == "batch" else None
+        summary: BatchInputSummary | None = None
+        with self._blobs.writer(
+            blob_key(file_id), "application/jsonl" if validator else "application/octet-stream"
+        ) as out:
+            for chunk in chunks:
+                if validator is not None:
+                    validator.feed(chunk)
+                out.write(chunk)
+            if validator is not None:
+                summary = validator.finish()
+        return self._record(principal, file_id, purpose, name, out.bytes, summary, expires_after)
+
+    def _record(
+        self,
+        principal: Principal,
+        file_id: str,
+        purpose: str,
+        filename: str,
+        size: int,
+        summary: BatchInputSummary | None,
+        expires_after: int | None,
+    ) -> FileRecord:
+        now = int(time.time())
+        if expires_after is None and purpose == "batch":
+            expires_after = BATCH_FILE_TTL
+        record = FileRecord(
+            id=file_id,
+            owner=principal.owner,
+            purpose=purpose,
+            filename=filename,
+            bytes=size,
+            created_at=now,
+            expires_at=now + expires_after if expires_after else None,
+            s3_key=blob_key(file_id),
+            batch_input=BatchInputInfo(line_count=summary.line_count, endpoint=summary.endpoint, model=summary.model)
+            if summary
+            else None,
+        )
+        try:
+            if summary is not None:
+                self._blobs.put(ids_key(file_id), "\n".join(summary.custom_ids).encode(), "text/plain")
+            self._table.put_file(record)
+        except BaseException:
+            self._blobs.delete(blob_key(file_id), ids_key(file_id))
+            raise
+        return record
+
+    def get(self, principal: Principal, file_id: str) -> FileRecord:
+        """The caller's file; NotFound for a missing, expired or someone else's file alike."""
+        record = self._table.get_file(file_id) if ids.is_id(file_id, ids.FILE) else None
+        if (
+            record is None
+            or not principal.can_see(record.owner)
+            or (record.expires_at is not None and record.expires_at <= time.time())
+        ):
+            raise NotFound(f"No such File object: {file_id}", param="file_id")
+        return record
+
+    def list(
+        self, principal: Principal, *, purpose: str | None, after: str | None, limit: int, ascending: bool
+    ) -> Page[FileRecord]:
+        if after is not None and not ids.is_id(after, ids.FILE):
+            raise InvalidRequest(f"Invalid 'after' cursor: {after[:64]!r}", code="invalid_cursor", param="after")
+        return self._table.list_files(
+            principal.scope,
+            purpose=purpose,
+            after=after,
+            limit=limit,
+            ascending=ascending,
+            now=int(time.time()),
+        )
+
+    def download(self, principal: Principal, file_id: str, *, inline_limit: int, url_seconds: int) -> Download:
+        record = self.get(principal, file_id)
+        if record.bytes > inline_limit:
+            url = self._blobs.presigned_get(record.s3_key, filename=record.filename, expires_in=url_seconds)
+            return Download(record, redirect_url=url)
+        return Download(record, chunks=self._blobs.read(record.s3_key))
+
+    def delete(self, principal: Principal, file_id: str) -> None:
+        record = self.get(principal, file_id)
+        try:
+            self._table.delete_file(record.id)
+        except StaleState:
+            raise InvalidRequest(
+                f"File {file_id} is the input of a batch that has not finished; cancel it or wait for it to end.",
+                code="file_in_use",
+                param="file_id",
+            ) from None
+        self._blobs.delete(record.s3_key, ids_key(record.id))

@@ -1,0 +1,167 @@
+"""The FastAPI app factory the API functions (and the dev stack) build their app with.
+
+Errors map to HTTP here and only here: one handler per domain error, each answering OpenAI's error
+shape `{"error": {message, type, param, code}}` with an `x-request-id` header. Bad input is a 4xx,
+never a 5xx; conditions a retry cannot fix are never 409 or 429, which the OpenAI SDK retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared import errors
+from shared.context import get_context
+from shared.wire import Health
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-request-id"
+
+# domain error -> (status, OpenAI error type)
+_ERRORS: dict[type[errors.BatchgwError], tuple[int, str]] = {
+    errors.InvalidRequest: (400, "invalid_request_error"),
+    errors.AuthenticationFailed: (401, "invalid_request_error"),
+    errors.PermissionDenied: (403, "permission_error"),
+    errors.NotFound: (404, "invalid_request_error"),
+    errors.PayloadTooLarge: (413, "invalid_request_error"),
+}
+
+
+def request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id") or "")
+
+
+def error_response(
+    request: Request,
+    status: int,
+    message: str,
+    *,
+    type_: str,
+    param: str | None = None,
+    code: str | None = None,
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers={REQUEST_ID_HEADER: request_id(request)})
+
+
+def _domain_handler(status: int, type_: str) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def handle(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, errors.BatchgwError)
+        return error_response(request, status, exc.message, type_=type_, param=exc.param, code=exc.code)
+
+    return handle
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    location = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    param = ".".join(location) or None
+    message = f"Invalid value for '{param}': {first['msg']}" if param else f"Invalid request: {first['msg']}"
+    return error_response(request, 400, message, type_="invalid_request_error", param=param, code="invalid_value")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    message = {404: "Unknown request URL", 405: "Method not allowed"}.get(exc.status_code, str(exc.detail))
+    if exc.status_code in (404, 405):
+        message = f"{message}: {request.method} {request.url.path}."
+    return error_response(
+        request,
+        exc.status_code,
+        message,
+        type_="invalid_request_error",
+        code={404: "unknown_url", 405: "method_not_allowed"}.get(exc.status_code),
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error", extra={"request_id": request_id(request)})
+    return error_response(request, 500, "The server had an error while processing your request.", type_="server_error")
+
+
+class RequestLimits:
+    """Stamps a request id on every request and refuses bodies over the limit with 413, before reading them."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: Callable[[], int]) -> None:
+        self.app = app
+        self._max_body_bytes = max_body_bytes
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self._max_body_bytes()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = f"req_{secrets.token_hex(12)}"
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                message["headers"] = [*headers, (b"x-request-id", rid.encode())]
+            await send(message)
+
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._too_large(scope, receive, send_with_id)
+            return
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise errors.PayloadTooLarge(self._message())
+            return message
+
+        await self.app(scope, counted_receive, send_with_id)
+
+    def _message(self) -> str:
+        return (
+            f"The request body is larger than {self.max_body_bytes:,} bytes. "
+            "Upload large files with the Uploads API (POST /v1/uploads), in parts under that size."
+        )
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = {
+            "message": self._message(),
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "request_too_large",
+        }
+        await JSONResponse({"error": error}, status_code=413)(scope, receive, send)
+
+
+def create_app(*routers: APIRouter, title: str = "batchgw") -> FastAPI:
+    """An app serving `routers` plus /health, with OpenAI-shaped errors and request limits.
+
+    Building it reads no setting and makes no client; the first request does, through get_context().
+    """
+    app = FastAPI(title=title, version="1.0", docs_url=None, redoc_url=None)
+    for error_type, (status, type_) in _ERRORS.items():
+        app.add_exception_handler(error_type, _domain_handler(status, type_))
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+    @app.get("/health", tags=["health"])
+    def health() -> Health:
+        return Health()
+
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(RequestLimits, max_body_bytes=lambda: get_context().settings.max_request_bytes)
+    return app

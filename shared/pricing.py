@@ -1,0 +1,106 @@
+"""Batch prices: genai-prices in its batch price context, a deployment's `pricing` override winning.
+
+Most models price linearly, so a batch's usage is summed and priced once. Models with tiered prices
+(a long-context rate above some prompt size) are priced request by request, since the tier depends
+on each request's own prompt. A model genai-prices does not know is priced 0 and flagged, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from functools import lru_cache
+from typing import Final
+
+from genai_prices import Usage as PriceUsage
+from genai_prices import calc_price
+from genai_prices.types import ModelPrice, TieredPrices
+
+from shared.records import Cost, Usage
+from shared.routing import Deployment
+
+logger = logging.getLogger(__name__)
+
+BATCH_CONTEXT: Final = {"processing": "batch"}
+_MTOK: Final = Decimal(1_000_000)
+
+# genai-prices provider ids, by routing provider; the mock is priced as whoever makes the model
+_PRICE_PROVIDER: Final[dict[str, str | None]] = {
+    "openai": "openai",
+    "azure": "azure",
+    "anthropic": "anthropic",
+    "vertex": "google",
+    "bedrock": "aws",
+    "mock": None,
+}
+
+
+def _price_usage(usage: Usage) -> PriceUsage:
+    return PriceUsage(
+        input_tokens=usage.input_tokens,
+        cache_read_tokens=usage.cached_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        output_tokens=usage.output_tokens,
+    )
+
+
+@lru_cache(maxsize=256)
+def _model_price(model: str, provider: str | None) -> ModelPrice | None:
+    """genai-prices' batch price for a model, or None when it does not know the model."""
+    try:
+        sample = calc_price(PriceUsage(input_tokens=1), model, provider_id=provider, price_context=BATCH_CONTEXT)
+    except LookupError:
+        return None
+    return sample.model_price
+
+
+def _is_tiered(price: ModelPrice) -> bool:
+    return any(isinstance(value, TieredPrices) for value in vars(price).values())
+
+
+class BatchPricer:
+    """Adds up one batch's usage line by line and prices it at batch rates."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self._override = deployment.pricing
+        self._model = deployment.provider_model
+        self._provider = _PRICE_PROVIDER[deployment.provider]
+        self._price = None if self._override else _model_price(self._model, self._provider)
+        self._per_request = self._price is not None and _is_tiered(self._price)
+        self.usage = Usage()
+        self._tiered = Cost()
+
+    @property
+    def known(self) -> bool:
+        """False when the model has no price: its cost is recorded as 0."""
+        return self._override is not None or self._price is not None
+
+    def add(self, usage: Usage) -> None:
+        self.usage = self.usage + usage
+        if self._per_request and self._price is not None:
+            price = self._price.calc_price(_price_usage(usage))
+            self._tiered = Cost(
+                input=self._tiered.input + price["input_price"],
+                output=self._tiered.output + price["output_price"],
+            )
+
+    def cost(self) -> Cost:
+        """The batch's cost so far."""
+        if self._override is not None:
+            return self._override_cost()
+        if self._price is None:
+            return Cost()
+        if self._per_request:
+            return self._tiered
+        price = self._price.calc_price(_price_usage(self.usage))
+        return Cost(input=price["input_price"], output=price["output_price"])
+
+    def _override_cost(self) -> Cost:
+        assert self._override is not None
+        usage, rates = self.usage, self._override
+        cached_rate = rates.cached_input_per_mtok if rates.cached_input_per_mtok is not None else rates.input_per_mtok
+        uncached = usage.input_tokens - usage.cached_tokens
+        return Cost(
+            input=(uncached * rates.input_per_mtok + usage.cached_tokens * cached_rate) / _MTOK,
+            output=usage.output_tokens * rates.output_per_mtok / _MTOK,
+        )

@@ -1,0 +1,86 @@
+"""The one interface every provider adapter implements, in OpenAI's vocabulary.
+
+An adapter submits a batch in steps and records each step's ids in a journal before taking the next,
+so a retried submission resumes instead of starting over; refreshes the provider's status; cancels;
+and streams results back as OpenAI output lines with their usage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from shared.records import Counts, ErrorEntry, Usage
+
+# OpenAI statuses an adapter reports; the terminal ones end the provider run
+TERMINAL_STATES = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRequest:
+    """What a provider needs to run one batch. `open_input` streams our stored input file, anew each call."""
+
+    batch_id: str
+    endpoint: str
+    model: str
+    line_count: int
+    open_input: Callable[[], Iterator[bytes]]
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class Journal(Protocol):
+    """Where an adapter records provider ids as it goes (a conditional write on the batch item)."""
+
+    @property
+    def refs(self) -> Mapping[str, str]: ...
+
+    def record(self, **refs: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStatus:
+    """A provider batch's state in OpenAI's vocabulary."""
+
+    state: str
+    counts: Counts | None = None
+    errors: tuple[ErrorEntry, ...] = ()
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+@dataclass(slots=True)
+class ResultLine:
+    """One request's result as an OpenAI output line, and its usage when it succeeded."""
+
+    custom_id: str
+    response: dict[str, Any] | None
+    error: dict[str, Any] | None = None
+    usage: Usage | None = None
+    id: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None and self.response is not None and 200 <= self.response["status_code"] < 300
+
+
+class BatchProvider(Protocol):
+    """A provider's batch API, behind batchgw's one interface."""
+
+    def submit(self, request: SubmitRequest, journal: Journal) -> None:
+        """Upload the input and create the provider batch, recording ids in `journal` before each next step.
+
+        Must be safe to call again after a crash at any point: it resumes from `journal.refs` and never
+        creates a second provider batch. Raises ProviderError.
+        """
+
+    def refresh(self, refs: Mapping[str, str]) -> ProviderStatus:
+        """The provider batch's current status. Raises ProviderError."""
+
+    def cancel(self, refs: Mapping[str, str]) -> None:
+        """Ask the provider to cancel. Raises ProviderError."""
+
+    def results(self, refs: Mapping[str, str], request: SubmitRequest) -> Iterator[ResultLine]:
+        """Stream every result the provider has, as OpenAI output lines. Raises ProviderError."""

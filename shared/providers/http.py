@@ -1,0 +1,133 @@
+"""HTTP plumbing the provider adapters share: clients with timeouts and retries, error mapping, upload bodies."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import httpx
+import orjson
+from httpx_retries import Retry, RetryTransport
+
+from shared.errors import ProviderError
+
+RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
+_NOT_RETRYABLE_4XX = range(400, 500)
+
+
+def build_client(
+    *,
+    base_url: str,
+    headers: Mapping[str, str],
+    timeout: float,
+    max_retries: int,
+    params: Mapping[str, str] | None = None,
+) -> httpx.Client:
+    """A client that retries 408, 429 and 5xx answers, timeouts and dropped connections, honouring Retry-After.
+
+    Only for calls that are safe to repeat; a call that creates something uses `build_client(max_retries=0)`
+    and its adapter looks for what an earlier attempt may have created before trying again.
+    """
+    retry = Retry(
+        total=max_retries,
+        backoff_factor=0.5,
+        max_backoff_wait=30.0,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=("GET", "POST", "DELETE"),
+    )
+    return httpx.Client(
+        base_url=base_url,
+        headers=dict(headers),
+        params=dict(params or {}),
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        transport=RetryTransport(retry=retry) if max_retries else httpx.HTTPTransport(retries=1),
+        follow_redirects=True,
+    )
+
+
+def provider_error(response: httpx.Response, what: str) -> ProviderError:
+    """A ProviderError for a failed answer, with the provider's own message where it gave one."""
+    message = response.text[:500]
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        detail = body.get("error", body)
+        if isinstance(detail, dict) and isinstance(detail.get("message"), str):
+            message = detail["message"]
+        elif isinstance(detail, str):
+            message = detail
+    retryable = response.status_code in RETRY_STATUSES or response.status_code not in _NOT_RETRYABLE_4XX
+    return ProviderError(f"{what}: HTTP {response.status_code}: {message}", retryable=retryable)
+
+
+def send(client: httpx.Client, method: str, url: str, *, what: str, **kwargs: Any) -> httpx.Response:
+    """Send one request; a failed answer or transport error becomes a ProviderError."""
+    try:
+        response = client.request(method, url, **kwargs)
+    except httpx.TransportError as exc:
+        raise ProviderError(f"{what}: {type(exc).__name__}: {exc}", retryable=True) from exc
+    if response.is_error:
+        raise provider_error(response, what)
+    return response
+
+
+def json_of(response: httpx.Response, what: str) -> dict[str, Any]:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError as exc:
+        raise ProviderError(f"{what}: the answer is not JSON", retryable=True) from exc
+    if not isinstance(body, dict):
+        raise ProviderError(f"{what}: the answer is not a JSON object", retryable=True)
+    return body
+
+
+def stream_lines(client: httpx.Client, url: str, *, what: str, **kwargs: Any) -> Iterator[bytes]:
+    """Stream a JSONL download line by line, never holding the whole body."""
+    from shared.jsonl import iter_lines
+
+    try:
+        with client.stream("GET", url, **kwargs) as response:
+            if response.is_error:
+                response.read()
+                raise provider_error(response, what)
+            yield from iter_lines(response.iter_bytes())
+    except httpx.TransportError as exc:
+        raise ProviderError(f"{what}: {type(exc).__name__}: {exc}", retryable=True) from exc
+
+
+class ReopeningReader(io.RawIOBase):
+    """A file-like view of a chunk stream that starts over on `seek(0)`, so a retried upload resends it all."""
+
+    def __init__(self, open_stream: Callable[[], Iterator[bytes]]) -> None:
+        self._open = open_stream
+        self._chunks: Iterator[bytes] = iter(())
+        self._pending = b""
+        self._started = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if offset != 0 or whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("only seek(0) is supported")
+        self._chunks, self._pending, self._started = self._open(), b"", True
+        return 0
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._started:
+            self.seek(0)
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = chunk
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size

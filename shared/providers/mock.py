@@ -1,0 +1,226 @@
+"""The `mock` provider: runs batches in-process, offline, deterministically.
+
+It behaves like a provider that processes requests in input order over `delay` seconds: a refresh
+reports the share done so far, a cancel or an expiry (`expire_after`) freezes it, and results hold
+exactly the requests done by then. A `failure_rate` share of requests (chosen by a hash of their
+custom_id) fails with a 500. Its state lives in the bucket under `providers/mock/`, so every Lambda
+and every process of the dev stack sees the same batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import orjson
+
+from shared.errors import ProviderError
+from shared.jsonl import iter_lines
+from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest
+from shared.records import Counts
+from shared.results import usage_from_openai
+from shared.routing import Deployment
+from shared.storage.blobs import Blobs
+
+PREFIX = "providers/mock"
+
+
+def _fraction(custom_id: str) -> float:
+    """A stable number in [0, 1) for a custom_id."""
+    return int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest()) / 2**64
+
+
+def _tokens(value: Any) -> int:
+    return max(1, math.ceil(len(orjson.dumps(value)) / 4))
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    prompt = body.get("prompt") or body.get("input")
+    return prompt if isinstance(prompt, str) else ""
+
+
+class MockProvider:
+    def __init__(self, deployment: Deployment, blobs: Blobs, clock: Any = time.time) -> None:
+        self._deployment = deployment
+        self._blobs = blobs
+        self._clock = clock
+
+    # --- state ----------------------------------------------------------------------------------
+
+    def _state_key(self, batch_id: str) -> str:
+        return f"{PREFIX}/{batch_id}/state.json"
+
+    def _state(self, refs: Mapping[str, str]) -> dict[str, Any]:
+        raw = self._blobs.get(self._state_key(refs["batch_id"]))
+        if raw is None:
+            raise ProviderError(f"mock batch {refs['batch_id']} not found", retryable=False, code="not_found")
+        state: dict[str, Any] = orjson.loads(raw)
+        return state
+
+    def _save(self, state: dict[str, Any]) -> None:
+        self._blobs.put(self._state_key(state["id"]), orjson.dumps(state), "application/json")
+
+    def _progress(self, state: dict[str, Any]) -> tuple[str, float]:
+        """(OpenAI state, share of requests done) at this moment."""
+        now, created, delay = self._clock(), state["created_at"], state["delay"]
+        finish = created + delay
+        stops = {"cancelled": state.get("cancelled_at"), "expired": None}
+        if state.get("expire_after") is not None:
+            stops["expired"] = created + state["expire_after"]
+        ended = [(at, why) for why, at in stops.items() if at is not None and at < finish and at <= now]
+        if ended:
+            at, why = min(ended)
+            return why, (at - created) / delay
+        if now >= finish:
+            return "completed", 1.0
+        return "in_progress", max(0.0, (now - created) / delay)
+
+    # --- the interface --------------------------------------------------------------------------
+
+    def submit(self, request: SubmitRequest, journal: Journal) -> None:
+        if "batch_id" in journal.refs:
+            return
+        batch_id = f"mockbatch_{request.batch_id}"
+        with self._blobs.writer(f"{PREFIX}/{batch_id}/input.jsonl", "application/jsonl") as out:
+            for chunk in request.open_input():
+                out.write(chunk)
+        self._save(
+            {
+                "id": batch_id,
+                "created_at": self._clock(),
+                "total": request.line_count,
+                "endpoint": request.endpoint,
+                "model": request.model,
+                "delay": self._deployment.delay,
+                "failure_rate": self._deployment.failure_rate,
+                "expire_after": self._deployment.expire_after,
+            }
+        )
+        journal.record(batch_id=batch_id)
+
+    def refresh(self, refs: Mapping[str, str]) -> ProviderStatus:
+        state = self._state(refs)
+        status, share = self._progress(state)
+        done = math.floor(state["total"] * share)
+        failed = round(done * state["failure_rate"])
+        return ProviderStatus(status, Counts(total=state["total"], completed=done - failed, failed=failed))
+
+    def cancel(self, refs: Mapping[str, str]) -> None:
+        state = self._state(refs)
+        if "cancelled_at" not in state:
+            state["cancelled_at"] = self._clock()
+            self._save(state)
+
+    def results(self, refs: Mapping[str, str], request: SubmitRequest) -> Iterator[ResultLine]:
+        state = self._state(refs)
+        _, share = self._progress(state)
+        done = math.floor(state["total"] * share)
+        lines = iter_lines(self._blobs.read(f"{PREFIX}/{state['id']}/input.jsonl"))
+        for index, raw in enumerate(lines):
+            if index >= done:
+                break
+            if not raw.strip():
+                continue
+            yield self._result(orjson.loads(raw), state)
+
+    def _result(self, line: dict[str, Any], state: dict[str, Any]) -> ResultLine:
+        custom_id = line["custom_id"]
+        request_id = f"req_mock_{hashlib.blake2b(custom_id.encode(), digest_size=8).hexdigest()}"
+        if _fraction(custom_id) < state["failure_rate"]:
+            body = {
+                "error": {
+                    "message": "mock provider failure",
+                    "type": "server_error",
+                    "param": None,
+                    "code": "mock_failure",
+                }
+            }
+            return ResultLine(custom_id, {"status_code": 500, "request_id": request_id, "body": body})
+        body = self._body(line.get("body") or {}, state, custom_id)
+        return ResultLine(
+            custom_id,
+            {"status_code": 200, "request_id": request_id, "body": body},
+            usage=usage_from_openai(body),
+        )
+
+    def _body(self, request: dict[str, Any], state: dict[str, Any], custom_id: str) -> dict[str, Any]:
+        model = state["model"]
+        created = int(state["created_at"])
+        digest = hashlib.blake2b(custom_id.encode(), digest_size=12).hexdigest()
+        endpoint = state["endpoint"]
+        prompt_tokens = _tokens(request.get("messages") or request.get("input") or request.get("prompt") or "")
+        if endpoint == "/v1/embeddings":
+            seed = hashlib.sha256(orjson.dumps(request.get("input"))).digest()
+            vector = [round((b - 127.5) / 127.5, 6) for b in seed[:8]]
+            return {
+                "object": "list",
+                "data": [{"object": "embedding", "index": 0, "embedding": vector}],
+                "model": model,
+                "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+            }
+        text = f"Mock reply to: {_last_user_text(request)[:60]}"
+        completion_tokens = _tokens(text)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        }
+        if endpoint == "/v1/responses":
+            return {
+                "id": f"resp_mock_{digest}",
+                "object": "response",
+                "created_at": created,
+                "model": model,
+                "status": "completed",
+                "output": [
+                    {
+                        "type": "message",
+                        "role": "assistant",
+                        "status": "completed",
+                        "content": [{"type": "output_text", "text": text, "annotations": []}],
+                    }
+                ],
+                "usage": {
+                    "input_tokens": prompt_tokens,
+                    "output_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                    "input_tokens_details": {"cached_tokens": 0},
+                    "output_tokens_details": {"reasoning_tokens": 0},
+                },
+            }
+        if endpoint == "/v1/completions":
+            return {
+                "id": f"cmpl-mock-{digest}",
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
+                "usage": usage,
+            }
+        return {
+            "id": f"chatcmpl-mock-{digest}",
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": usage,
+        }

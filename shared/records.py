@@ -1,0 +1,150 @@
+"""Stored records: what the table holds about files, uploads, batches and keys.
+
+These are the domain's view; shared/storage/table.py maps them to DynamoDB items and shared/views.py
+to the OpenAI wire shapes. Money is Decimal (exact, and DynamoDB's number type).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MASTER_OWNER = "master"
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class BatchInputInfo(Record):
+    """What validation learned about a `purpose=batch` file; batch creation needs nothing else."""
+
+    line_count: int
+    endpoint: str
+    model: str
+
+
+class FileRecord(Record):
+    id: str
+    owner: str
+    purpose: str
+    filename: str
+    bytes: int
+    created_at: int
+    expires_at: int | None = None
+    s3_key: str
+    batch_input: BatchInputInfo | None = None
+    batch_id: str | None = None  # for batch_output files: the batch that wrote it
+
+
+class UploadRecord(Record):
+    id: str
+    owner: str
+    bytes: int
+    filename: str
+    mime_type: str
+    purpose: str
+    created_at: int
+    expires_at: int
+    status: str = "pending"
+    file_expires_after: int | None = None
+    file_id: str | None = None
+    parts: dict[str, int] = Field(default_factory=dict)  # part id -> bytes
+
+
+class Counts(Record):
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class Usage(Record):
+    """Token usage summed over a batch's result lines."""
+
+    input_tokens: int = 0  # all prompt tokens, cached and cache-written ones included
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+
+class Cost(Record):
+    input: Decimal = Decimal(0)
+    output: Decimal = Decimal(0)
+
+    @property
+    def total(self) -> Decimal:
+        return self.input + self.output
+
+
+class ErrorEntry(Record):
+    code: str
+    message: str
+    param: str | None = None
+    line: int | None = None
+
+
+class BatchRecord(Record):
+    id: str
+    owner: str
+    endpoint: str
+    input_file_id: str
+    completion_window: str = "24h"
+    status: str = "validating"
+    created_at: int
+    expires_at: int
+    in_progress_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    metadata: dict[str, str] | None = None
+    model: str
+    deployment: str
+    request_counts: Counts = Counts()
+    errors: tuple[ErrorEntry, ...] = ()
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    output_expires_after: int | None = None
+    usage: Usage | None = None
+    cost: Cost | None = None
+    # the provider side: ids the adapter recorded, step by step
+    provider_refs: dict[str, str] = Field(default_factory=dict)
+    submit_attempts: int = 0
+    submit_redrives: int = 0
+    submit_lease_until: int = 0
+    cancel_sent: bool = False
+    # set when the provider run has ended: the final status, and the ids the completion step will use
+    finalize_to: str | None = None
+    ended_at: int | None = None
+    finalize_redrives: int = 0
+    reserved_output_file_id: str | None = None
+    reserved_error_file_id: str | None = None
+    updated_at: int = 0
+
+
+class KeyRecord(Record):
+    id: str
+    name: str | None = None
+    models: tuple[str, ...] | None = None
+    max_budget: Decimal | None = None
+    spend: Decimal = Decimal(0)
+    created_at: int
+    revoked: bool = False
+    key_hash: str

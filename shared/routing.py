@@ -1,0 +1,117 @@
+"""The routing file (CONTRACT.md section 5): which provider deployments serve each client-facing model name."""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ProviderName = Literal["openai", "azure", "anthropic", "vertex", "bedrock", "mock"]
+
+
+class RoutingError(Exception):
+    """The routing file is missing or invalid; the message says where."""
+
+
+class Pricing(BaseModel):
+    """USD per million tokens, at batch rates. Overrides genai-prices for this deployment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input_per_mtok: Decimal = Field(ge=0)
+    output_per_mtok: Decimal = Field(ge=0)
+    cached_input_per_mtok: Decimal | None = Field(default=None, ge=0)
+
+
+class Deployment(BaseModel):
+    """One provider deployment of a model. Entries that share a `name` are deployments of one model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    provider: ProviderName
+    model: str | None = None
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    api_base: str | None = None
+    api_key: str | None = None
+    weight: float = Field(default=1.0, gt=0)
+    timeout: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    pricing: Pricing | None = None
+    # azure
+    api_version: str | None = None
+    # vertex
+    project: str | None = None
+    location: str | None = None
+    gcs_bucket: str | None = None
+    # bedrock
+    role_arn: str | None = None
+    s3_bucket: str | None = None
+    region: str | None = None
+    # mock: seconds until every request is done, share of requests that fail, seconds until expiry
+    delay: float = Field(default=3.0, ge=0)
+    failure_rate: float = Field(default=0.0, ge=0, le=1)
+    expire_after: float | None = Field(default=None, ge=0)
+
+    @property
+    def provider_model(self) -> str:
+        """The provider's model or deployment name."""
+        return self.model or self.name
+
+    @cached_property
+    def key(self) -> str:
+        """A stable id for this deployment: batches record it and always come back to it."""
+        if self.id:
+            return self.id
+        identity = "\0".join([self.name, self.provider, self.provider_model, self.api_base or ""])
+        return f"{self.provider}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+
+
+class RoutingConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    models: list[Deployment] = Field(min_length=1)
+
+    def deployments_for(self, name: str) -> list[Deployment]:
+        """The deployments serving the client-facing model `name`, in file order."""
+        return [d for d in self.models if d.name == name]
+
+    def deployment(self, key: str) -> Deployment | None:
+        return next((d for d in self.models if d.key == key), None)
+
+
+def parse_routing(text: str, *, source: str) -> RoutingConfig:
+    """Parse a routing file's text; errors name `source` and the offending entry."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RoutingError(f"{source}: not valid YAML: {exc}") from None
+    try:
+        config = RoutingConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise RoutingError(f"{source}: {problems}") from None
+    keys = [d.key for d in config.models]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise RoutingError(f"{source}: deployments must differ; give each an `id` ({', '.join(duplicates)})")
+    return config
+
+
+def load_routing(source: str) -> RoutingConfig:
+    """Load the routing file from a path or from an SSM parameter (`ssm:/name`)."""
+    if source.startswith("ssm:"):
+        from shared.secret_refs import resolve_secret
+
+        return parse_routing(resolve_secret(source), source=source)
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RoutingError(f"cannot read routing file {source}: {exc.strerror}") from None
+    return parse_routing(text, source=source)

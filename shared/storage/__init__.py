@@ -1,0 +1,1 @@
+"""Adapters for the AWS services batchgw keeps its state in: DynamoDB, S3 and EventBridge."""

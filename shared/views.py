@@ -1,0 +1,81 @@
+"""Stored records as the OpenAI wire objects clients see."""
+
+from __future__ import annotations
+
+from shared import wire
+from shared.records import BatchRecord, FileRecord, KeyRecord, UploadRecord
+
+
+def file_object(record: FileRecord) -> wire.FileObject:
+    return wire.FileObject(
+        id=record.id,
+        bytes=record.bytes,
+        created_at=record.created_at,
+        filename=record.filename,
+        purpose=record.purpose,  # type: ignore[arg-type]  # validated on the way in
+        expires_at=record.expires_at,
+    )
+
+
+def upload_object(record: UploadRecord, file: FileRecord | None = None) -> wire.Upload:
+    return wire.Upload(
+        id=record.id,
+        bytes=record.bytes,
+        created_at=record.created_at,
+        expires_at=record.expires_at,
+        filename=record.filename,
+        purpose=record.purpose,
+        status=record.status,  # type: ignore[arg-type]
+        file=file_object(file) if file else None,
+    )
+
+
+def batch_object(record: BatchRecord) -> wire.Batch:
+    usage = record.usage
+    cost = record.cost
+    return wire.Batch(
+        id=record.id,
+        endpoint=record.endpoint,
+        errors=wire.BatchErrors(data=[wire.BatchError(**e.model_dump()) for e in record.errors])
+        if record.errors
+        else None,
+        input_file_id=record.input_file_id,
+        completion_window=record.completion_window,
+        status=record.status,  # type: ignore[arg-type]
+        output_file_id=record.output_file_id,
+        error_file_id=record.error_file_id,
+        created_at=record.created_at,
+        in_progress_at=record.in_progress_at,
+        expires_at=record.expires_at,
+        finalizing_at=record.finalizing_at,
+        completed_at=record.completed_at,
+        failed_at=record.failed_at,
+        expired_at=record.expired_at,
+        cancelling_at=record.cancelling_at,
+        cancelled_at=record.cancelled_at,
+        request_counts=wire.RequestCounts(**record.request_counts.model_dump()),
+        metadata=record.metadata,
+        model=record.model,
+        usage=wire.BatchUsage(
+            input_tokens=usage.input_tokens,
+            input_tokens_details=wire.InputTokensDetails(cached_tokens=usage.cached_tokens),
+            output_tokens=usage.output_tokens,
+            output_tokens_details=wire.OutputTokensDetails(reasoning_tokens=usage.reasoning_tokens),
+            total_tokens=usage.total_tokens,
+        )
+        if usage
+        else None,
+        cost=wire.Cost(value=float(cost.total), input=float(cost.input), output=float(cost.output)) if cost else None,
+    )
+
+
+def key_info(record: KeyRecord) -> wire.KeyInfo:
+    return wire.KeyInfo(
+        id=record.id,
+        name=record.name,
+        models=list(record.models) if record.models is not None else None,
+        max_budget=float(record.max_budget) if record.max_budget is not None else None,
+        spend=float(record.spend),
+        created_at=record.created_at,
+        revoked=record.revoked,
+    )

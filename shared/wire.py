@@ -1,0 +1,259 @@
+"""OpenAI wire shapes that batchgw serves and accepts (reference/provider-apis.md section 1).
+
+Responses are the OpenAI types field for field, so the official SDK parses them; requests are
+validated here with OpenAI's limits. Stored records live in shared/records.py and are mapped
+explicitly (shared/views.py).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+BatchStatus = Literal[
+    "validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"
+]
+FilePurpose = Literal["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
+StoredFilePurpose = Literal[
+    "assistants",
+    "assistants_output",
+    "batch",
+    "batch_output",
+    "fine-tune",
+    "fine-tune-results",
+    "vision",
+    "user_data",
+    "evals",
+]
+
+MetadataKey = Annotated[str, StringConstraints(max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+class ErrorDetail(Wire):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(Wire):
+    error: ErrorDetail
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+class FileObject(Wire):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: StoredFilePurpose
+    status: Literal["uploaded", "processed", "error"] = "processed"
+    expires_at: int | None = None
+    status_details: str | None = None
+
+
+class FileList(Wire):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class FileDeleted(Wire):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool
+
+
+class ExpiresAfter(Request):
+    anchor: Literal["created_at"]
+    seconds: int = Field(ge=3600, le=2_592_000)
+
+
+# --- uploads ------------------------------------------------------------------------------------
+
+
+class CreateUploadRequest(Request):
+    bytes: int = Field(ge=1, le=8 * 1024**3)
+    filename: str = Field(min_length=1, max_length=255)
+    mime_type: str = Field(min_length=1, max_length=255)
+    purpose: FilePurpose
+    expires_after: ExpiresAfter | None = None
+
+
+class CompleteUploadRequest(Request):
+    part_ids: list[str] = Field(min_length=1, max_length=10_000)
+    md5: str | None = Field(default=None, max_length=64)
+
+
+class Upload(Wire):
+    id: str
+    object: Literal["upload"] = "upload"
+    bytes: int
+    created_at: int
+    expires_at: int
+    filename: str
+    purpose: str
+    status: Literal["pending", "completed", "cancelled", "expired"]
+    file: FileObject | None = None
+
+
+class UploadPart(Wire):
+    id: str
+    object: Literal["upload.part"] = "upload.part"
+    created_at: int
+    upload_id: str
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+
+class CreateBatchRequest(Request):
+    input_file_id: str = Field(min_length=1, max_length=64)
+    endpoint: str = Field(min_length=1, max_length=64)
+    completion_window: Literal["24h"]
+    metadata: dict[MetadataKey, MetadataValue] | None = None
+    output_expires_after: ExpiresAfter | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _at_most_16_pairs(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None and len(value) > 16:
+            raise ValueError("metadata can hold at most 16 key-value pairs")
+        return value
+
+
+class BatchError(Wire):
+    code: str | None = None
+    message: str | None = None
+    param: str | None = None
+    line: int | None = None
+
+
+class BatchErrors(Wire):
+    object: Literal["list"] = "list"
+    data: list[BatchError]
+
+
+class RequestCounts(Wire):
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class InputTokensDetails(Wire):
+    cached_tokens: int = 0
+
+
+class OutputTokensDetails(Wire):
+    reasoning_tokens: int = 0
+
+
+class BatchUsage(Wire):
+    input_tokens: int
+    input_tokens_details: InputTokensDetails
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails
+    total_tokens: int
+
+
+class Cost(Wire):
+    value: float
+    currency: Literal["usd"] = "usd"
+    input: float
+    output: float
+
+
+class Batch(Wire):
+    id: str
+    object: Literal["batch"] = "batch"
+    endpoint: str
+    errors: BatchErrors | None
+    input_file_id: str
+    completion_window: str
+    status: BatchStatus
+    output_file_id: str | None
+    error_file_id: str | None
+    created_at: int
+    in_progress_at: int | None
+    expires_at: int | None
+    finalizing_at: int | None
+    completed_at: int | None
+    failed_at: int | None
+    expired_at: int | None
+    cancelling_at: int | None
+    cancelled_at: int | None
+    request_counts: RequestCounts
+    metadata: dict[str, str] | None
+    model: str | None
+    usage: BatchUsage | None
+    cost: Cost | None
+
+
+class BatchList(Wire):
+    object: Literal["list"] = "list"
+    data: list[Batch]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+# --- admin keys ---------------------------------------------------------------------------------
+
+
+class CreateKeyRequest(Request):
+    name: str | None = Field(default=None, max_length=128)
+    models: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] | None = Field(
+        default=None, max_length=256
+    )
+    max_budget: float | None = Field(default=None, ge=0, le=1e12)
+
+
+class KeyInfo(Wire):
+    id: str
+    object: Literal["key"] = "key"
+    name: str | None
+    models: list[str] | None
+    max_budget: float | None
+    spend: float
+    created_at: int
+    revoked: bool = False
+
+
+class KeyCreated(KeyInfo):
+    key: str
+
+
+class KeyList(Wire):
+    object: Literal["list"] = "list"
+    data: list[KeyInfo]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class KeyDeleted(Wire):
+    id: str
+    object: Literal["key"] = "key"
+    deleted: bool
+
+
+class Health(Wire):
+    status: Literal["ok"] = "ok"
