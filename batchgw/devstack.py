@@ -63,6 +63,8 @@ class LambdaContext:
         self.aws_request_id = str(uuid.uuid4())
         self.log_group_name = f"/aws/lambda/{function_name}"
         self.log_stream_name = "local"
+        self.client_context: Any = None
+        self.identity: Any = None
         self._deadline = time.monotonic() + 900
 
     def get_remaining_time_in_millis(self) -> int:
@@ -110,10 +112,12 @@ class ApiGateway:
                 self._routes.append((props["Method"].upper(), template.route_pattern(props["Path"]), apps[module]))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            message = await receive()
-            await send({"type": f"{message['type']}.complete"})
-            return
+        if scope["type"] == "lifespan":  # the function apps run with lifespan off, as under Mangum
+            while True:
+                message = await receive()
+                await send({"type": f"{message['type']}.complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
         path, method = scope["path"], scope["method"].upper()
         for route_method, pattern, app in self._routes:
             if route_method == method and pattern.match(path):

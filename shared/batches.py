@@ -42,7 +42,7 @@ class Batches:
         self._routing = routing
 
     def create(self, principal: Principal, request: CreateBatchRequest) -> BatchRecord:
-        file = self._files.get(principal, request.input_file_id)
+        file = self._files.get(principal, request.input_file_id, param="input_file_id")
         info = file.batch_input
         if file.purpose != "batch" or info is None:
             raise InvalidRequest(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from functools import cache
 
 import boto3
 from botocore.config import Config
@@ -40,9 +39,28 @@ class Context:
                 provider = self._providers[deployment.key] = build_provider(deployment, self.blobs)
             return provider
 
+    def close(self) -> None:
+        """Close the providers' connections."""
+        with self._lock:
+            providers, self._providers = list(self._providers.values()), {}
+        for provider in providers:
+            provider.close()
 
-@cache
+
+_current: Context | None = None
+_current_lock = threading.Lock()
+
+
 def get_context() -> Context:
+    """The process's context, built on first use."""
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = _build_context()
+        return _current
+
+
+def _build_context() -> Context:
     settings = Settings.from_env()
     session = boto3.session.Session()
     config = Config(
@@ -61,5 +79,9 @@ def get_context() -> Context:
 
 
 def reset_context() -> None:
-    """Forget the cached context (tests; the dev stack after changing its environment)."""
-    get_context.cache_clear()
+    """Close and forget the current context (tests; the dev stack after changing its environment)."""
+    global _current
+    with _current_lock:
+        previous, _current = _current, None
+    if previous is not None:
+        previous.close()

@@ -120,7 +120,7 @@ class Files:
             raise
         return record
 
-    def get(self, principal: Principal, file_id: str) -> FileRecord:
+    def get(self, principal: Principal, file_id: str, *, param: str = "file_id") -> FileRecord:
         """The caller's file; NotFound for a missing, expired or someone else's file alike."""
         record = self._table.get_file(file_id) if ids.is_id(file_id, ids.FILE) else None
         if (
@@ -128,7 +128,7 @@ class Files:
             or not principal.can_see(record.owner)
             or (record.expires_at is not None and record.expires_at <= time.time())
         ):
-            raise NotFound(f"No such File object: {file_id}", param="file_id")
+            raise NotFound(f"No such File object: {file_id}", param=param)
         return record
 
     def list(

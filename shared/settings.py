@@ -24,6 +24,8 @@ _ENV = {
     "BATCHGW_POLL_CONCURRENCY": "poll_concurrency",
     "BATCHGW_SUBMIT_STUCK_SECONDS": "submit_stuck_seconds",
     "BATCHGW_FINALIZE_STUCK_SECONDS": "finalize_stuck_seconds",
+    "BATCHGW_SUBMIT_LEASE_SECONDS": "submit_lease_seconds",
+    "BATCHGW_MAX_REDRIVES": "max_redrives",
 }
 
 
@@ -46,6 +48,8 @@ class Settings(BaseModel):
     submit_stuck_seconds: int = Field(default=300, ge=0)
     finalize_stuck_seconds: int = Field(default=600, ge=0)
     max_redrives: int = Field(default=5, gt=0)
+    # how long a submitter holds a batch; longer than the submitter function's timeout
+    submit_lease_seconds: int = Field(default=600, gt=0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -22,8 +22,6 @@ from shared.storage.bus import BATCH_ENDED, PublishFailed
 
 logger = logging.getLogger(__name__)
 
-SUBMIT_LEASE_SECONDS = 600  # longer than the submitter's timeout
-
 
 class BatchJournal:
     """Records provider ids on the batch item, only while the batch still waits for them."""
@@ -108,7 +106,7 @@ def submit_batch(ctx: Context, batch_id: str) -> None:
     """Submit one batch to its provider; safe to call any number of times, concurrently."""
     now = int(time.time())
     try:
-        batch = ctx.table.claim_submission(batch_id, now=now, lease_seconds=SUBMIT_LEASE_SECONDS)
+        batch = ctx.table.claim_submission(batch_id, now=now, lease_seconds=ctx.settings.submit_lease_seconds)
     except StaleState:
         logger.info("batch not waiting for submission, or another submitter holds it", extra={"batch_id": batch_id})
         return

@@ -84,3 +84,6 @@ class BatchProvider(Protocol):
 
     def results(self, refs: Mapping[str, str], request: SubmitRequest) -> Iterator[ResultLine]:
         """Stream every result the provider has, as OpenAI output lines. Raises ProviderError."""
+
+    def close(self) -> None:
+        """Release connections."""

@@ -133,6 +133,9 @@ class MockProvider:
                 continue
             yield self._result(orjson.loads(raw), state)
 
+    def close(self) -> None:
+        """The mock holds no connections."""
+
     def _result(self, line: dict[str, Any], state: dict[str, Any]) -> ResultLine:
         custom_id = line["custom_id"]
         request_id = f"req_mock_{hashlib.blake2b(custom_id.encode(), digest_size=8).hexdigest()}"

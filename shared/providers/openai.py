@@ -129,6 +129,12 @@ class OpenAIProvider:
     def _http_once(self) -> httpx.Client:
         return self._client(0)
 
+    def close(self) -> None:
+        for name in ("_http", "_http_once"):
+            client = self.__dict__.pop(name, None)
+            if client is not None:
+                client.close()
+
     def _endpoint(self, endpoint: str) -> str:
         """The endpoint as this server wants it in lines and at create."""
         return endpoint

@@ -278,10 +278,11 @@ class Table:
         unexpired_at: int | None = None,
     ) -> Page[Mapping[str, Any]]:
         """Up to `limit` items of one index partition after `after`, with an exact `has_more`."""
-        names = {"#pk": pk_name, "#sk": sk_name}
+        names = {"#pk": pk_name}
         values: Item = {":pk": {"S": pk_value}}
         condition = "#pk = :pk"
         if after is not None:
+            names["#sk"] = sk_name
             condition += f" AND #sk {'>' if ascending else '<'} :after"
             values[":after"] = {"S": after}
         kwargs: dict[str, Any] = {}

@@ -1,0 +1,120 @@
+"""End-to-end harness: `batchgw dev` as a user runs it (a subprocess, on loopback) and the official openai SDK.
+
+The dev stack routes some models to the in-process mock provider and others to a fake OpenAI upstream
+that this test process serves over real HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.fakes.openai_upstream import API_KEY, FakeOpenAI
+from tests.fakes.servers import serve_in_thread
+
+DEV_KEY = "sk-batchgw-dev"
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[tuple[FakeOpenAI, str]]:
+    fake = FakeOpenAI(processing_seconds=0.5)
+    with serve_in_thread(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture(scope="session")
+def base_url(tmp_path_factory: pytest.TempPathFactory, upstream: tuple[FakeOpenAI, str]) -> Iterator[str]:
+    _, url = upstream
+    workdir = tmp_path_factory.mktemp("dev")
+    config = workdir / "routing.yaml"
+    config.write_text(
+        f"""
+models:
+  - {{name: gpt-4o-mini, provider: mock, delay: 1}}
+  - {{name: claude-sonnet-4-5, provider: mock, delay: 1}}
+  - {{name: mock-slow, provider: mock, model: gpt-4o-mini, delay: 60}}
+  - {{name: upstream-gpt-4o-mini, provider: openai, model: gpt-4o-mini, api_base: "{url}/v1", api_key: {API_KEY}}}
+  - {{name: fake-expire, provider: openai, api_base: "{url}/v1", api_key: {API_KEY},
+      pricing: {{input_per_mtok: 1.0, output_per_mtok: 4.0}}}}
+"""
+    )
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BATCHGW_"))}
+    env |= {"BATCHGW_SUBMIT_STUCK_SECONDS": "3", "BATCHGW_FINALIZE_STUCK_SECONDS": "3"}
+    log = (workdir / "dev.log").open("w")
+    command = [
+        str(Path(sys.executable).parent / "batchgw"),
+        "dev",
+        "--port",
+        str(port),
+        "--config",
+        str(config),
+        "--poll-interval",
+        "0.3",
+    ]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"batchgw dev exited: {(workdir / 'dev.log').read_text()}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).json() == {"status": "ok"}:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("batchgw dev did not become ready")
+        time.sleep(0.1)
+    try:
+        yield f"{base}/v1"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture
+def client(base_url: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=base_url, api_key=DEV_KEY) as sdk:
+        yield sdk
+
+
+def wait_for(check: Callable[[], bool], *, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the stack")
+        time.sleep(0.2)
+
+
+def wait_terminal(client: openai.OpenAI, batch_id: str, *, timeout: float = 60.0) -> openai.types.Batch:
+    found: list[openai.types.Batch] = []
+
+    def terminal() -> bool:
+        found.append(client.batches.retrieve(batch_id))
+        return found[-1].status in TERMINAL
+
+    wait_for(terminal, timeout=timeout)
+    return found[-1]

@@ -1,0 +1,1 @@
+"""batchgw tests."""

@@ -1,0 +1,192 @@
+"""Integration harness: moto in-process, the stack provisioned from template.yaml, a fake OpenAI upstream.
+
+`stack` provisions the table, bucket, bus and rules exactly as `batchgw dev` does (from the template),
+routes EventBridge events into SQS queues, and lets a test deliver them to the real handlers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import orjson
+import pytest
+from moto import mock_aws
+from starlette.testclient import TestClient
+
+from batchgw import template
+from batchgw.devstack import ApiGateway, DevStack, LambdaContext, import_handler, scheduled_event
+from shared.context import Context, get_context, reset_context
+from tests.fakes.openai_upstream import API_KEY, FakeOpenAI
+from tests.fakes.servers import serve_in_thread
+
+MASTER_KEY = "sk-test-master"
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+
+def load_event(name: str, **detail: Any) -> dict[str, Any]:
+    """A sample event from events/, with its detail fields replaced by `detail`."""
+    event: dict[str, Any] = orjson.loads((EVENTS / name).read_bytes())
+    if detail:
+        event["detail"] = {**event["detail"], **detail}
+    return event
+
+
+def routing_yaml(upstream_url: str) -> str:
+    return f"""
+models:
+  - name: gpt-4o-mini
+    provider: mock
+    delay: 0.5
+  - name: mock-slow
+    provider: mock
+    model: gpt-4o-mini
+    delay: 30
+  - name: mock-expiring
+    provider: mock
+    model: gpt-4o-mini
+    delay: 30
+    expire_after: 0.5
+  - name: mock-flaky
+    provider: mock
+    model: gpt-4o-mini
+    delay: 0.2
+    failure_rate: 0.3
+  - name: text-embedding-3-small
+    provider: mock
+    delay: 0.2
+  - name: upstream-gpt-4o-mini
+    provider: openai
+    model: gpt-4o-mini
+    api_base: {upstream_url}/v1
+    api_key: {API_KEY}
+    timeout: 1
+    max_retries: 4
+  - name: upstream-priced
+    provider: openai
+    model: gpt-4o-mini
+    api_base: {upstream_url}/v1
+    api_key: {API_KEY}
+    timeout: 1
+    pricing: {{input_per_mtok: 0.5, output_per_mtok: 2.0}}
+  - name: fake-expire
+    provider: openai
+    api_base: {upstream_url}/v1
+    api_key: {API_KEY}
+    timeout: 1
+    pricing: {{input_per_mtok: 1.0, output_per_mtok: 4.0}}
+  - name: fake-refuse
+    provider: openai
+    api_base: {upstream_url}/v1
+    api_key: {API_KEY}
+    timeout: 1
+    max_retries: 0
+"""
+
+
+@dataclass
+class Stack:
+    """The provisioned stack and ways to drive its handlers as AWS would."""
+
+    queues: dict[str, str]
+    upstream: FakeOpenAI
+    api: TestClient
+
+    @property
+    def ctx(self) -> Context:
+        return get_context()
+
+    def pending(self, function: str) -> list[dict[str, Any]]:
+        """The events waiting for `function` (SubmitterFunction, CompletionFunction), removed from its queue."""
+        sqs = boto3.client("sqs")
+        events: list[dict[str, Any]] = []
+        while True:
+            messages = sqs.receive_message(QueueUrl=self.queues[function], MaxNumberOfMessages=10).get("Messages", [])
+            if not messages:
+                return events
+            for message in messages:
+                events.append(orjson.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=self.queues[function], ReceiptHandle=message["ReceiptHandle"])
+
+    def invoke(self, function: str, event: dict[str, Any]) -> Any:
+        (spec,) = [f for f in template.functions() if f.logical_id == function]
+        return import_handler(spec.handler)(event, LambdaContext(function))
+
+    def deliver(self, function: str) -> int:
+        """Invoke `function` with every event waiting for it; returns how many."""
+        events = self.pending(function)
+        for event in events:
+            self.invoke(function, event)
+        return len(events)
+
+    def poll(self) -> Any:
+        return self.invoke("PollerFunction", scheduled_event())
+
+    def run_until(
+        self, done: Callable[[], bool], *, rounds: int = 60, pause: float = 0.1, complete: bool = True
+    ) -> None:
+        """Run the async machinery (submit, poll and, if `complete`, completion) until `done()`, bounded."""
+        for _ in range(rounds):
+            self.deliver("SubmitterFunction")
+            self.poll()
+            if complete:
+                self.deliver("CompletionFunction")
+            if done():
+                return
+            time.sleep(pause)
+        raise AssertionError("the stack did not reach the expected state")
+
+    def auth(self, key: str = MASTER_KEY) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[FakeOpenAI, str]]:
+    fake = FakeOpenAI(processing_seconds=0.3)
+    with serve_in_thread(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture
+def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, upstream: tuple[FakeOpenAI, str]) -> Iterator[Stack]:
+    fake, url = upstream
+    config = tmp_path / "routing.yaml"
+    config.write_text(routing_yaml(url))
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("BATCHGW_MASTER_KEY", MASTER_KEY)
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    monkeypatch.setenv("BATCHGW_SUBMIT_STUCK_SECONDS", "1")
+    monkeypatch.setenv("BATCHGW_FINALIZE_STUCK_SECONDS", "1")
+    for name in ("BATCHGW_TABLE", "BATCHGW_BUCKET", "BATCHGW_EVENT_BUS", "BATCHGW_CONFIG"):
+        monkeypatch.setenv(name, "set-by-the-stack")  # restored after the test
+    with mock_aws():
+        dev = DevStack(config=config)
+        dev.configure()
+        queues = dev.provision()
+        with TestClient(ApiGateway(template.functions()), raise_server_exceptions=False) as api:
+            yield Stack(queues=queues, upstream=fake, api=api)
+    reset_context()
+
+
+def batch_lines(n: int, model: str = "gpt-4o-mini", url: str = "/v1/chat/completions", prefix: str = "req") -> bytes:
+    """A valid batch input file of `n` chat requests."""
+    return b"".join(
+        orjson.dumps(
+            {
+                "custom_id": f"{prefix}-{i}",
+                "method": "POST",
+                "url": url,
+                "body": {"model": model, "messages": [{"role": "user", "content": f"question {i}"}]},
+            },
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+        for i in range(n)
+    )

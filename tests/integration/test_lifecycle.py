@@ -1,0 +1,311 @@
+"""The batch lifecycle through the real handlers and events: submit, poll, complete, exactly once.
+
+Providers are the fake OpenAI upstream over loopback HTTP and the in-process mock; AWS is moto.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+
+from shared.records import BatchRecord
+from tests.integration.conftest import Stack, batch_lines, load_event
+
+# OpenAI's published Batch API price for gpt-4o-mini, USD per million tokens
+GPT_4O_MINI_BATCH_INPUT = Decimal("0.075")
+GPT_4O_MINI_BATCH_OUTPUT = Decimal("0.30")
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+def start(stack: Stack, content: bytes, endpoint: str = "/v1/chat/completions") -> str:
+    file_id = stack.api.post(
+        "/v1/files", headers=stack.auth(), data={"purpose": "batch"}, files={"file": ("in.jsonl", content)}
+    ).json()["id"]
+    response = stack.api.post(
+        "/v1/batches",
+        headers=stack.auth(),
+        json={"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h"},
+    )
+    assert response.status_code == 200, response.text
+    batch_id: str = response.json()["id"]
+    return batch_id
+
+
+def batch(stack: Stack, batch_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth()).json()
+    return body
+
+
+def record(stack: Stack, batch_id: str) -> BatchRecord:
+    found = stack.ctx.table.get_batch(batch_id)
+    assert found is not None
+    return found
+
+
+def lines(stack: Stack, file_id: str | None) -> list[dict[str, Any]]:
+    if file_id is None:
+        return []
+    content = stack.api.get(f"/v1/files/{file_id}/content", headers=stack.auth()).content
+    return [orjson.loads(line) for line in content.splitlines()]
+
+
+def until_terminal(stack: Stack, *batch_ids: str, rounds: int = 80) -> None:
+    stack.run_until(lambda: all(batch(stack, b)["status"] in TERMINAL for b in batch_ids), rounds=rounds)
+
+
+def spend_rows(stack: Stack) -> list[dict[str, Any]]:
+    return stack.ctx.table.spend_rows("master")
+
+
+def expected_cost(stack: Stack, provider_batch_id: str) -> Decimal:
+    fake = stack.upstream.batches[provider_batch_id]
+    return (
+        fake.prompt_tokens * GPT_4O_MINI_BATCH_INPUT + fake.completion_tokens * GPT_4O_MINI_BATCH_OUTPUT
+    ) / 1_000_000
+
+
+def test_handlers_run_the_flow_from_sample_events_to_a_priced_completion(stack: Stack) -> None:
+    # Given a batch of 6 requests routed to the fake OpenAI upstream, two of which it fails
+    content = batch_lines(4, model="upstream-gpt-4o-mini") + batch_lines(2, model="upstream-gpt-4o-mini", prefix="fail")
+    batch_id = start(stack, content)
+    assert stack.pending("SubmitterFunction")
+
+    # When each function is invoked with its sample event from events/
+    stack.invoke("SubmitterFunction", load_event("batch_created.json", batch_id=batch_id))
+    assert batch(stack, batch_id)["status"] == "in_progress"
+    provider_batch = record(stack, batch_id).provider_refs["batch_id"]
+    stack.run_until(lambda: record(stack, batch_id).finalize_to is not None, rounds=30, complete=False)
+    assert batch(stack, batch_id)["status"] == "finalizing"
+    ended = stack.pending("CompletionFunction")
+    assert [e["detail"]["batch_id"] for e in ended] == [batch_id]
+    stack.invoke("CompletionFunction", load_event("batch_ended.json", batch_id=batch_id))
+
+    # Then it is completed, with files whose lines cover every custom_id once, and priced at batch rates
+    done = batch(stack, batch_id)
+    assert done["status"] == "completed" and done["completed_at"] >= done["finalizing_at"]
+    assert done["request_counts"] == {"total": 6, "completed": 4, "failed": 2}
+    output, errors = lines(stack, done["output_file_id"]), lines(stack, done["error_file_id"])
+    assert sorted(line["custom_id"] for line in output) == [f"req-{i}" for i in range(4)]
+    assert sorted(line["custom_id"] for line in errors) == ["fail-0", "fail-1"]
+    assert all(line["response"]["status_code"] == 200 and line["error"] is None for line in output)
+    fake = stack.upstream.batches[provider_batch]
+    assert done["usage"]["input_tokens"] == fake.prompt_tokens
+    assert done["usage"]["output_tokens"] == fake.completion_tokens
+    assert done["usage"]["total_tokens"] == fake.prompt_tokens + fake.completion_tokens
+    cost = expected_cost(stack, provider_batch)
+    assert done["cost"]["value"] == pytest.approx(float(cost), rel=1e-9)
+    assert done["cost"]["currency"] == "usd"
+    (row,) = spend_rows(stack)
+    assert float(row["cost"]) == pytest.approx(float(cost), rel=1e-9) and row["batches"] == 1 and row["requests"] == 6
+    output_file = stack.api.get(f"/v1/files/{done['output_file_id']}", headers=stack.auth()).json()
+    assert output_file["purpose"] == "batch_output"
+
+
+def test_pricing_override_in_the_routing_file_wins(stack: Stack) -> None:
+    batch_id = start(stack, batch_lines(3, model="upstream-priced"))
+    until_terminal(stack, batch_id)
+    done = batch(stack, batch_id)
+    fake = stack.upstream.batches[record(stack, batch_id).provider_refs["batch_id"]]
+    expected = (fake.prompt_tokens * Decimal("0.5") + fake.completion_tokens * Decimal("2.0")) / 1_000_000
+    assert done["cost"]["value"] == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_mock_provider_completes_chat_and_embeddings(stack: Stack) -> None:
+    chat = start(stack, batch_lines(5))
+    embeddings = start(
+        stack,
+        b"".join(
+            orjson.dumps(
+                {
+                    "custom_id": f"e{i}",
+                    "method": "POST",
+                    "url": "/v1/embeddings",
+                    "body": {"model": "text-embedding-3-small", "input": f"text {i}"},
+                },
+                option=orjson.OPT_APPEND_NEWLINE,
+            )
+            for i in range(3)
+        ),
+        endpoint="/v1/embeddings",
+    )
+    until_terminal(stack, chat, embeddings)
+    assert batch(stack, chat)["request_counts"] == {"total": 5, "completed": 5, "failed": 0}
+    vectors = lines(stack, batch(stack, embeddings)["output_file_id"])
+    assert len(vectors) == 3 and all(v["response"]["body"]["data"][0]["embedding"] for v in vectors)
+    assert batch(stack, embeddings)["usage"]["output_tokens"] == 0
+
+
+def test_completion_delivered_twice_and_concurrently_books_once(stack: Stack) -> None:
+    batch_id = start(stack, batch_lines(4, model="upstream-gpt-4o-mini"))
+    stack.deliver("SubmitterFunction")
+    stack.run_until(lambda: record(stack, batch_id).finalize_to is not None, rounds=30, complete=False)
+    (event,) = stack.pending("CompletionFunction")
+
+    # two deliveries at once, then a third one late
+    results: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(stack.invoke("CompletionFunction", event))) for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    late = stack.invoke("CompletionFunction", event)
+
+    assert sorted(r["booked"] for r in [*results, late]) == [False, False, True]
+    (row,) = spend_rows(stack)
+    assert row["batches"] == 1
+    provider_batch = record(stack, batch_id).provider_refs["batch_id"]
+    assert float(row["cost"]) == pytest.approx(float(expected_cost(stack, provider_batch)), rel=1e-9)
+    assert len(lines(stack, batch(stack, batch_id)["output_file_id"])) == 4
+
+
+def test_concurrent_pollers_end_a_batch_once(stack: Stack) -> None:
+    start(stack, batch_lines(3, model="upstream-gpt-4o-mini"))
+    stack.deliver("SubmitterFunction")
+    time.sleep(0.4)  # the fake upstream has finished processing
+    threads = [threading.Thread(target=stack.poll) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(stack.pending("CompletionFunction")) == 1
+
+
+def test_crash_between_output_file_and_transaction_is_healed_by_the_next_poll(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch_id = start(stack, batch_lines(4, model="upstream-gpt-4o-mini"))
+    stack.deliver("SubmitterFunction")
+    stack.run_until(lambda: record(stack, batch_id).finalize_to is not None, rounds=30, complete=False)
+    (event,) = stack.pending("CompletionFunction")
+    reserved = record(stack, batch_id).reserved_output_file_id
+
+    # the first completion dies after its files are written, before the transaction
+    from shared.storage.table import Table
+
+    real = Table.finish_batch
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("Lambda timed out")
+
+    monkeypatch.setattr(Table, "finish_batch", crash)
+    with pytest.raises(RuntimeError):
+        stack.invoke("CompletionFunction", event)
+    monkeypatch.setattr(Table, "finish_batch", real)
+    assert batch(stack, batch_id)["status"] == "finalizing" and spend_rows(stack) == []
+
+    # the poller sees it stuck and re-drives the completion, which books it once
+    time.sleep(1.1)
+    stack.poll()
+    assert stack.deliver("CompletionFunction") == 1
+    done = batch(stack, batch_id)
+    assert done["status"] == "completed" and done["output_file_id"] == reserved
+    assert len(lines(stack, done["output_file_id"])) == 4
+    (row,) = spend_rows(stack)
+    assert row["batches"] == 1
+
+
+def test_lost_create_answer_is_found_again_and_no_second_provider_batch_is_made(stack: Stack) -> None:
+    stack.upstream.slow_create_seconds = 2.0  # longer than the route's 1 s timeout: the answer is lost
+    batch_id = start(stack, batch_lines(2, model="upstream-gpt-4o-mini"))
+    stack.deliver("SubmitterFunction")
+    until_terminal(stack, batch_id)
+    assert batch(stack, batch_id)["status"] == "completed"
+    assert stack.upstream.calls["POST /v1/batches"] == 1
+    assert len(stack.upstream.batches) == 1
+
+
+def test_submitter_duplicate_events_submit_once(stack: Stack) -> None:
+    batch_id = start(stack, batch_lines(2, model="upstream-gpt-4o-mini"))
+    (event,) = stack.pending("SubmitterFunction")
+    threads = [threading.Thread(target=stack.invoke, args=("SubmitterFunction", event)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stack.invoke("SubmitterFunction", event)
+    assert batch(stack, batch_id)["status"] == "in_progress"
+    assert stack.upstream.calls["POST /v1/files"] == 1 and stack.upstream.calls["POST /v1/batches"] == 1
+
+
+def test_permanent_provider_refusal_fails_the_batch_with_errors_and_an_error_file(stack: Stack) -> None:
+    batch_id = start(stack, batch_lines(3, model="fake-refuse"))
+    until_terminal(stack, batch_id)
+    failed = batch(stack, batch_id)
+    assert failed["status"] == "failed" and failed["failed_at"] is not None
+    assert failed["errors"]["data"][0]["message"].endswith("The model fake-refuse does not support batches.")
+    assert [line["error"]["code"] for line in lines(stack, failed["error_file_id"])] == ["batch_failed"] * 3
+    assert failed["output_file_id"] is None and failed["cost"]["value"] == 0
+
+
+def test_expired_batch_keeps_and_prices_its_partial_results(stack: Stack) -> None:
+    batch_id = start(stack, batch_lines(4, model="fake-expire"))
+    until_terminal(stack, batch_id)
+    expired = batch(stack, batch_id)
+    assert expired["status"] == "expired" and expired["expired_at"] is not None
+    output, errors = lines(stack, expired["output_file_id"]), lines(stack, expired["error_file_id"])
+    assert sorted(line["custom_id"] for line in output) == ["req-0", "req-1"]
+    assert sorted(line["custom_id"] for line in errors) == ["req-2", "req-3"]
+    assert {line["error"]["code"] for line in errors} == {"batch_expired"}
+    assert expired["request_counts"] == {"total": 4, "completed": 2, "failed": 2}
+    fake = stack.upstream.batches[record(stack, batch_id).provider_refs["batch_id"]]
+    assert expired["usage"]["input_tokens"] == fake.prompt_tokens > 0
+    expected = (fake.prompt_tokens * 1.0 + fake.completion_tokens * 4.0) / 1_000_000
+    assert expired["cost"]["value"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_cancel_in_progress_goes_through_cancelling_to_cancelled_with_partial_results(stack: Stack) -> None:
+    stack.upstream.processing_seconds = 60
+    batch_id = start(stack, batch_lines(4, model="upstream-gpt-4o-mini"))
+    stack.deliver("SubmitterFunction")
+    assert batch(stack, batch_id)["status"] == "in_progress"
+    assert stack.api.post(f"/v1/batches/{batch_id}/cancel", headers=stack.auth()).json()["status"] == "cancelling"
+    stack.poll()  # sends the cancel; the provider is still cancelling
+    assert batch(stack, batch_id)["status"] == "cancelling"
+    until_terminal(stack, batch_id)
+    cancelled = batch(stack, batch_id)
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["request_counts"] == {"total": 4, "completed": 2, "failed": 2}
+    assert {line["error"]["code"] for line in lines(stack, cancelled["error_file_id"])} == {"batch_cancelled"}
+    assert stack.upstream.calls[f"POST /v1/batches/{record(stack, batch_id).provider_refs['batch_id']}/cancel"] == 1
+
+
+def test_mock_expiry_and_failures_keep_every_custom_id_once(stack: Stack) -> None:
+    expiring = start(stack, batch_lines(10, model="mock-expiring"))
+    flaky = start(stack, batch_lines(20, model="mock-flaky"))
+    until_terminal(stack, expiring, flaky)
+    for batch_id, total in ((expiring, 10), (flaky, 20)):
+        done = batch(stack, batch_id)
+        seen = [
+            line["custom_id"] for line in lines(stack, done["output_file_id"]) + lines(stack, done["error_file_id"])
+        ]
+        assert sorted(seen) == sorted(f"req-{i}" for i in range(total))
+        assert done["request_counts"]["completed"] + done["request_counts"]["failed"] == total
+    assert batch(stack, expiring)["status"] == "expired"
+    flaky_done = batch(stack, flaky)
+    assert flaky_done["status"] == "completed" and 0 < flaky_done["request_counts"]["failed"] < 20
+
+
+def test_provider_faults_still_end_every_batch_right_and_bill_once(stack: Stack) -> None:
+    # a third of upstream calls answer 500, 429 with Retry-After, or hang past the 1 s timeout
+    stack.upstream.faults.error_rate = 0.12
+    stack.upstream.faults.rate_limit_rate = 0.1
+    stack.upstream.faults.hang_rate = 0.08
+    stack.upstream.faults.hang_seconds = 1.5
+    batch_ids = [start(stack, batch_lines(3, model="upstream-gpt-4o-mini", prefix=f"b{n}")) for n in range(4)]
+    until_terminal(stack, *batch_ids, rounds=200)
+    assert {batch(stack, b)["status"] for b in batch_ids} == {"completed"}
+    assert (
+        stack.upstream.calls["fault:500"] and stack.upstream.calls["fault:429"] and stack.upstream.calls["fault:hang"]
+    )
+    (row,) = spend_rows(stack)
+    assert row["batches"] == 4
+    expected = sum(expected_cost(stack, record(stack, b).provider_refs["batch_id"]) for b in batch_ids)
+    assert float(row["cost"]) == pytest.approx(float(expected), rel=1e-9)
+    assert len(stack.upstream.batches) == 4

@@ -1,0 +1,134 @@
+"""The streaming batch input validator: every rule of CONTRACT.md section 4, with 1-based line numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from shared.errors import InvalidBatchInput
+from shared.jsonl import MAX_LINES, BatchInputValidator, iter_lines, validate_batch_input
+
+
+def line(
+    custom_id: str = "a", *, url: str = "/v1/chat/completions", model: str = "gpt-4o-mini", **extra: object
+) -> bytes:
+    request = {"custom_id": custom_id, "method": "POST", "url": url, "body": {"model": model, "messages": []}}
+    return orjson.dumps({**request, **extra})
+
+
+def failure(content: bytes) -> InvalidBatchInput:
+    with pytest.raises(InvalidBatchInput) as caught:
+        validate_batch_input([content])
+    return caught.value
+
+
+def test_valid_file_yields_count_endpoint_model_and_ids() -> None:
+    summary = validate_batch_input([line("a") + b"\n" + line("b") + b"\n\n\n"])
+    assert summary.line_count == 2 and summary.custom_ids == ("a", "b")
+    assert summary.endpoint == "/v1/chat/completions" and summary.model == "gpt-4o-mini"
+
+
+def test_urls_without_v1_are_normalized() -> None:
+    summary = validate_batch_input([line("a", url="/embeddings", model="e") + b"\n"])
+    assert summary.endpoint == "/v1/embeddings"
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 64, 10_000])
+def test_chunk_boundaries_do_not_matter(chunk_size: int) -> None:
+    content = b"\r\n".join(line(str(i)) for i in range(20)) + b"\r\n"
+    chunks = [content[i : i + chunk_size] for i in range(0, len(content), chunk_size)]
+    assert validate_batch_input(chunks).custom_ids == tuple(str(i) for i in range(20))
+
+
+@pytest.mark.parametrize(
+    ("bad", "rule"),
+    [
+        (b"{not json", "invalid_json_line"),
+        (b"[1, 2]", "invalid_json_line"),
+        (b'{"method": "POST", "url": "/v1/chat/completions", "body": {"model": "m"}}', "invalid_custom_id"),
+        (line(""), "invalid_custom_id"),
+        (
+            orjson.dumps({"custom_id": 7, "method": "POST", "url": "/v1/embeddings", "body": {"model": "m"}}),
+            "invalid_custom_id",
+        ),
+        (line("x" * 513), "invalid_custom_id"),
+        (line("b", method="GET"), "invalid_method"),
+        (line("b", url="/v1/images/generations"), "invalid_url"),
+        (line("b", body=[1]), "invalid_body"),
+        (line("b", body={"messages": []}), "invalid_model"),
+        (line("b", url="/v1/embeddings"), "url_mismatch"),
+        (line("b", model="gpt-4o"), "model_mismatch"),
+        (line("a"), "duplicate_custom_id"),
+        (b"\xff\xfe", "invalid_encoding"),
+    ],
+)
+def test_each_rule_names_the_second_line(bad: bytes, rule: str) -> None:
+    error = failure(line("a") + b"\n" + bad + b"\n" + line("c") + b"\n")
+    assert error.line == 2 and error.rule == rule and "line 2" in error.message
+
+
+def test_duplicate_custom_id_names_the_first_use() -> None:
+    error = failure(line("a") + b"\n" + line("b") + b"\n" + line("a") + b"\n")
+    assert error.line == 3 and "line 1" in error.message
+
+
+def test_blank_line_before_more_requests_is_refused_at_the_blank_line() -> None:
+    error = failure(line("a") + b"\n\n" + line("b") + b"\n")
+    assert error.line == 2 and error.rule == "blank_line"
+
+
+def test_byte_order_mark_is_refused_with_a_clear_message() -> None:
+    error = failure(b"\xef\xbb\xbf" + line("a") + b"\n")
+    assert error.line == 1 and "byte order mark" in error.message
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n", b"   \n"])
+def test_file_without_requests_is_refused(content: bytes) -> None:
+    assert failure(content).rule == "empty_file"
+
+
+def test_more_than_50000_requests_is_refused_at_line_50001() -> None:
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, MAX_LINES + 1, 1000):
+            yield b"".join(line(str(i)) + b"\n" for i in range(start, min(start + 1000, MAX_LINES + 1)))
+
+    with pytest.raises(InvalidBatchInput) as caught:
+        validate_batch_input(chunks())
+    assert caught.value.line == MAX_LINES + 1 and caught.value.rule == "too_many_requests"
+
+
+def test_exactly_50000_requests_is_fine() -> None:
+    content = b"".join(line(str(i)) + b"\n" for i in range(MAX_LINES))
+    assert validate_batch_input([content]).line_count == MAX_LINES
+
+
+def test_more_than_200_mb_is_refused_without_holding_the_file() -> None:
+    # 5 MB requests, the same bytes object fed again and again: 200 MB pass through, none is kept
+    padding = "x" * (5_000_000 - 200)
+    big = orjson.dumps(
+        {"custom_id": "{id}", "method": "POST", "url": "/v1/embeddings", "body": {"model": "e", "input": padding}}
+    )
+    head, tail = big.split(b"{id}")
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(60):
+            yield head + str(i).encode() + tail + b"\n"
+
+    with pytest.raises(InvalidBatchInput) as caught:
+        validate_batch_input(chunks())
+    assert caught.value.rule == "file_too_large" and caught.value.line == 41
+
+
+def test_line_over_32_mb_is_refused() -> None:
+    validator = BatchInputValidator()
+    validator.feed(line("a") + b"\n")
+    with pytest.raises(InvalidBatchInput) as caught:
+        for _ in range(40):
+            validator.feed(b"x" * 1_000_000)
+    assert caught.value.line == 2 and caught.value.rule == "line_too_large"
+
+
+def test_iter_lines_splits_across_chunks_and_strips_crlf() -> None:
+    assert list(iter_lines([b"a\r", b"\nb", b"c\nd"])) == [b"a", b"bc", b"d"]

@@ -1,0 +1,47 @@
+"""Output lines: usage from every OpenAI body shape, stable ids, the not-run error lines."""
+
+from __future__ import annotations
+
+import orjson
+
+from shared.providers.base import ResultLine
+from shared.records import Usage
+from shared.results import not_run, render, request_id, usage_from_openai
+
+
+def test_usage_from_chat_completion() -> None:
+    body = {
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 4,
+            "total_tokens": 14,
+            "prompt_tokens_details": {"cached_tokens": 3},
+            "completion_tokens_details": {"reasoning_tokens": 2},
+        }
+    }
+    assert usage_from_openai(body) == Usage(input_tokens=10, cached_tokens=3, output_tokens=4, reasoning_tokens=2)
+
+
+def test_usage_from_responses_and_embeddings() -> None:
+    responses = {"usage": {"input_tokens": 9, "output_tokens": 5, "input_tokens_details": {"cached_tokens": 1}}}
+    assert usage_from_openai(responses) == Usage(input_tokens=9, cached_tokens=1, output_tokens=5)
+    assert usage_from_openai({"usage": {"prompt_tokens": 7, "total_tokens": 7}}) == Usage(input_tokens=7)
+    assert usage_from_openai({"error": {}}) is None and usage_from_openai("x") is None
+
+
+def test_rendered_lines_have_stable_ids_and_openai_shape() -> None:
+    line = ResultLine(custom_id="a", response={"status_code": 200, "request_id": "r", "body": {}})
+    first, second = orjson.loads(render(line, "batch_1")), orjson.loads(render(line, "batch_1"))
+    assert first == second and first["id"] == request_id("batch_1", "a") and first["error"] is None
+    assert request_id("batch_1", "a") != request_id("batch_2", "a")
+    assert render(line, "batch_1").endswith(b"\n")
+
+
+def test_requests_never_run_become_error_lines_by_outcome() -> None:
+    assert not_run("a", "expired").error == {
+        "code": "batch_expired",
+        "message": "This request could not be executed before the completion window expired.",
+    }
+    cancelled = not_run("a", "cancelled").error
+    assert cancelled is not None and cancelled["code"] == "batch_cancelled"
+    assert not not_run("a", "failed").succeeded and not_run("a", "failed").response is None
