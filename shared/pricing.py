@@ -16,10 +16,13 @@ from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 from genai_prices.types import ModelPrice, TieredPrices
 
+from shared.providers.base import LineUsage
 from shared.records import Cost, Usage
 from shared.routing import Deployment
 
 logger = logging.getLogger(__name__)
+
+_USAGE_FIELDS: Final = tuple(Usage.model_fields)
 
 BATCH_CONTEXT: Final = {"processing": "batch"}
 _MTOK: Final = Decimal(1_000_000)
@@ -35,7 +38,7 @@ _PRICE_PROVIDER: Final[dict[str, str | None]] = {
 }
 
 
-def _price_usage(usage: Usage) -> PriceUsage:
+def _price_usage(usage: Usage | LineUsage) -> PriceUsage:
     return PriceUsage(
         input_tokens=usage.input_tokens,
         cache_read_tokens=usage.cached_tokens,
@@ -67,16 +70,26 @@ class BatchPricer:
         self._provider = _PRICE_PROVIDER[deployment.provider]
         self._price = None if self._override else _model_price(self._model, self._provider)
         self._per_request = self._price is not None and _is_tiered(self._price)
-        self.usage = Usage()
+        self._totals = dict.fromkeys(_USAGE_FIELDS, 0)
         self._tiered = Cost()
+
+    @property
+    def usage(self) -> Usage:
+        """The usage added so far."""
+        return Usage(**self._totals)
 
     @property
     def known(self) -> bool:
         """False when the model has no price: its cost is recorded as 0."""
         return self._override is not None or self._price is not None
 
-    def add(self, usage: Usage) -> None:
-        self.usage = self.usage + usage
+    def add(self, usage: LineUsage) -> None:
+        totals = self._totals
+        totals["input_tokens"] += usage.input_tokens
+        totals["cached_tokens"] += usage.cached_tokens
+        totals["cache_write_tokens"] += usage.cache_write_tokens
+        totals["output_tokens"] += usage.output_tokens
+        totals["reasoning_tokens"] += usage.reasoning_tokens
         if self._per_request and self._price is not None:
             price = self._price.calc_price(_price_usage(usage))
             self._tiered = Cost(

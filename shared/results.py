@@ -8,15 +8,14 @@ from typing import Any
 import orjson
 
 from shared.ids import REQUEST
-from shared.providers.base import ResultLine
-from shared.records import Usage
+from shared.providers.base import LineUsage, ResultLine
 
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) else 0
 
 
-def usage_from_openai(body: Any) -> Usage | None:
+def usage_from_openai(body: Any) -> LineUsage | None:
     """The usage of an OpenAI response body: chat and text completions, embeddings and responses."""
     if not isinstance(body, dict):
         return None
@@ -26,7 +25,7 @@ def usage_from_openai(body: Any) -> Usage | None:
     if "input_tokens" in usage:  # /v1/responses
         input_details = usage.get("input_tokens_details") or {}
         output_details = usage.get("output_tokens_details") or {}
-        return Usage(
+        return LineUsage(
             input_tokens=_int(usage.get("input_tokens")),
             cached_tokens=_int(input_details.get("cached_tokens")),
             output_tokens=_int(usage.get("output_tokens")),
@@ -34,7 +33,7 @@ def usage_from_openai(body: Any) -> Usage | None:
         )
     prompt_details = usage.get("prompt_tokens_details") or {}
     completion_details = usage.get("completion_tokens_details") or {}
-    return Usage(
+    return LineUsage(
         input_tokens=_int(usage.get("prompt_tokens")),
         cached_tokens=_int(prompt_details.get("cached_tokens")),
         output_tokens=_int(usage.get("completion_tokens")),

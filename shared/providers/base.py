@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from shared.records import Counts, ErrorEntry, Usage
+from shared.records import Counts, ErrorEntry
 
 # OpenAI statuses an adapter reports; the terminal ones end the provider run
 TERMINAL_STATES = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -51,6 +51,16 @@ class ProviderStatus:
         return self.state in TERMINAL_STATES
 
 
+class LineUsage(NamedTuple):
+    """One request's token usage (a tuple: this is made once per result line, so it must be cheap)."""
+
+    input_tokens: int = 0  # every prompt token, cached and cache-written ones included
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
 @dataclass(slots=True)
 class ResultLine:
     """One request's result as an OpenAI output line, and its usage when it succeeded."""
@@ -58,7 +68,7 @@ class ResultLine:
     custom_id: str
     response: dict[str, Any] | None
     error: dict[str, Any] | None = None
-    usage: Usage | None = None
+    usage: LineUsage | None = None
     id: str | None = None
 
     @property

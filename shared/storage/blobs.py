@@ -6,8 +6,10 @@ Keys are built only from our own ids (`files/{file_id}`), never from user input.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self, cast
 
 from botocore.exceptions import ClientError
 
@@ -15,15 +17,22 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
-PART_BYTES = 8 * 1024 * 1024  # S3 wants >= 5 MiB per part but the last
+PART_BYTES = 5 * 1024 * 1024  # the smallest part S3 takes (but the last): memory stays flat from 10 MB up
 READ_BYTES = 1024 * 1024
+
+
+def _bytes_like(buffer: bytearray) -> bytes:
+    """botocore sends any bytes-like body; passing the part buffer itself saves a copy per part."""
+    return cast(bytes, buffer)
 
 
 class BlobWriter:
     """Writes one object from a stream: a single PUT when small, multipart when not; never the whole in memory.
 
-    Use as a context manager: leaving it normally commits, leaving it by an exception aborts and
-    leaves no object behind.
+    Bytes collect in a part-sized buffer; a full buffer uploads on a background thread while the next
+    one fills, and comes back for reuse, so memory stays at two parts whatever the object's size. Use
+    as a context manager: leaving it normally commits, leaving it by an exception aborts and leaves no
+    object behind.
     """
 
     def __init__(self, client: S3Client, bucket: str, key: str, content_type: str) -> None:
@@ -31,53 +40,85 @@ class BlobWriter:
         self._bucket = bucket
         self._key = key
         self._content_type = content_type
-        self._buffer = bytearray()
+        self._buffer: bytearray | None = None
+        self._fill = 0
         self._upload_id: str | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._in_flight: Future[bytearray] | None = None
         self._parts: list[CompletedPartTypeDef] = []
         self.bytes = 0
 
     def write(self, data: bytes) -> None:
-        self._buffer += data
-        self.bytes += len(data)
-        if len(self._buffer) >= PART_BYTES:
-            self._flush_part()
+        size = len(data)
+        self.bytes += size
+        if self._buffer is not None and self._fill + size < PART_BYTES:  # the common case: it fits
+            self._buffer[self._fill : self._fill + size] = data
+            self._fill += size
+            return
+        view = memoryview(data)
+        while view:
+            if self._buffer is None:
+                self._buffer = bytearray(PART_BYTES)
+            n = min(len(view), PART_BYTES - self._fill)
+            self._buffer[self._fill : self._fill + n] = view[:n]
+            self._fill += n
+            view = view[n:]
+            if self._fill == PART_BYTES:
+                self._flush_part(self._buffer)
 
-    def _flush_part(self) -> None:
+    def _upload_part(self, number: int, body: bytearray) -> bytearray:
+        assert self._upload_id is not None
+        etag = self._client.upload_part(
+            Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=_bytes_like(body)
+        )["ETag"]
+        self._parts.append({"ETag": etag, "PartNumber": number})
+        return body
+
+    def _wait(self) -> bytearray | None:
+        """Wait for the part in flight; returns its buffer for reuse."""
+        if self._in_flight is None:
+            return None
+        done, self._in_flight = self._in_flight, None
+        return done.result()
+
+    def _flush_part(self, body: bytearray) -> None:
         if self._upload_id is None:
             self._upload_id = self._client.create_multipart_upload(
                 Bucket=self._bucket, Key=self._key, ContentType=self._content_type
             )["UploadId"]
-        number = len(self._parts) + 1
-        etag = self._client.upload_part(
-            Bucket=self._bucket,
-            Key=self._key,
-            UploadId=self._upload_id,
-            PartNumber=number,
-            Body=bytes(self._buffer),
-        )["ETag"]
-        self._parts.append({"ETag": etag, "PartNumber": number})
-        self._buffer = bytearray()
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-part")
+        assert self._pool is not None
+        spare = self._wait()
+        self._in_flight = self._pool.submit(self._upload_part, len(self._parts) + 1, body)
+        self._buffer, self._fill = spare, 0
+
+    def _rest(self) -> bytearray:
+        return self._buffer[: self._fill] if self._buffer is not None else bytearray()
 
     def commit(self) -> None:
         if self._upload_id is None:
-            self._client.put_object(
-                Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer), ContentType=self._content_type
-            )
-            self._buffer = bytearray()
+            body = _bytes_like(self._rest())
+            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=body, ContentType=self._content_type)
             return
-        if self._buffer:
-            self._flush_part()
+        if self._fill:
+            self._flush_part(self._rest())
+        self._wait()
+        assert self._pool is not None
+        self._pool.shutdown()
         self._client.complete_multipart_upload(
-            Bucket=self._bucket,
-            Key=self._key,
-            UploadId=self._upload_id,
-            MultipartUpload={"Parts": self._parts},
+            Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
         )
 
     def abort(self) -> None:
-        self._buffer = bytearray()
-        if self._upload_id is not None:
-            self._client.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
+        self._buffer, self._fill = None, 0
+        if self._upload_id is None:
+            return
+        with suppress(Exception):
+            self._wait()
+        if self._pool is not None:
+            self._pool.shutdown()
+        self._client.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
+        self._upload_id = None
 
     def __enter__(self) -> Self:
         return self

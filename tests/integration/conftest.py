@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,13 @@ models:
     api_key: {API_KEY}
     timeout: 1
     pricing: {{input_per_mtok: 1.0, output_per_mtok: 4.0}}
+  - name: dead-provider
+    provider: openai
+    model: gpt-4o-mini
+    api_base: http://127.0.0.1:9/v1
+    api_key: {API_KEY}
+    timeout: 0.5
+    max_retries: 0
   - name: fake-refuse
     provider: openai
     api_base: {upstream_url}/v1
@@ -95,6 +102,7 @@ class Stack:
     queues: dict[str, str]
     upstream: FakeOpenAI
     api: TestClient
+    failures: list[BaseException] = field(default_factory=list)
 
     @property
     def ctx(self) -> Context:
@@ -117,10 +125,16 @@ class Stack:
         return import_handler(spec.handler)(event, LambdaContext(function))
 
     def deliver(self, function: str) -> int:
-        """Invoke `function` with every event waiting for it; returns how many."""
+        """Invoke `function` with every event waiting for it, as Lambda's async invocation would; returns how many.
+
+        A failed invocation is recorded in `failures`, not raised: Lambda would retry it, then dead-letter it.
+        """
         events = self.pending(function)
         for event in events:
-            self.invoke(function, event)
+            try:
+                self.invoke(function, event)
+            except Exception as exc:
+                self.failures.append(exc)
         return len(events)
 
     def poll(self) -> Any:

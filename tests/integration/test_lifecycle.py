@@ -309,3 +309,23 @@ def test_provider_faults_still_end_every_batch_right_and_bill_once(stack: Stack)
     expected = sum(expected_cost(stack, record(stack, b).provider_refs["batch_id"]) for b in batch_ids)
     assert float(row["cost"]) == pytest.approx(float(expected), rel=1e-9)
     assert len(stack.upstream.batches) == 4
+
+
+def test_unreachable_provider_fails_its_batch_after_bounded_redrives_and_stops_nothing_else(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.context import reset_context
+
+    monkeypatch.setenv("BATCHGW_MAX_REDRIVES", "2")
+    reset_context()
+    stranded = start(stack, batch_lines(3, model="dead-provider"))
+    healthy = start(stack, batch_lines(3, model="upstream-gpt-4o-mini"))
+    until_terminal(stack, healthy)
+    assert batch(stack, healthy)["status"] == "completed"
+    assert batch(stack, stranded)["status"] == "validating"  # still being retried
+    until_terminal(stack, stranded, rounds=120)
+    failed = batch(stack, stranded)
+    assert failed["status"] == "failed" and failed["errors"]["data"]
+    assert any("ConnectError" in e["message"] or "tries" in e["message"] for e in failed["errors"]["data"])
+    assert [line["error"]["code"] for line in lines(stack, failed["error_file_id"])] == ["batch_failed"] * 3
+    assert stack.failures  # the submitter raised for Lambda to retry before giving up

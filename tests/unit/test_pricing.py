@@ -5,14 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 from shared.pricing import BatchPricer
-from shared.records import Usage
+from shared.providers.base import LineUsage
 from shared.routing import Deployment, Pricing
 
 
 def test_gpt_4o_mini_is_priced_at_openai_batch_rates() -> None:
     pricer = BatchPricer(Deployment(name="gpt-4o-mini", provider="openai"))
-    pricer.add(Usage(input_tokens=600_000, output_tokens=100_000))
-    pricer.add(Usage(input_tokens=400_000, output_tokens=100_000))
+    pricer.add(LineUsage(input_tokens=600_000, output_tokens=100_000))
+    pricer.add(LineUsage(input_tokens=400_000, output_tokens=100_000))
     cost = pricer.cost()
     # OpenAI's batch price for gpt-4o-mini: $0.075 in, $0.30 out per million tokens (half the standard price)
     assert cost.input == Decimal("0.075") and cost.output == Decimal("0.06") and pricer.known
@@ -21,14 +21,14 @@ def test_gpt_4o_mini_is_priced_at_openai_batch_rates() -> None:
 def test_override_wins_and_prices_cached_tokens_at_their_rate() -> None:
     pricing = Pricing(input_per_mtok=Decimal(2), output_per_mtok=Decimal(8), cached_input_per_mtok=Decimal("0.5"))
     pricer = BatchPricer(Deployment(name="x", provider="openai", model="gpt-4o-mini", pricing=pricing))
-    pricer.add(Usage(input_tokens=1_000_000, cached_tokens=400_000, output_tokens=500_000))
+    pricer.add(LineUsage(input_tokens=1_000_000, cached_tokens=400_000, output_tokens=500_000))
     cost = pricer.cost()
     assert cost.input == Decimal("1.4") and cost.output == Decimal(4) and cost.total == Decimal("5.4")
 
 
 def test_unknown_model_is_priced_zero_and_flagged() -> None:
     pricer = BatchPricer(Deployment(name="x", provider="openai", model="no-such-model-anywhere"))
-    pricer.add(Usage(input_tokens=1000, output_tokens=1000))
+    pricer.add(LineUsage(input_tokens=1000, output_tokens=1000))
     assert pricer.cost().total == 0 and not pricer.known
     assert pricer.usage.total_tokens == 2000
 
@@ -37,14 +37,14 @@ def test_tiered_model_prices_each_request_by_its_own_prompt() -> None:
     # claude-sonnet-4-5 charges a long-context rate above 200k prompt tokens: two 150k prompts stay at base
     pricer = BatchPricer(Deployment(name="claude-sonnet-4-5", provider="anthropic"))
     for _ in range(2):
-        pricer.add(Usage(input_tokens=150_000, output_tokens=0))
+        pricer.add(LineUsage(input_tokens=150_000, output_tokens=0))
     single = BatchPricer(Deployment(name="claude-sonnet-4-5", provider="anthropic"))
-    single.add(Usage(input_tokens=300_000, output_tokens=0))
+    single.add(LineUsage(input_tokens=300_000, output_tokens=0))
     assert pricer.cost().input == Decimal("0.45")  # $1.50 per million at the batch base rate
     assert single.cost().input > pricer.cost().input
 
 
 def test_mock_deployments_are_priced_as_the_model_s_maker() -> None:
     pricer = BatchPricer(Deployment(name="gpt-4o-mini", provider="mock"))
-    pricer.add(Usage(input_tokens=1_000_000))
+    pricer.add(LineUsage(input_tokens=1_000_000))
     assert pricer.cost().input == Decimal("0.075")

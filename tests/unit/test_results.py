@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from shared.providers.base import ResultLine
-from shared.records import Usage
+from shared.providers.base import LineUsage, ResultLine
 from shared.results import not_run, render, request_id, usage_from_openai
 
 
@@ -19,13 +18,13 @@ def test_usage_from_chat_completion() -> None:
             "completion_tokens_details": {"reasoning_tokens": 2},
         }
     }
-    assert usage_from_openai(body) == Usage(input_tokens=10, cached_tokens=3, output_tokens=4, reasoning_tokens=2)
+    assert usage_from_openai(body) == LineUsage(input_tokens=10, cached_tokens=3, output_tokens=4, reasoning_tokens=2)
 
 
 def test_usage_from_responses_and_embeddings() -> None:
     responses = {"usage": {"input_tokens": 9, "output_tokens": 5, "input_tokens_details": {"cached_tokens": 1}}}
-    assert usage_from_openai(responses) == Usage(input_tokens=9, cached_tokens=1, output_tokens=5)
-    assert usage_from_openai({"usage": {"prompt_tokens": 7, "total_tokens": 7}}) == Usage(input_tokens=7)
+    assert usage_from_openai(responses) == LineUsage(input_tokens=9, cached_tokens=1, output_tokens=5)
+    assert usage_from_openai({"usage": {"prompt_tokens": 7, "total_tokens": 7}}) == LineUsage(input_tokens=7)
     assert usage_from_openai({"error": {}}) is None and usage_from_openai("x") is None
 
 

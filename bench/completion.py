@@ -1,0 +1,135 @@
+"""Completion throughput: a provider output file translated, stored and priced, from a local stream.
+
+Run as `python -m bench.completion FILE ENDPOINT`; prints one JSON result. The AWS emulator runs in
+another process, so the peak RSS growth measured here is the completion step's own.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import orjson
+
+from bench.common import peak_rss_mb, reset_peak_rss, use_stack
+from shared import ids
+from shared.completion import complete_batch
+from shared.context import Context, get_context
+from shared.files import blob_key, ids_key
+from shared.jsonl import iter_lines
+from shared.providers.base import BatchProvider, ProviderStatus, ResultLine, SubmitRequest
+from shared.providers.openai import result_line
+from shared.records import BatchInputInfo, BatchRecord, Counts, FileRecord
+
+READ_BYTES = 1024 * 1024
+
+
+class LocalOutputProvider:
+    """A provider whose results are an OpenAI output file on local disk, streamed."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def _chunks(self) -> Iterator[bytes]:
+        with self._path.open("rb") as source:
+            while chunk := source.read(READ_BYTES):
+                yield chunk
+
+    def submit(self, request: SubmitRequest, journal: object) -> None:
+        raise NotImplementedError
+
+    def refresh(self, refs: Mapping[str, str]) -> ProviderStatus:
+        return ProviderStatus("completed")
+
+    def cancel(self, refs: Mapping[str, str]) -> None:
+        raise NotImplementedError
+
+    def results(self, refs: Mapping[str, str], request: SubmitRequest) -> Iterator[ResultLine]:
+        for raw in iter_lines(self._chunks()):
+            line = result_line(raw)
+            if line is not None:
+                yield line
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def prepare(path: Path) -> tuple[Context, str]:
+    """A batch waiting for completion whose provider output is `path`."""
+    base = get_context()
+    deployment = base.routing.deployments_for("gpt-4o-mini")[0]
+    provider: BatchProvider = LocalOutputProvider(path)
+    ctx = Context(base.settings, base.table, base.blobs, base.bus, base.routing, _providers={deployment.key: provider})
+    custom_ids = [line.custom_id for line in LocalOutputProvider(path).results({}, None)]  # type: ignore[arg-type]
+    count = len(custom_ids)
+    file_id, batch_id = ids.new_id(ids.FILE), ids.new_id(ids.BATCH)
+    now = int(time.time())
+    ctx.blobs.put(ids_key(file_id), "\n".join(custom_ids).encode())
+    ctx.table.put_file(
+        FileRecord(
+            id=file_id,
+            owner="master",
+            purpose="batch",
+            filename="in.jsonl",
+            bytes=0,
+            created_at=now,
+            s3_key=blob_key(file_id),
+            batch_input=BatchInputInfo(line_count=count, endpoint="/v1/chat/completions", model="gpt-4o-mini"),
+        )
+    )
+    record = BatchRecord(
+        id=batch_id,
+        owner="master",
+        endpoint="/v1/chat/completions",
+        input_file_id=file_id,
+        created_at=now,
+        expires_at=now + 86400,
+        model="gpt-4o-mini",
+        deployment=deployment.key,
+        request_counts=Counts(total=count),
+        provider_refs={"batch_id": "local"},
+    )
+    ctx.table.create_batch(record)
+    ctx.table.update_batch(
+        batch_id,
+        expect={"validating"},
+        fields={
+            "status": "finalizing",
+            "finalize_to": "completed",
+            "ended_at": now,
+            "updated_at": now,
+            "reserved_output_file_id": ids.new_id(ids.FILE),
+            "reserved_error_file_id": ids.new_id(ids.FILE),
+        },
+    )
+    return ctx, batch_id
+
+
+def main(path: Path, endpoint: str) -> None:
+    use_stack(endpoint)
+    ctx, batch_id = prepare(path)
+    size = path.stat().st_size
+    baseline = reset_peak_rss()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    done = complete_batch(ctx, batch_id)
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    assert done is not None and done.counts.failed == 0, done
+    print(
+        orjson.dumps(
+            {
+                "bytes": size,
+                "lines": done.counts.completed,
+                "seconds": seconds,
+                "mb_per_s": size / 1e6 / seconds,
+                "cpu_seconds": cpu_seconds,
+                "mb_per_cpu_s": size / 1e6 / cpu_seconds,
+                "rss_growth_mb": peak_rss_mb() - baseline,
+            }
+        ).decode()
+    )
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2])
