@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from shared import wire
 from shared.records import BatchRecord, FileRecord, KeyRecord, UploadRecord
 
@@ -66,6 +69,20 @@ def batch_object(record: BatchRecord) -> wire.Batch:
         if usage
         else None,
         cost=wire.Cost(value=float(cost.total), input=float(cost.input), output=float(cost.output)) if cost else None,
+    )
+
+
+def spend_row(row: Mapping[str, Any]) -> wire.SpendRow:
+    return wire.SpendRow(
+        day=row["day"],
+        model=row["model"],
+        cost=float(row.get("cost", 0)),
+        input_cost=float(row.get("input_cost", 0)),
+        output_cost=float(row.get("output_cost", 0)),
+        input_tokens=int(row.get("input_tokens", 0)),
+        output_tokens=int(row.get("output_tokens", 0)),
+        requests=int(row.get("requests", 0)),
+        batches=int(row.get("batches", 0)),
     )
 
 

@@ -255,5 +255,22 @@ class KeyDeleted(Wire):
     deleted: bool
 
 
+class SpendRow(Wire):
+    day: str
+    model: str
+    cost: float
+    input_cost: float
+    output_cost: float
+    input_tokens: int
+    output_tokens: int
+    requests: int
+    batches: int
+
+
+class SpendList(Wire):
+    object: Literal["list"] = "list"
+    data: list[SpendRow]
+
+
 class Health(Wire):
     status: Literal["ok"] = "ok"

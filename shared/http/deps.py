@@ -11,6 +11,7 @@ from shared.auth import Principal, authenticate, presented_key
 from shared.batches import Batches
 from shared.context import Context, get_context
 from shared.files import Files
+from shared.keys import Keys
 from shared.secret_refs import resolve_secret
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <key>")
@@ -40,7 +41,12 @@ def batches(ctx: Annotated[Context, Depends(context)], files: Annotated[Files, D
     return Batches(ctx.table, files, ctx.bus, ctx.routing)
 
 
+def keys(ctx: Annotated[Context, Depends(context)]) -> Keys:
+    return Keys(ctx.table)
+
+
 CallerDep = Annotated[Principal, Depends(principal)]
+KeysDep = Annotated[Keys, Depends(keys)]
 FilesDep = Annotated[Files, Depends(files)]
 BatchesDep = Annotated[Batches, Depends(batches)]
 ContextDep = Annotated[Context, Depends(context)]
