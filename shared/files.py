@@ -152,6 +152,11 @@ class Files:
             return Download(record, redirect_url=url)
         return Download(record, chunks=self._blobs.read(record.s3_key))
 
+    def discard(self, record: FileRecord) -> None:
+        """Remove a file this process just stored and must not keep (its item and its objects)."""
+        self._table.delete_file(record.id)
+        self._blobs.delete(record.s3_key, ids_key(record.id))
+
     def delete(self, principal: Principal, file_id: str) -> None:
         record = self.get(principal, file_id)
         try:

@@ -55,6 +55,11 @@ class Settings(BaseModel):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         values = {field: env[name] for name, field in _ENV.items() if env.get(name)}
+        in_aws = bool(env.get("AWS_LAMBDA_FUNCTION_NAME")) and not env.get("AWS_SAM_LOCAL")
+        if in_aws and not values.get("master_key_ref", "").startswith(("secretsmanager:", "ssm:")):
+            raise SettingsError(
+                "BATCHGW_MASTER_KEY must name a secret in AWS (secretsmanager:NAME or ssm:/path), not hold the key"
+            )
         try:
             return cls.model_validate(values)
         except ValidationError as exc:

@@ -43,7 +43,31 @@ def _chunks(upload: UploadFile) -> Iterator[bytes]:
         yield chunk
 
 
-@router.post("/files", summary="Upload a file")
+_FILE_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {
+                            "type": "string",
+                            "enum": ["assistants", "batch", "fine-tune", "vision", "user_data", "evals"],
+                        },
+                        "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
+                        "expires_after[seconds]": {"type": "integer", "minimum": 3600, "maximum": 2592000},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/files", summary="Upload a file", openapi_extra=_FILE_FORM)
 async def create_file(request: Request, caller: CallerDep, files: FilesDep) -> wire.FileObject:
     form = await request.form(max_files=1, max_fields=16)
     try:

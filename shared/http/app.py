@@ -10,16 +10,18 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import errors
 from shared.context import get_context
-from shared.wire import Health
+from shared.wire import ErrorBody, Health
 
 logger = logging.getLogger(__name__)
 
@@ -145,12 +147,38 @@ class RequestLimits:
         await JSONResponse({"error": error}, status_code=413)(scope, receive, send)
 
 
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "Bad request: the message says what and where"),
+        (401, "Missing, malformed, unknown or revoked key"),
+        (403, "The key may not do this"),
+        (404, "No such object for this key"),
+        (413, "Request body over the limit: use the Uploads API"),
+    )
+}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document without its 422 responses: batchgw answers bad input with OpenAI's 400."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def create_app(*routers: APIRouter, title: str = "batchgw") -> FastAPI:
     """An app serving `routers` plus /health, with OpenAI-shaped errors and request limits.
 
     Building it reads no setting and makes no client; the first request does, through get_context().
     """
-    app = FastAPI(title=title, version="1.0", docs_url=None, redoc_url=None)
+    app = FastAPI(title=title, version="1.0", docs_url=None, redoc_url=None, responses=_ERROR_RESPONSES)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     for error_type, (status, type_) in _ERRORS.items():
         app.add_exception_handler(error_type, _domain_handler(status, type_))
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -13,6 +13,7 @@ from shared.context import Context, get_context
 from shared.files import Files
 from shared.keys import Keys
 from shared.secret_refs import resolve_secret
+from shared.uploads import Uploads
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <key>")
 _api_key = APIKeyHeader(name="api-key", auto_error=False, description="api-key: <key>")
@@ -45,8 +46,13 @@ def keys(ctx: Annotated[Context, Depends(context)]) -> Keys:
     return Keys(ctx.table)
 
 
+def uploads(ctx: Annotated[Context, Depends(context)], files: Annotated[Files, Depends(files)]) -> Uploads:
+    return Uploads(ctx.table, ctx.blobs, files)
+
+
 CallerDep = Annotated[Principal, Depends(principal)]
 KeysDep = Annotated[Keys, Depends(keys)]
+UploadsDep = Annotated[Uploads, Depends(uploads)]
 FilesDep = Annotated[Files, Depends(files)]
 BatchesDep = Annotated[Batches, Depends(batches)]
 ContextDep = Annotated[Context, Depends(context)]

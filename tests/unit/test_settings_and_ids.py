@@ -35,3 +35,12 @@ def test_ids_sort_by_creation_and_have_openai_prefixes() -> None:
     assert all(ids.is_id(i, ids.BATCH) for i in made)
     assert ids.new_id(ids.FILE).startswith("file-") and not ids.is_id("batch_x", ids.BATCH)
     assert not ids.is_id(ids.new_id(ids.FILE), ids.BATCH)
+
+
+def test_in_lambda_the_master_key_must_come_from_a_secret_store() -> None:
+    lambda_env = ENV | {"AWS_LAMBDA_FUNCTION_NAME": "batchgw-api"}
+    assert Settings.from_env(lambda_env).master_key_ref == "secretsmanager:batchgw/master-key"
+    with pytest.raises(SettingsError, match="must name a secret"):
+        Settings.from_env(lambda_env | {"BATCHGW_MASTER_KEY": "sk-plain"})
+    # sam local start-api runs the same code with env.json; a literal dev key is fine there
+    assert Settings.from_env(lambda_env | {"BATCHGW_MASTER_KEY": "sk-plain", "AWS_SAM_LOCAL": "true"})

@@ -1,0 +1,151 @@
+"""The Uploads API: large files in parts, each under the request limit, joined and validated at completion.
+
+Parts are stored as S3 objects. Completion streams them, in the order the caller gives, through the
+same batch validator into one object (S3 multipart), so the whole file is validated as one stream and
+a bad line is reported by its line number in the whole file. A refused completion leaves no file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+
+from shared import ids
+from shared.auth import Principal
+from shared.errors import InvalidRequest, NotFound, StaleState
+from shared.files import PURPOSES, Files, clean_filename
+from shared.jsonl import MAX_BYTES
+from shared.records import FileRecord, UploadRecord
+from shared.storage.blobs import Blobs
+from shared.storage.table import Table
+from shared.wire import CreateUploadRequest
+
+UPLOAD_TTL = 3600
+MAX_PARTS = 4096
+
+
+def part_key(upload_id: str, part_id: str) -> str:
+    return f"uploads/{upload_id}/{part_id}"
+
+
+class Uploads:
+    def __init__(self, table: Table, blobs: Blobs, files: Files) -> None:
+        self._table = table
+        self._blobs = blobs
+        self._files = files
+
+    def create(self, principal: Principal, request: CreateUploadRequest) -> UploadRecord:
+        if request.purpose not in PURPOSES:
+            raise InvalidRequest(f"Invalid purpose {request.purpose!r}.", code="invalid_purpose", param="purpose")
+        if request.purpose == "batch" and request.bytes > MAX_BYTES:
+            raise InvalidRequest(
+                f"A batch input file can be at most {MAX_BYTES:,} bytes; this upload declares {request.bytes:,}.",
+                code="file_too_large",
+                param="bytes",
+            )
+        now = int(time.time())
+        record = UploadRecord(
+            id=ids.new_id(ids.UPLOAD),
+            owner=principal.owner,
+            bytes=request.bytes,
+            filename=clean_filename(request.filename),
+            mime_type=request.mime_type,
+            purpose=request.purpose,
+            created_at=now,
+            expires_at=now + UPLOAD_TTL,
+            file_expires_after=request.expires_after.seconds if request.expires_after else None,
+        )
+        self._table.put_upload(record)
+        return record
+
+    def get(self, principal: Principal, upload_id: str) -> UploadRecord:
+        """The caller's upload, shown `expired` past its hour; NotFound for a missing or someone else's."""
+        record = self._table.get_upload(upload_id) if ids.is_id(upload_id, ids.UPLOAD) else None
+        if record is None or not principal.can_see(record.owner):
+            raise NotFound(f"No such Upload object: {upload_id}", param="upload_id")
+        if record.status == "pending" and record.expires_at <= time.time():
+            return record.model_copy(update={"status": "expired"})
+        return record
+
+    def file_of(self, record: UploadRecord) -> FileRecord | None:
+        return self._table.get_file(record.file_id) if record.file_id else None
+
+    def _pending(self, principal: Principal, upload_id: str) -> UploadRecord:
+        record = self.get(principal, upload_id)
+        if record.status != "pending":
+            raise InvalidRequest(
+                f"Upload {upload_id} is {record.status}; it no longer accepts changes.", code="upload_not_pending"
+            )
+        return record
+
+    def add_part(self, principal: Principal, upload_id: str, data: bytes) -> tuple[str, int]:
+        """Store one part; returns its id and creation time."""
+        record = self._pending(principal, upload_id)
+        if len(record.parts) >= MAX_PARTS:
+            raise InvalidRequest(f"An upload can have at most {MAX_PARTS} parts.", code="too_many_parts")
+        if sum(record.parts.values()) + len(data) > record.bytes:
+            raise InvalidRequest(
+                f"The parts would exceed the {record.bytes:,} bytes declared for this upload.",
+                code="upload_too_large",
+                param="data",
+            )
+        part_id = ids.new_id(ids.PART)
+        self._blobs.put(part_key(upload_id, part_id), data)
+        try:
+            self._table.add_upload_part(upload_id, part_id, len(data))
+        except StaleState:
+            self._blobs.delete(part_key(upload_id, part_id))
+            raise InvalidRequest(f"Upload {upload_id} no longer accepts parts.", code="upload_not_pending") from None
+        return part_id, int(time.time())
+
+    def complete(self, principal: Principal, upload_id: str, part_ids: list[str], md5: str | None) -> UploadRecord:
+        """Join the parts, in `part_ids` order, into a validated file."""
+        record = self._pending(principal, upload_id)
+        if len(set(part_ids)) != len(part_ids):
+            raise InvalidRequest("part_ids must not repeat a part.", code="invalid_part_ids", param="part_ids")
+        unknown = [p for p in part_ids if p not in record.parts]
+        if unknown:
+            raise InvalidRequest(f"Unknown part id {unknown[0]!r}.", code="invalid_part_ids", param="part_ids")
+        total = sum(record.parts[p] for p in part_ids)
+        if total != record.bytes:
+            raise InvalidRequest(
+                f"The parts hold {total:,} bytes but the upload declared {record.bytes:,}.",
+                code="upload_size_mismatch",
+                param="part_ids",
+            )
+        digest = hashlib.md5(usedforsecurity=False)
+
+        def chunks() -> Iterator[bytes]:
+            for part_id in part_ids:
+                for chunk in self._blobs.read(part_key(upload_id, part_id)):
+                    digest.update(chunk)
+                    yield chunk
+            if md5 is not None and digest.hexdigest() != md5.lower():
+                raise InvalidRequest("The md5 of the parts does not match the md5 given.", code="md5_mismatch")
+
+        file = self._files.store(
+            principal,
+            purpose=record.purpose,
+            filename=record.filename,
+            chunks=chunks(),
+            expires_after=record.file_expires_after,
+        )
+        try:
+            completed = self._table.set_upload_status(upload_id, "completed", expect={"pending"}, file_id=file.id)
+        except StaleState:
+            self._files.discard(file)
+            raise InvalidRequest(
+                f"Upload {upload_id} was completed or cancelled meanwhile.", code="upload_not_pending"
+            ) from None
+        self._blobs.delete(*(part_key(upload_id, p) for p in record.parts))
+        return completed
+
+    def cancel(self, principal: Principal, upload_id: str) -> UploadRecord:
+        record = self._pending(principal, upload_id)
+        try:
+            cancelled = self._table.set_upload_status(upload_id, "cancelled", expect={"pending"})
+        except StaleState:
+            raise InvalidRequest(f"Upload {upload_id} is no longer pending.", code="upload_not_pending") from None
+        self._blobs.delete(*(part_key(upload_id, p) for p in record.parts))
+        return cancelled

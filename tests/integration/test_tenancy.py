@@ -1,0 +1,148 @@
+"""Tenancy: model allowlists, budgets, list cursors that stay in their owner's lane, and logs free of secrets."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from batchgw import template
+from batchgw.devstack import import_handler
+from tests.integration.conftest import MASTER_KEY, Stack, batch_lines
+from tests.integration.test_authorization import batch_of, file_of, new_key
+
+
+def create_batch(stack: Stack, key: str, file_id: str) -> Any:
+    body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    return stack.api.post("/v1/batches", headers=stack.auth(key), json=body)
+
+
+def test_key_limited_to_one_model_is_refused_another_with_403(stack: Stack) -> None:
+    key = new_key(stack, name="mini-only", models=["gpt-4o-mini"])["key"]
+    assert create_batch(stack, key, file_of(stack, key)).status_code == 200
+    other = file_of(stack, key, batch_lines(2, model="mock-slow"))
+    response = create_batch(stack, key, other)
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["code"] == "model_not_allowed" and "mock-slow" in error["message"]
+    assert error["type"] == "permission_error"
+
+
+def test_key_at_its_budget_is_refused_new_batches_but_its_running_batch_finishes(stack: Stack) -> None:
+    created = new_key(stack, name="tight", max_budget=0.000001)
+    key = created["key"]
+    running = create_batch(stack, key, file_of(stack, key, batch_lines(3, model="mock-slow"))).json()["id"]
+    first = create_batch(stack, key, file_of(stack, key)).json()["id"]
+
+    def done() -> bool:
+        status = stack.api.get(f"/v1/batches/{first}", headers=stack.auth(key)).json()["status"]
+        return bool(status == "completed")
+
+    stack.run_until(done)
+    spent = stack.api.get(f"/admin/keys/{created['id']}", headers=stack.auth()).json()
+    assert spent["spend"] >= 0.000001 and spent["max_budget"] == 0.000001
+
+    refused = create_batch(stack, key, file_of(stack, key))
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "budget_exceeded"
+    # the batch already running is untouched, and can still be cancelled and finished
+    assert stack.api.get(f"/v1/batches/{running}", headers=stack.auth(key)).json()["status"] == "in_progress"
+    assert stack.api.post(f"/v1/batches/{running}/cancel", headers=stack.auth(key)).status_code == 200
+
+
+def test_list_cursors_never_reach_another_keys_objects(stack: Stack) -> None:
+    key_a, key_b = new_key(stack, name="a")["key"], new_key(stack, name="b")["key"]
+    a_batches = [batch_of(stack, key_a) for _ in range(3)]
+    b_batches = [batch_of(stack, key_b) for _ in range(2)]
+    a_files = stack.api.get("/v1/files", headers=stack.auth(key_a)).json()["data"]
+
+    for cursor in (a_batches[0], a_batches[-1]):
+        page = stack.api.get("/v1/batches", headers=stack.auth(key_b), params={"after": cursor}).json()
+        assert {b["id"] for b in page["data"]} <= set(b_batches)
+    for file in a_files:
+        page = stack.api.get("/v1/files", headers=stack.auth(key_b), params={"after": file["id"]}).json()
+        assert not {f["id"] for f in page["data"]} & {f["id"] for f in a_files}
+    everything = stack.api.get("/v1/batches", headers=stack.auth(key_b), params={"limit": 100}).json()
+    assert {b["id"] for b in everything["data"]} == set(b_batches)
+    # the master key sees every key's batches
+    master = stack.api.get("/v1/batches", headers=stack.auth(), params={"limit": 100}).json()
+    assert set(a_batches) | set(b_batches) <= {b["id"] for b in master["data"]}
+
+
+def test_provider_ids_are_not_accepted_in_place_of_ours(stack: Stack) -> None:
+    key_a = new_key(stack, name="a")["key"]
+    batch_id = create_batch(stack, key_a, file_of(stack, key_a, batch_lines(2, model="upstream-gpt-4o-mini"))).json()
+    stack.deliver("SubmitterFunction")
+    record = stack.ctx.table.get_batch(batch_id["id"])
+    assert record is not None
+    provider_id = record.provider_refs["batch_id"]
+    for path in (f"/v1/batches/{provider_id}", f"/v1/files/{record.provider_refs['input_file_id']}"):
+        assert stack.api.get(path, headers=stack.auth(key_a)).status_code == 404
+    assert provider_id not in str(stack.api.get(f"/v1/batches/{batch_id['id']}", headers=stack.auth(key_a)).json())
+
+
+def test_revoked_key_is_refused_on_the_next_request(stack: Stack) -> None:
+    created = new_key(stack, name="short-lived")
+    assert stack.api.get("/v1/batches", headers=stack.auth(created["key"])).status_code == 200
+    assert stack.api.delete(f"/admin/keys/{created['id']}", headers=stack.auth()).status_code == 200
+    assert stack.api.get("/v1/batches", headers=stack.auth(created["key"])).status_code == 401
+    listed = stack.api.get("/admin/keys", headers=stack.auth()).json()["data"]
+    assert [k["revoked"] for k in listed if k["id"] == created["id"]] == [True]
+    assert all("key" not in k for k in listed)
+
+
+def test_keys_are_stored_only_as_hashes(stack: Stack) -> None:
+    import boto3
+
+    created = new_key(stack, name="hashed")
+    items = boto3.client("dynamodb").scan(TableName=stack.ctx.settings.table_name)["Items"]
+    assert created["key"] not in str(items)
+
+
+class Everything(logging.Handler):
+    """Keeps every record as the functions print it (Powertools JSON, correlation id and extras included)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(f"{self.format(record)} {record.__dict__}")
+
+
+@pytest.fixture
+def all_logs() -> Iterator[Everything]:
+    """Every log record of batchgw's loggers (Powertools stops some from propagating to the root)."""
+    for function in template.functions():  # the handlers create their Powertools loggers at import
+        import_handler(function.handler)
+    handler = Everything()
+    handler.setFormatter(logging.getLogger("batchgw").handlers[0].formatter)
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("shared", "functions", "batchgw")]
+    loggers = [logging.getLogger(n) for n in names] + [logging.getLogger()]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    yield handler
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_logs_hold_no_keys_auth_headers_or_file_contents(stack: Stack, all_logs: Everything) -> None:
+    secret_content = "TOP-SECRET-PROMPT-CONTENT"
+    created = new_key(stack, name="logged")
+    key = created["key"]
+    content = batch_lines(2, model="upstream-gpt-4o-mini").replace(b"question", secret_content.encode())
+    batch_id = create_batch(stack, key, file_of(stack, key, content)).json()["id"]
+    stack.api.get("/v1/batches", headers={"Authorization": "Bearer sk-wrong-key-in-logs"})
+
+    def done() -> bool:
+        return bool(stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth(key)).json()["status"] == "completed")
+
+    stack.run_until(done)
+    logged = "\n".join(all_logs.records)
+    assert "batch completed" in logged and batch_id in logged  # the handlers did log, with the batch id
+    for secret in (key, MASTER_KEY, "sk-wrong-key-in-logs", "sk-fake-upstream", secret_content, "Bearer"):
+        assert secret not in logged
