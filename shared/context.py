@@ -72,7 +72,8 @@ def _build_context() -> Context:
     return Context(
         settings=settings,
         table=Table(session.client("dynamodb", config=config), settings.table_name),
-        blobs=Blobs(session.client("s3", config=config), settings.bucket_name),
+        # SigV4 for presigned downloads: short-lived, and the only signature every region takes
+        blobs=Blobs(session.client("s3", config=config.merge(Config(signature_version="s3v4"))), settings.bucket_name),
         bus=Bus(session.client("events", config=config), settings.event_bus_name),
         routing=load_routing(settings.config_source),
     )

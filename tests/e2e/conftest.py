@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -39,26 +40,15 @@ def upstream() -> Iterator[tuple[FakeOpenAI, str]]:
         yield fake, url
 
 
-@pytest.fixture(scope="session")
-def base_url(tmp_path_factory: pytest.TempPathFactory, upstream: tuple[FakeOpenAI, str]) -> Iterator[str]:
-    _, url = upstream
-    workdir = tmp_path_factory.mktemp("dev")
+@contextmanager
+def dev_stack(workdir: Path, routing: str) -> Iterator[str]:
+    """`batchgw dev` as a user runs it, on a free port with `routing` as its routing file; yields the base URL."""
     config = workdir / "routing.yaml"
-    config.write_text(
-        f"""
-models:
-  - {{name: gpt-4o-mini, provider: mock, delay: 1}}
-  - {{name: claude-sonnet-4-5, provider: mock, delay: 1}}
-  - {{name: mock-slow, provider: mock, model: gpt-4o-mini, delay: 60}}
-  - {{name: upstream-gpt-4o-mini, provider: openai, model: gpt-4o-mini, api_base: "{url}/v1", api_key: {API_KEY}}}
-  - {{name: fake-expire, provider: openai, api_base: "{url}/v1", api_key: {API_KEY},
-      pricing: {{input_per_mtok: 1.0, output_per_mtok: 4.0}}}}
-"""
-    )
+    config.write_text(routing)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BATCHGW_"))}
     env |= {"BATCHGW_SUBMIT_STUCK_SECONDS": "3", "BATCHGW_FINALIZE_STUCK_SECONDS": "3"}
-    log = (workdir / "dev.log").open("w")
+    log_path = workdir / "dev.log"
     command = [
         str(Path(sys.executable).parent / "batchgw"),
         "dev",
@@ -69,30 +59,46 @@ models:
         "--poll-interval",
         "0.3",
     ]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"batchgw dev exited: {(workdir / 'dev.log').read_text()}")
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"batchgw dev exited: {log_path.read_text()}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).json() == {"status": "ok"}:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("batchgw dev did not become ready")
+            time.sleep(0.1)
         try:
-            if httpx.get(f"{base}/health", timeout=1).json() == {"status": "ok"}:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError("batchgw dev did not become ready")
-        time.sleep(0.1)
-    try:
-        yield f"{base}/v1"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            yield f"{base}/v1"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture(scope="session")
+def base_url(tmp_path_factory: pytest.TempPathFactory, upstream: tuple[FakeOpenAI, str]) -> Iterator[str]:
+    _, url = upstream
+    routing = f"""
+models:
+  - {{name: gpt-4o-mini, provider: mock, delay: 1}}
+  - {{name: claude-sonnet-4-5, provider: mock, delay: 1}}
+  - {{name: mock-slow, provider: mock, model: gpt-4o-mini, delay: 60}}
+  - {{name: upstream-gpt-4o-mini, provider: openai, model: gpt-4o-mini, api_base: "{url}/v1", api_key: {API_KEY}}}
+  - {{name: fake-expire, provider: openai, api_base: "{url}/v1", api_key: {API_KEY},
+      pricing: {{input_per_mtok: 1.0, output_per_mtok: 4.0}}}}
+"""
+    with dev_stack(tmp_path_factory.mktemp("dev"), routing) as base:
+        yield base
 
 
 @pytest.fixture

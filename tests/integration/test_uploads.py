@@ -1,0 +1,147 @@
+"""The Uploads API and large downloads over HTTP against moto."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import boto3
+import pytest
+
+from shared.context import reset_context
+from tests.integration.conftest import Stack, batch_lines
+
+
+def create(stack: Stack, size: int, purpose: str = "batch", **extra: Any) -> dict[str, Any]:
+    body = {"bytes": size, "filename": "big.jsonl", "mime_type": "application/jsonl", "purpose": purpose, **extra}
+    response = stack.api.post("/v1/uploads", headers=stack.auth(), json=body)
+    assert response.status_code == 200, response.text
+    upload: dict[str, Any] = response.json()
+    return upload
+
+
+def add_part(stack: Stack, upload_id: str, data: bytes) -> Any:
+    return stack.api.post(f"/v1/uploads/{upload_id}/parts", headers=stack.auth(), files={"data": ("blob", data)})
+
+
+def complete(stack: Stack, upload_id: str, part_ids: list[str], md5: str | None = None) -> Any:
+    body: dict[str, Any] = {"part_ids": part_ids, **({"md5": md5} if md5 else {})}
+    return stack.api.post(f"/v1/uploads/{upload_id}/complete", headers=stack.auth(), json=body)
+
+
+def file_objects(stack: Stack) -> list[str]:
+    listing = boto3.client("s3").list_objects_v2(Bucket=stack.ctx.settings.bucket_name, Prefix="files/")
+    return [o["Key"] for o in listing.get("Contents", [])]
+
+
+def test_parts_join_in_the_order_given_into_one_validated_file(stack: Stack) -> None:
+    lines = batch_lines(30).splitlines(keepends=True)
+    chunks = [b"".join(lines[0:10]), b"".join(lines[10:20]), b"".join(lines[20:30])]
+    upload = create(stack, sum(map(len, chunks)))
+    assert upload["status"] == "pending" and upload["expires_at"] == upload["created_at"] + 3600
+    parts = [add_part(stack, upload["id"], chunk).json() for chunk in chunks]
+    assert all(p["object"] == "upload.part" and p["upload_id"] == upload["id"] for p in parts)
+    order = [parts[2]["id"], parts[0]["id"], parts[1]["id"]]
+    whole = chunks[2] + chunks[0] + chunks[1]
+    done = complete(stack, upload["id"], order, md5=hashlib.md5(whole).hexdigest())
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert body["status"] == "completed" and body["file"]["bytes"] == len(whole) and body["file"]["purpose"] == "batch"
+    assert stack.api.get(f"/v1/files/{body['file']['id']}/content", headers=stack.auth()).content == whole
+    stored = stack.ctx.table.get_file(body["file"]["id"])
+    assert stored is not None and stored.batch_input is not None and stored.batch_input.line_count == 30
+    # the parts are gone once joined
+    parts_left = boto3.client("s3").list_objects_v2(Bucket=stack.ctx.settings.bucket_name, Prefix="uploads/")
+    assert parts_left.get("KeyCount", 0) == 0
+
+
+def test_bad_line_in_a_later_part_is_reported_by_its_line_in_the_whole_file(stack: Stack) -> None:
+    first = batch_lines(5)
+    second = batch_lines(2, prefix="more") + b'{"custom_id": "x", "method": "PUT"}\n'
+    upload = create(stack, len(first) + len(second))
+    ids = [add_part(stack, upload["id"], part).json()["id"] for part in (first, second)]
+    response = complete(stack, upload["id"], ids)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "line 8" in error["message"] and error["code"] == "invalid_method"
+    assert file_objects(stack) == [] and stack.api.get("/v1/files", headers=stack.auth()).json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("part_ids", "code"),
+    [
+        (lambda ids: ids[:1], "upload_size_mismatch"),
+        (lambda ids: [*ids, "part_x"], "invalid_part_ids"),
+        (lambda ids: [ids[0], ids[0]], "invalid_part_ids"),
+    ],
+)
+def test_completion_checks_the_parts(stack: Stack, part_ids: Any, code: str) -> None:
+    upload = create(stack, 20, purpose="user_data")
+    ids = [add_part(stack, upload["id"], b"0123456789").json()["id"] for _ in range(2)]
+    response = complete(stack, upload["id"], part_ids(ids))
+    assert response.status_code == 400 and response.json()["error"]["code"] == code
+
+
+def test_md5_mismatch_leaves_no_file(stack: Stack) -> None:
+    upload = create(stack, 10, purpose="user_data")
+    part = add_part(stack, upload["id"], b"0123456789").json()["id"]
+    response = complete(stack, upload["id"], [part], md5="0" * 32)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "md5_mismatch"
+    assert file_objects(stack) == []
+
+
+def test_parts_beyond_the_declared_size_are_refused(stack: Stack) -> None:
+    upload = create(stack, 5, purpose="user_data")
+    response = add_part(stack, upload["id"], b"0123456789")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "upload_too_large"
+
+
+def test_batch_upload_over_200_mb_is_refused_at_creation(stack: Stack) -> None:
+    body = {"bytes": 200_000_001, "filename": "x.jsonl", "mime_type": "application/jsonl", "purpose": "batch"}
+    response = stack.api.post("/v1/uploads", headers=stack.auth(), json=body)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "file_too_large"
+
+
+def test_cancelled_upload_takes_no_more_parts(stack: Stack) -> None:
+    upload = create(stack, 10, purpose="user_data")
+    add_part(stack, upload["id"], b"01234")
+    cancelled = stack.api.post(f"/v1/uploads/{upload['id']}/cancel", headers=stack.auth()).json()
+    assert cancelled["status"] == "cancelled"
+    response = add_part(stack, upload["id"], b"56789")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "upload_not_pending"
+    assert stack.api.post(f"/v1/uploads/{upload['id']}/cancel", headers=stack.auth()).status_code == 400
+
+
+def test_upload_past_its_hour_is_expired(stack: Stack) -> None:
+    upload = create(stack, 10, purpose="user_data")
+    boto3.client("dynamodb").update_item(
+        TableName=stack.ctx.settings.table_name,
+        Key={"pk": {"S": f"UPLOAD#{upload['id']}"}, "sk": {"S": "UPLOAD"}},
+        UpdateExpression="SET expires_at = :past",
+        ExpressionAttributeValues={":past": {"N": "1"}},
+    )
+    response = add_part(stack, upload["id"], b"0123456789")
+    assert response.status_code == 400 and "expired" in response.json()["error"]["message"]
+
+
+def test_content_streams_up_to_the_limit_then_redirects_to_a_presigned_url(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCHGW_MAX_RESPONSE_BYTES", "1000")
+    reset_context()
+    small, large = b"s" * 1000, b"l" * 1001
+    ids = []
+    for content in (small, large):
+        response = stack.api.post(
+            "/v1/files", headers=stack.auth(), data={"purpose": "user_data"}, files={"file": ("f.bin", content)}
+        )
+        ids.append(response.json()["id"])
+    inline = stack.api.get(f"/v1/files/{ids[0]}/content", headers=stack.auth())
+    assert inline.status_code == 200 and inline.content == small
+    redirect = stack.api.get(f"/v1/files/{ids[1]}/content", headers=stack.auth(), follow_redirects=False)
+    assert redirect.status_code == 307
+    location = urlparse(redirect.headers["location"])
+    query = parse_qs(location.query)
+    assert location.path.endswith(f"/files/{ids[1]}") and query["X-Amz-Expires"] == ["300"]
+    assert "f.bin" in query["response-content-disposition"][0]
