@@ -45,10 +45,12 @@ class Deployment(BaseModel):
     pricing: Pricing | None = None
     # azure
     api_version: str | None = None
-    # vertex
+    # vertex: Vertex AI at api_base (default https://{location}-aiplatform.googleapis.com), files through
+    # the Cloud Storage JSON API at storage_base (default https://storage.googleapis.com)
     project: str | None = None
     location: str | None = None
     gcs_bucket: str | None = None
+    storage_base: str | None = None
     # bedrock
     role_arn: str | None = None
     s3_bucket: str | None = None

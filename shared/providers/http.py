@@ -12,7 +12,7 @@ from httpx_retries import Retry, RetryTransport
 
 from shared.errors import ProviderError
 
-RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
+RETRY_STATUSES = (408, 429, 500, 502, 503, 504, 529)  # 529: Anthropic's "overloaded"
 _NOT_RETRYABLE_4XX = range(400, 500)
 
 
