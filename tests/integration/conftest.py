@@ -166,10 +166,18 @@ def upstream() -> Iterator[tuple[FakeOpenAI, str]]:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, upstream: tuple[FakeOpenAI, str]) -> Iterator[Stack]:
+def extra_routes() -> str:
+    """More `models:` entries for the routing file; a test module overrides this to add its providers."""
+    return ""
+
+
+@pytest.fixture
+def stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, upstream: tuple[FakeOpenAI, str], extra_routes: str
+) -> Iterator[Stack]:
     fake, url = upstream
     config = tmp_path / "routing.yaml"
-    config.write_text(routing_yaml(url))
+    config.write_text(routing_yaml(url) + extra_routes)
     for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
