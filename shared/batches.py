@@ -7,7 +7,6 @@ the bus for the submitter. If that event is lost, the poller re-drives the batch
 from __future__ import annotations
 
 import logging
-import random
 import time
 from decimal import Decimal
 
@@ -18,7 +17,7 @@ from shared.files import Files
 from shared.jsonl import ENDPOINTS, normalize_endpoint
 from shared.providers import check_input
 from shared.records import BatchRecord, Counts
-from shared.routing import Deployment, RoutingConfig
+from shared.routing import Deployment, RoutingConfig, place
 from shared.storage.bus import BATCH_CREATED, Bus, PublishFailed
 from shared.storage.table import Page, Table
 from shared.wire import CreateBatchRequest
@@ -26,12 +25,6 @@ from shared.wire import CreateBatchRequest
 logger = logging.getLogger(__name__)
 
 COMPLETION_WINDOW_SECONDS = 24 * 3600
-
-
-def place(deployments: list[Deployment], rng: random.Random | None = None) -> Deployment:
-    """Pick one deployment of a model, by weight."""
-    chooser = rng or random
-    return chooser.choices(deployments, weights=[d.weight for d in deployments], k=1)[0]
 
 
 class Batches:
@@ -84,7 +77,7 @@ class Batches:
             expires_at=now + COMPLETION_WINDOW_SECONDS,
             metadata=request.metadata,
             model=info.model,
-            deployment=place(deployments).key,
+            deployment=place(deployments, avoid=self._failing(deployments, now)).key,
             request_counts=Counts(total=info.line_count),
             output_expires_after=request.output_expires_after.seconds if request.output_expires_after else None,
             updated_at=now,
@@ -101,6 +94,10 @@ class Batches:
                 extra={"batch_id": record.id},
             )
         return record
+
+    def _failing(self, deployments: list[Deployment], now: int) -> set[str]:
+        """The deployments that failed a submission lately (looked up only when there is a choice)."""
+        return self._table.failing_deployments([d.key for d in deployments], now=now) if len(deployments) > 1 else set()
 
     def _check_budget(self, principal: Principal) -> None:
         if principal.max_budget is None:

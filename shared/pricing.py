@@ -3,6 +3,12 @@
 Most models price linearly, so a batch's usage is summed and priced once. Models with tiered prices
 (a long-context rate above some prompt size) are priced request by request, since the tier depends
 on each request's own prompt. A model genai-prices does not know is priced 0 and flagged, never a crash.
+
+Every provider batchgw routes to bills batches at half its standard price (reference/provider-apis.md).
+Where genai-prices has a batch price for a model it is used as is; where it has only the standard one
+(Azure's models, embeddings), that price is halved rather than billing batches at the standard rate.
+The model is looked up by the deployment's `price_model`, its provider model, then its client-facing
+name, since an Azure deployment name (`gpt-4o-mini-batch`) is not a model name.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ logger = logging.getLogger(__name__)
 _USAGE_FIELDS: Final = tuple(Usage.model_fields)
 
 BATCH_CONTEXT: Final = {"processing": "batch"}
+BATCH_DISCOUNT: Final = Decimal("0.5")
 _MTOK: Final = Decimal(1_000_000)
 
 # genai-prices provider ids, by routing provider; the mock is priced as whoever makes the model
@@ -48,13 +55,18 @@ def _price_usage(usage: Usage | LineUsage) -> PriceUsage:
 
 
 @lru_cache(maxsize=256)
-def _model_price(model: str, provider: str | None) -> ModelPrice | None:
-    """genai-prices' batch price for a model, or None when it does not know the model."""
-    try:
-        sample = calc_price(PriceUsage(input_tokens=1), model, provider_id=provider, price_context=BATCH_CONTEXT)
-    except LookupError:
-        return None
-    return sample.model_price
+def _model_price(models: tuple[str, ...], provider: str | None) -> tuple[ModelPrice, Decimal] | None:
+    """genai-prices' price for the first of `models` it knows, and the factor that makes it a batch price."""
+    sample = PriceUsage(input_tokens=1_000_000, output_tokens=1_000_000)
+    for model in models:
+        try:
+            batch = calc_price(sample, model, provider_id=provider, price_context=BATCH_CONTEXT)
+            standard = calc_price(sample, model, provider_id=provider)
+        except LookupError:
+            continue
+        has_batch_rate = batch.total_price != standard.total_price
+        return batch.model_price, Decimal(1) if has_batch_rate else BATCH_DISCOUNT
+    return None
 
 
 def _is_tiered(price: ModelPrice) -> bool:
@@ -66,9 +78,11 @@ class BatchPricer:
 
     def __init__(self, deployment: Deployment) -> None:
         self._override = deployment.pricing
-        self._model = deployment.provider_model
-        self._provider = _PRICE_PROVIDER[deployment.provider]
-        self._price = None if self._override else _model_price(self._model, self._provider)
+        refs = (deployment.price_model, deployment.provider_model, deployment.name)
+        models = tuple(dict.fromkeys(ref for ref in refs if ref))
+        found = None if self._override else _model_price(models, _PRICE_PROVIDER[deployment.provider])
+        self._price: ModelPrice | None = found[0] if found else None
+        self._factor = found[1] if found else Decimal(1)
         self._per_request = self._price is not None and _is_tiered(self._price)
         self._totals = dict.fromkeys(_USAGE_FIELDS, 0)
         self._tiered = Cost()
@@ -104,9 +118,11 @@ class BatchPricer:
         if self._price is None:
             return Cost()
         if self._per_request:
-            return self._tiered
-        price = self._price.calc_price(_price_usage(self.usage))
-        return Cost(input=price["input_price"], output=price["output_price"])
+            cost = self._tiered
+        else:
+            price = self._price.calc_price(_price_usage(self.usage))
+            cost = Cost(input=price["input_price"], output=price["output_price"])
+        return Cost(input=cost.input * self._factor, output=cost.output * self._factor)
 
     def _override_cost(self) -> Cost:
         assert self._override is not None

@@ -120,6 +120,7 @@ class BatchRecord(Record):
     submit_attempts: int = 0
     submit_redrives: int = 0
     submit_lease_until: int = 0
+    tried_deployments: tuple[str, ...] = ()  # deployments a submission failed on, in order
     cancel_sent: bool = False
     # set when the provider run has ended: the final status, and the ids the completion step will use
     finalize_to: str | None = None

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import random
+from collections.abc import Collection, Sequence
+from datetime import date
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ProviderName = Literal["openai", "azure", "anthropic", "vertex", "bedrock", "mock"]
 
@@ -43,8 +46,12 @@ class Deployment(BaseModel):
     timeout: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=10)
     pricing: Pricing | None = None
-    # azure
+    # the model genai-prices prices this deployment as, when neither `model` nor `name` is one it knows
+    price_model: str | None = None
+    # azure: api_base is the resource endpoint; api_version selects the legacy ?api-version= paths (else
+    # /openai/v1/); ad_token, a secret reference like api_key, sends an Entra bearer token instead of api-key
     api_version: str | None = None
+    ad_token: str | None = None
     # vertex: Vertex AI at api_base (default https://{location}-aiplatform.googleapis.com), files through
     # the Cloud Storage JSON API at storage_base (default https://storage.googleapis.com)
     project: str | None = None
@@ -59,6 +66,20 @@ class Deployment(BaseModel):
     delay: float = Field(default=3.0, ge=0)
     failure_rate: float = Field(default=0.0, ge=0, le=1)
     expire_after: float | None = Field(default=None, ge=0)
+
+    @field_validator("api_version", mode="before")
+    @classmethod
+    def _version_as_written(cls, value: object) -> object:
+        # YAML reads an unquoted `api_version: 2024-10-21` as a date
+        return value.isoformat() if isinstance(value, date) else value
+
+    @model_validator(mode="after")
+    def _provider_needs(self) -> Deployment:
+        required = {"azure": ("api_base",), "bedrock": ("role_arn", "s3_bucket"), "vertex": ("project", "gcs_bucket")}
+        missing = [f for f in required.get(self.provider, ()) if not getattr(self, f)]
+        if missing:
+            raise ValueError(f"provider {self.provider} needs {', '.join(missing)}")
+        return self
 
     @property
     def provider_model(self) -> str:
@@ -85,6 +106,14 @@ class RoutingConfig(BaseModel):
 
     def deployment(self, key: str) -> Deployment | None:
         return next((d for d in self.models if d.key == key), None)
+
+
+def place(
+    deployments: Sequence[Deployment], *, avoid: Collection[str] = (), rng: random.Random | None = None
+) -> Deployment:
+    """Pick one deployment of a model by weight, avoiding the keys in `avoid` while any other remains."""
+    usable = [d for d in deployments if d.key not in avoid] or list(deployments)
+    return (rng or random).choices(usable, weights=[d.weight for d in usable], k=1)[0]
 
 
 def parse_routing(text: str, *, source: str) -> RoutingConfig:

@@ -34,5 +34,6 @@ def resolve_secret(ref: str) -> str:
             return parameters.get_parameter(name, decrypt=True, max_age=SECRET_CACHE_SECONDS)
         value = parameters.get_secret(name, max_age=SECRET_CACHE_SECONDS)
     except parameters.exceptions.GetParameterError as exc:
-        raise SecretError(f"cannot read {ref!r}: {type(exc.__cause__ or exc).__name__}") from None
+        # the AWS error names the reference and the reason, never a value
+        raise SecretError(f"cannot read {ref!r}: {exc}") from None
     return value if isinstance(value, str) else value.decode()

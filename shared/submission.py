@@ -18,9 +18,12 @@ from shared.errors import ProviderError, StaleState
 from shared.files import blob_key
 from shared.providers.base import SubmitRequest
 from shared.records import BatchRecord, ErrorEntry
+from shared.routing import Deployment, place
 from shared.storage.bus import BATCH_ENDED, PublishFailed
 
 logger = logging.getLogger(__name__)
+
+HEALTH_SECONDS = 300  # how long placement avoids a deployment that failed a submission
 
 
 class BatchJournal:
@@ -103,43 +106,78 @@ def publish_ended(ctx: Context, batch: BatchRecord, *, without_results: bool = F
 
 
 def submit_batch(ctx: Context, batch_id: str) -> None:
-    """Submit one batch to its provider; safe to call any number of times, concurrently."""
+    """Submit one batch to its provider; safe to call any number of times, concurrently.
+
+    A provider error moves the batch to the model's next deployment, unless the failed one may already
+    hold the batch (a create whose answer was lost), which would run it twice.
+    """
     now = int(time.time())
     try:
         batch = ctx.table.claim_submission(batch_id, now=now, lease_seconds=ctx.settings.submit_lease_seconds)
     except StaleState:
         logger.info("batch not waiting for submission, or another submitter holds it", extra={"batch_id": batch_id})
         return
-    deployment = ctx.routing.deployment(batch.deployment)
-    if deployment is None:
-        error = ErrorEntry(code="deployment_removed", message=f"Deployment {batch.deployment} is no longer configured.")
-        end_batch(ctx, batch, "failed", errors=(error,))
-        return
-    request = submit_request(ctx, batch, deployment.provider_model)
-    try:
-        ctx.provider(deployment).submit(request, BatchJournal(ctx, batch))
-    except ProviderError as exc:
-        if exc.retryable and batch.submit_attempts < ctx.settings.max_redrives:
-            ctx.table.update_batch(batch.id, expect={"validating", "cancelling"}, fields={"submit_lease_until": 0})
-            raise
-        logger.warning("provider refused the batch", extra={"batch_id": batch.id, "code": exc.code})
-        end_batch(ctx, batch, "failed", errors=(ErrorEntry(code=exc.code, message=exc.message),))
-        return
-    except StaleState:
-        logger.info("batch left validating during submission", extra={"batch_id": batch.id})
-        return
+    while True:
+        deployment = ctx.routing.deployment(batch.deployment)
+        if deployment is None:
+            message = f"Deployment {batch.deployment} is no longer configured."
+            end_batch(ctx, batch, "failed", errors=(ErrorEntry(code="deployment_removed", message=message),))
+            return
+        journal = BatchJournal(ctx, batch)
+        try:
+            ctx.provider(deployment).submit(submit_request(ctx, batch, deployment.provider_model), journal)
+            break
+        except StaleState:
+            logger.info("batch left validating during submission", extra={"batch_id": batch.id})
+            return
+        except ProviderError as exc:
+            ctx.table.mark_deployment_failing(
+                deployment.key, until=int(time.time()) + HEALTH_SECONDS, error=exc.message
+            )
+            moved = _fail_over(ctx, batch, deployment, journal.refs, exc)
+            if moved is not None:
+                batch = moved
+                continue
+            if exc.retryable and batch.submit_attempts < ctx.settings.max_redrives:
+                ctx.table.update_batch(batch.id, expect={"validating", "cancelling"}, fields={"submit_lease_until": 0})
+                raise
+            logger.warning("provider refused the batch", extra={"batch_id": batch.id, "code": exc.code})
+            end_batch(ctx, batch, "failed", errors=(ErrorEntry(code=exc.code, message=exc.message),))
+            return
     now = int(time.time())
     try:
         ctx.table.update_batch(
             batch.id,
             expect={"validating"},
-            fields={
-                "status": "in_progress",
-                "in_progress_at": now,
-                "submit_lease_until": 0,
-                "updated_at": now,
-            },
+            fields={"status": "in_progress", "in_progress_at": now, "submit_lease_until": 0, "updated_at": now},
         )
     except StaleState:
         # cancelled meanwhile: the provider ids are recorded, so the poller cancels the provider batch
         logger.info("batch was cancelled during submission", extra={"batch_id": batch.id})
+
+
+def _fail_over(
+    ctx: Context, batch: BatchRecord, failed: Deployment, refs: Mapping[str, str], error: ProviderError
+) -> BatchRecord | None:
+    """Move `batch` to the next untried deployment of its model; None when there is none or it is unsafe."""
+    if error.retryable and ("create_started" in refs or "batch_id" in refs):
+        return None
+    tried = (*batch.tried_deployments, failed.key)
+    remaining = [d for d in ctx.routing.deployments_for(batch.model) if d.key not in tried]
+    if not remaining:
+        return None
+    now = int(time.time())
+    chosen = place(remaining, avoid=ctx.table.failing_deployments([d.key for d in remaining], now=now))
+    try:
+        moved = ctx.table.update_batch(
+            batch.id,
+            expect={"validating"},
+            fields={"deployment": chosen.key, "provider_refs": {}, "tried_deployments": list(tried), "updated_at": now},
+        )
+    except StaleState:
+        return None
+    logger.warning(
+        "deployment failed the submission; trying the next one",
+        extra={"batch_id": batch.id, "failed": failed.key, "next": chosen.key, "error": error.message},
+    )
+    return moved

@@ -49,8 +49,12 @@ def check_input(deployment: Deployment, info: BatchInputInfo) -> None:
     Static: needs no credentials, so the API functions never hold provider secrets.
     """
     match deployment.provider:
-        case "mock" | "openai" | "azure":
+        case "mock" | "openai":
             return
+        case "azure":
+            from shared.providers.azure import check_input as check_azure
+
+            check_azure(deployment, info)
         case "anthropic":
             from shared.providers.anthropic import check_input as check_anthropic
 

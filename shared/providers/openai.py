@@ -27,7 +27,7 @@ DEFAULT_API_BASE = "https://api.openai.com/v1"
 _FIND_PAGES = 5
 _STATES = {
     "validating": "validating",
-    "in_progress": "in_progress",
+    "inprogress": "in_progress",
     "finalizing": "finalizing",
     "completed": "completed",
     "failed": "failed",
@@ -40,8 +40,8 @@ _STATES = {
 
 
 def openai_state(status: object) -> str:
-    """An OpenAI-compatible status in OpenAI's spelling (some servers capitalise it or spell it the US way)."""
-    state = _STATES.get(str(status).lower())
+    """An OpenAI-compatible status in OpenAI's spelling; Azure's older API answers `Validating`, `InProgress`."""
+    state = _STATES.get(str(status).lower().replace("_", ""))
     if state is None:
         raise ProviderError(f"unknown batch status {status!r}", retryable=True)
     return state

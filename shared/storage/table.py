@@ -520,6 +520,23 @@ class Table:
             updates.append(on_key.in_transaction(self._name, _key_key(spend.owner)))
         return updates
 
+    # --- deployment health ----------------------------------------------------------------------
+
+    def mark_deployment_failing(self, key: str, *, until: int, error: str) -> None:
+        """Remember that a deployment failed a submission, so placement avoids it until `until`."""
+        item = {"pk": f"DEPLOYMENT#{key}", "sk": "HEALTH", "failing_until": until, "error": error[:500], "ttl": until}
+        self._client.put_item(TableName=self._name, Item=_to_item(item))
+
+    def failing_deployments(self, keys: Sequence[str], *, now: int) -> set[str]:
+        """Which of `keys` are marked failing at `now`."""
+        response = self._client.batch_get_item(
+            RequestItems={
+                self._name: {"Keys": [_key(f"DEPLOYMENT#{k}", "HEALTH") for k in keys], "ConsistentRead": True}
+            }
+        )
+        items = [_from_item(i) for i in response.get("Responses", {}).get(self._name, [])]
+        return {str(i["pk"]).removeprefix("DEPLOYMENT#") for i in items if i["failing_until"] > now}
+
     # --- uploads --------------------------------------------------------------------------------
 
     def put_upload(self, record: UploadRecord) -> None:

@@ -69,6 +69,10 @@ class FakeBatch:
 
 
 class FakeOpenAI:
+    """The fake OpenAI server; FakeAzureOpenAI (tests/fakes/azure_upstream.py) changes its paths and quirks."""
+
+    PREFIXES: tuple[str, ...] = ("/v1",)
+
     def __init__(self, *, processing_seconds: float = 1.0, faults: Faults | None = None) -> None:
         self.processing_seconds = processing_seconds
         # creates the batch, then answers only after this long (once): the client's answer is lost
@@ -80,6 +84,16 @@ class FakeOpenAI:
         self.lock = threading.Lock()
         self._seq = 0
         self.app = self._build()
+
+    def authorized(self, request: Request) -> bool:
+        return request.headers.get("authorization") == f"Bearer {API_KEY}"
+
+    def check_lines(self, lines: list[dict[str, Any]]) -> str | None:
+        """Why this server would refuse these input lines, or None."""
+        return None
+
+    def output_line(self, index: int, custom_id: str, response: Any, error: Any) -> dict[str, Any]:
+        return {"id": f"batch_req_{index}", "custom_id": custom_id, "response": response, "error": error}
 
     def next_id(self, prefix: str) -> str:
         self._seq += 1
@@ -95,12 +109,7 @@ class FakeOpenAI:
             if index >= done:
                 if outcome == "cancelled":
                     errors += orjson.dumps(
-                        {
-                            "id": f"batch_req_{index}",
-                            "custom_id": custom_id,
-                            "response": None,
-                            "error": {"code": "batch_cancelled", "message": "cancelled"},
-                        },
+                        self.output_line(index, custom_id, None, {"code": "batch_cancelled", "message": "cancelled"}),
                         option=orjson.OPT_APPEND_NEWLINE,
                     )
                     batch.failed += 1
@@ -110,12 +119,9 @@ class FakeOpenAI:
                     "error": {"message": "bad request", "type": "invalid_request_error", "param": None, "code": None}
                 }
                 errors += orjson.dumps(
-                    {
-                        "id": f"batch_req_{index}",
-                        "custom_id": custom_id,
-                        "response": {"status_code": 400, "request_id": f"req_{index}", "body": error_body},
-                        "error": None,
-                    },
+                    self.output_line(
+                        index, custom_id, {"status_code": 400, "request_id": f"req_{index}", "body": error_body}, None
+                    ),
                     option=orjson.OPT_APPEND_NEWLINE,
                 )
                 batch.failed += 1
@@ -144,19 +150,19 @@ class FakeOpenAI:
                 },
             }
             output += orjson.dumps(
-                {
-                    "id": f"batch_req_{index}",
-                    "custom_id": custom_id,
-                    "response": {"status_code": 200, "request_id": f"req_{index}", "body": body},
-                    "error": None,
-                },
+                self.output_line(
+                    index, custom_id, {"status_code": 200, "request_id": f"req_{index}", "body": body}, None
+                ),
                 option=orjson.OPT_APPEND_NEWLINE,
             )
-        if output:
-            batch.output_file_id = self.store("batch_output", bytes(output))
-        if errors:
-            batch.error_file_id = self.store("batch_output", bytes(errors))
+        self.store_results(batch, bytes(output), bytes(errors))
         batch.status = outcome
+
+    def store_results(self, batch: FakeBatch, output: bytes, errors: bytes) -> None:
+        if output:
+            batch.output_file_id = self.store("batch_output", output)
+        if errors:
+            batch.error_file_id = self.store("batch_output", errors)
 
     def advance(self, batch: FakeBatch) -> None:
         if batch.status not in ("in_progress", "cancelling"):
@@ -205,12 +211,13 @@ class FakeOpenAI:
         app = FastAPI()
         app.state.fake = self
         app.middleware("http")(_faults_and_auth)
-        app.post("/v1/files")(_create_file)
-        app.get("/v1/files/{file_id}/content")(_file_content)
-        app.post("/v1/batches")(_create_batch)
-        app.get("/v1/batches")(_list_batches)
-        app.get("/v1/batches/{batch_id}")(_retrieve_batch)
-        app.post("/v1/batches/{batch_id}/cancel")(_cancel_batch)
+        for prefix in self.PREFIXES:
+            app.post(f"{prefix}/files")(_create_file)
+            app.get(f"{prefix}/files/{{file_id}}/content")(_file_content)
+            app.post(f"{prefix}/batches")(_create_batch)
+            app.get(f"{prefix}/batches")(_list_batches)
+            app.get(f"{prefix}/batches/{{batch_id}}")(_retrieve_batch)
+            app.post(f"{prefix}/batches/{{batch_id}}/cancel")(_cancel_batch)
         return app
 
 
@@ -235,7 +242,7 @@ def _fake(request: Request) -> FakeOpenAI:
 async def _faults_and_auth(request: Request, call_next: Any) -> Response:
     fake = _fake(request)
     fake.calls[f"{request.method} {request.url.path}"] += 1
-    if request.headers.get("authorization") != f"Bearer {API_KEY}":
+    if not fake.authorized(request):
         return _error(401, "Incorrect API key provided", code="invalid_api_key")
     fault = fake.faults.draw()
     if fault == "error":
@@ -287,6 +294,9 @@ async def _create_batch(request: Request) -> JSONResponse:
         if body["input_file_id"] not in fake.files:
             return _error(400, "No such File", param="input_file_id")
         lines = [orjson.loads(raw) for raw in fake.files[body["input_file_id"]][1].splitlines() if raw.strip()]
+        problem = fake.check_lines(lines)
+        if problem is not None:
+            return _error(400, problem, param="input_file_id", code="invalid_request")
         if lines and lines[0]["body"].get("model") == "fake-refuse":
             return _error(400, "The model fake-refuse does not support batches.", param="model", code="model_not_found")
         batch = FakeBatch(

@@ -48,3 +48,21 @@ def test_mock_deployments_are_priced_as_the_model_s_maker() -> None:
     pricer = BatchPricer(Deployment(name="gpt-4o-mini", provider="mock"))
     pricer.add(LineUsage(input_tokens=1_000_000))
     assert pricer.cost().input == Decimal("0.075")
+
+
+def test_models_without_a_batch_rate_in_genai_prices_get_the_providers_batch_discount() -> None:
+    # genai-prices lists Azure's gpt-4o-mini at its standard $0.15/$0.60 only; Azure bills batches at half
+    azure = BatchPricer(
+        Deployment(
+            name="gpt-4o-mini",
+            provider="azure",
+            model="my-batch-deployment",
+            api_base="https://example.openai.azure.com",
+        )
+    )
+    azure.add(LineUsage(input_tokens=1_000_000, output_tokens=1_000_000))
+    assert (azure.cost().input, azure.cost().output) == (Decimal("0.075"), Decimal("0.3"))
+    # OpenAI's text-embedding-3-small: $0.02 standard, $0.01 in batches
+    embeddings = BatchPricer(Deployment(name="text-embedding-3-small", provider="openai"))
+    embeddings.add(LineUsage(input_tokens=1_000_000))
+    assert embeddings.cost().input == Decimal("0.01")

@@ -1,0 +1,306 @@
+"""The `vertex` provider: Gemini batch prediction on Vertex AI, with files in a Cloud Storage bucket.
+
+Submission streams our input, translated line by line (shared/providers/vertex_format.py), to
+`gs://{gcs_bucket}/batchgw/{batch id}/input.jsonl` and records where it went; then records that a
+create is under way, then the job's resource name (as `batch_id`). A create whose answer was lost is
+found again by its display name, which is our batch id, before another is tried. Results are the
+`predictions*.jsonl` objects under the job's output prefix; their lines carry the input line's index
+as a label, which maps them back to custom_ids.
+
+Auth is a bearer token: the deployment's `api_key` as a ready-made OAuth token, else Application
+Default Credentials (google-auth, loaded on first use, refreshed over urllib3: Lambda has no `requests`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Generator, Iterator, Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from shared.errors import InvalidRequest, ProviderError
+from shared.jsonl import iter_lines
+from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest
+from shared.providers.http import build_client, json_of, send, stream_lines
+from shared.providers.vertex_format import input_line, job_status, line_index, result_line
+from shared.records import BatchInputInfo
+from shared.routing import Deployment
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
+    from urllib3 import PoolManager
+
+ENDPOINTS: Final = ("/v1/chat/completions",)
+DEFAULT_LOCATION: Final = "us-central1"
+DEFAULT_STORAGE_BASE: Final = "https://storage.googleapis.com"
+SCOPE: Final = "https://www.googleapis.com/auth/cloud-platform"
+PREFIX: Final = "batchgw"
+_FIND_PAGES: Final = 5
+_LIST_PAGES: Final = 1000
+
+
+def check_input(deployment: Deployment, info: BatchInputInfo) -> None:
+    """Refuse endpoints Vertex batch prediction does not serve, and a deployment that cannot run one."""
+    missing = [name for name in ("project", "gcs_bucket") if not getattr(deployment, name)]
+    if missing:
+        raise InvalidRequest(
+            f"The model '{info.model}' is routed to Vertex AI, but its deployment has no {' or '.join(missing)} "
+            "configured; the gateway's operator must set it in the routing file.",
+            code="invalid_deployment",
+            param="model",
+        )
+    if info.endpoint not in ENDPOINTS:
+        raise InvalidRequest(
+            f"The model '{info.model}' runs on Vertex AI Gemini batch prediction, which does not take "
+            f"{info.endpoint} batches (only {', '.join(ENDPOINTS)}).",
+            code="unsupported_endpoint",
+            param="endpoint",
+        )
+
+
+def split_gs_uri(uri: str) -> tuple[str, str]:
+    """(bucket, object name or prefix) of a gs:// URI."""
+    bucket, _, name = uri.removeprefix("gs://").partition("/")
+    return bucket, name
+
+
+class _BearerAuth(httpx.Auth):
+    """A static token, or ADC credentials refreshed when they expire (shared by the poller's threads)."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token
+        self._credentials: Credentials | None = None
+        self._pool: PoolManager | None = None
+        self._lock = threading.Lock()
+
+    def token(self) -> str:
+        if self._token:
+            return self._token
+        with self._lock:
+            return self._adc_token()
+
+    def _adc_token(self) -> str:
+        import google.auth
+        import urllib3
+        from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError, TransportError
+        from google.auth.transport.urllib3 import Request
+
+        try:
+            if self._credentials is None:
+                self._credentials, _ = google.auth.default(scopes=[SCOPE])
+            if not self._credentials.valid:
+                if self._pool is None:
+                    self._pool = urllib3.PoolManager()
+                # google-auth leaves these two untyped
+                self._credentials.refresh(Request(self._pool))  # type: ignore[no-untyped-call]
+        except DefaultCredentialsError as exc:
+            raise ProviderError(f"Google credentials: {exc}", retryable=False, code="provider_auth") from exc
+        except TransportError as exc:
+            raise ProviderError(f"Google credentials: {exc}", retryable=True) from exc
+        except GoogleAuthError as exc:
+            raise ProviderError(f"Google credentials: {exc}", retryable=exc.retryable, code="provider_auth") from exc
+        token = self._credentials.token
+        if not isinstance(token, str):
+            raise ProviderError("Google credentials: the refresh gave no token", retryable=True)
+        return token
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.clear()
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self.token()}"
+        yield request
+
+
+class _TranslatedInput:
+    """Our input as Vertex lines; iterable again from the start, so a retried upload resends it all."""
+
+    def __init__(self, request: SubmitRequest) -> None:
+        self._request = request
+
+    def __iter__(self) -> Iterator[bytes]:
+        for index, line in enumerate(_input_lines(self._request)):
+            yield input_line(line.get("body") or {}, index)
+
+
+def _input_lines(request: SubmitRequest) -> Iterator[dict[str, Any]]:
+    """Our input's requests in order; their position is the index their Vertex line is labelled with."""
+    for raw in iter_lines(request.open_input()):
+        if raw.strip():
+            line: dict[str, Any] = orjson.loads(raw)
+            yield line
+
+
+class VertexProvider:
+    """Batches as Vertex AI batch prediction jobs."""
+
+    def __init__(self, deployment: Deployment, api_key: str | None) -> None:
+        self._deployment = deployment
+        self._auth = _BearerAuth(api_key)
+        self._location = deployment.location or DEFAULT_LOCATION
+
+    def _api_base(self) -> str:
+        if self._deployment.api_base:
+            return self._deployment.api_base.rstrip("/")
+        if self._location == "global":
+            return "https://aiplatform.googleapis.com"
+        return f"https://{self._location}-aiplatform.googleapis.com"
+
+    def _client(self, base_url: str, max_retries: int) -> httpx.Client:
+        client = build_client(base_url=base_url, headers={}, timeout=self._deployment.timeout, max_retries=max_retries)
+        client.auth = self._auth
+        return client
+
+    @cached_property
+    def _http(self) -> httpx.Client:
+        return self._client(self._api_base(), self._deployment.max_retries)
+
+    @cached_property
+    def _http_once(self) -> httpx.Client:
+        return self._client(self._api_base(), 0)
+
+    @cached_property
+    def _storage(self) -> httpx.Client:
+        base = (self._deployment.storage_base or DEFAULT_STORAGE_BASE).rstrip("/")
+        return self._client(base, self._deployment.max_retries)
+
+    def close(self) -> None:
+        for name in ("_http", "_http_once", "_storage"):
+            client = self.__dict__.pop(name, None)
+            if client is not None:
+                client.close()
+        self._auth.close()
+
+    @property
+    def _jobs_path(self) -> str:
+        return f"/v1/projects/{self._deployment.project}/locations/{self._location}/batchPredictionJobs"
+
+    def _uri(self, batch_id: str, name: str) -> str:
+        return f"gs://{self._deployment.gcs_bucket}/{PREFIX}/{batch_id}/{name}"
+
+    # --- submit ---------------------------------------------------------------------------------
+
+    def _upload(self, request: SubmitRequest, uri: str) -> None:
+        bucket, name = split_gs_uri(uri)
+        send(
+            self._storage,
+            "POST",
+            f"/upload/storage/v1/b/{bucket}/o",
+            what="upload batch input",
+            params={"uploadType": "media", "name": name},
+            headers={"Content-Type": "application/jsonl"},
+            content=_TranslatedInput(request),
+        )
+
+    def _find_job(self, batch_id: str) -> str | None:
+        """The name of a job an earlier attempt created for `batch_id`, if there is one."""
+        found: list[tuple[str, str]] = []
+        params: dict[str, str | int] = {"filter": f'display_name="{batch_id}"', "pageSize": 100}
+        for _ in range(_FIND_PAGES):
+            page = json_of(send(self._http, "GET", self._jobs_path, what="list jobs", params=params), "list jobs")
+            for job in page.get("batchPredictionJobs") or ():
+                if isinstance(job, dict) and job.get("displayName") == batch_id and isinstance(job.get("name"), str):
+                    found.append((str(job.get("createTime") or ""), job["name"]))
+            token = page.get("nextPageToken")
+            if not token:
+                break
+            params["pageToken"] = str(token)
+        # should a job have been made twice, the first one is the batch's; the other only costs its runs
+        return min(found)[1] if found else None
+
+    def _create(self, request: SubmitRequest, refs: Mapping[str, str]) -> str:
+        body = {
+            "displayName": request.batch_id,
+            "model": f"publishers/google/models/{self._deployment.provider_model}",
+            "inputConfig": {"instancesFormat": "jsonl", "gcsSource": {"uris": [refs["input_uri"]]}},
+            "outputConfig": {"predictionsFormat": "jsonl", "gcsDestination": {"outputUriPrefix": refs["output_uri"]}},
+        }
+        response = send(self._http_once, "POST", self._jobs_path, what="create batch prediction job", json=body)
+        name = json_of(response, "create batch prediction job").get("name")
+        if not isinstance(name, str) or not name:
+            raise ProviderError("create batch prediction job: the answer has no job name", retryable=True)
+        return name
+
+    def submit(self, request: SubmitRequest, journal: Journal) -> None:
+        if "input_uri" not in journal.refs:
+            input_uri = self._uri(request.batch_id, "input.jsonl")
+            self._upload(request, input_uri)
+            journal.record(
+                input_uri=input_uri,
+                output_uri=self._uri(request.batch_id, "output"),
+                line_count=str(request.line_count),
+            )
+        if "batch_id" in journal.refs:
+            return
+        for attempt in range(self._deployment.max_retries + 1):
+            if "create_started" in journal.refs:
+                found = self._find_job(request.batch_id)
+                if found is not None:
+                    journal.record(batch_id=found)
+                    return
+            else:
+                journal.record(create_started="1")
+            try:
+                journal.record(batch_id=self._create(request, journal.refs))
+                return
+            except ProviderError as exc:
+                if not exc.retryable or attempt == self._deployment.max_retries:
+                    raise
+                time.sleep(min(0.5 * 2**attempt, 8.0))
+
+    # --- after submit ---------------------------------------------------------------------------
+
+    def refresh(self, refs: Mapping[str, str]) -> ProviderStatus:
+        job = json_of(send(self._http, "GET", f"/v1/{refs['batch_id']}", what="get job"), "get job")
+        total = refs.get("line_count")
+        return job_status(job, int(total) if total and total.isdigit() else None)
+
+    def cancel(self, refs: Mapping[str, str]) -> None:
+        try:
+            send(self._http, "POST", f"/v1/{refs['batch_id']}:cancel", what="cancel job", json={})
+        except ProviderError as exc:
+            if exc.retryable:
+                raise
+            # a job that already ended cannot be cancelled; the next refresh reports how it ended
+
+    def _prediction_objects(self, bucket: str, prefix: str) -> Iterator[str]:
+        params: dict[str, str] = {"prefix": prefix}
+        for _ in range(_LIST_PAGES):
+            page = json_of(
+                send(self._storage, "GET", f"/storage/v1/b/{bucket}/o", what="list results", params=params),
+                "list results",
+            )
+            for item in page.get("items") or ():
+                name = item.get("name") if isinstance(item, dict) else None
+                if (
+                    isinstance(name, str)
+                    and name.rsplit("/", 1)[-1].startswith("predictions")
+                    and name.endswith(".jsonl")
+                ):
+                    yield name
+            token = page.get("nextPageToken")
+            if not token:
+                return
+            params["pageToken"] = str(token)
+
+    def results(self, refs: Mapping[str, str], request: SubmitRequest) -> Iterator[ResultLine]:
+        custom_ids = [str(line.get("custom_id")) for line in _input_lines(request)]
+        bucket, prefix = split_gs_uri(refs.get("output_uri") or self._uri(request.batch_id, "output"))
+        model = self._deployment.provider_model
+        for name in list(self._prediction_objects(bucket, prefix.rstrip("/") + "/")):
+            url = f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}"
+            for raw in stream_lines(self._storage, url, what="download results", params={"alt": "media"}):
+                try:
+                    prediction = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue
+                index = line_index(prediction) if isinstance(prediction, dict) else None
+                if index is None or index >= len(custom_ids):
+                    continue  # not a line of ours: nothing maps it to a request
+                yield result_line(prediction, custom_ids[index], model)
