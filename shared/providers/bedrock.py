@@ -1,0 +1,234 @@
+"""The `bedrock` provider: Bedrock batch inference (CreateModelInvocationJob), input and output in S3.
+
+Submission writes the translated records to `s3://{s3_bucket}/batchgw/{batch_id}/input.jsonl`, recorded
+in the journal, then creates the job with our batch id as `clientRequestToken`, which makes Bedrock's
+create idempotent: a retry after a lost answer gets the same job back. Bedrock reads and writes the
+bucket with the configured `role_arn`. Results are the `.jsonl.out` files Bedrock writes under
+`{output}/{job id}/`; `PartiallyCompleted` jobs keep their successful records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Final
+
+import boto3
+import orjson
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.errors import InvalidRequest, ProviderError
+from shared.jsonl import iter_lines
+from shared.providers import anthropic_format, bedrock_format
+from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest
+from shared.records import BatchInputInfo, Counts, ErrorEntry
+from shared.results import request_id
+from shared.routing import Deployment
+from shared.storage.blobs import Blobs, BlobWriter
+
+if TYPE_CHECKING:
+    from mypy_boto3_bedrock import BedrockClient
+    from mypy_boto3_s3 import S3Client
+
+# Bedrock's quota "minimum number of records per batch inference job" (reference/provider-apis.md section 6)
+MIN_RECORDS: Final = 100
+MAX_RECORDS: Final = 50_000
+_STATES: Final = {
+    "Submitted": "validating",
+    "Validating": "validating",
+    "Scheduled": "in_progress",
+    "InProgress": "in_progress",
+    "Completed": "completed",
+    "PartiallyCompleted": "completed",
+    "Failed": "failed",
+    "Stopping": "cancelling",
+    "Stopped": "cancelled",
+    "Expired": "expired",
+}
+_RETRYABLE: Final = frozenset(
+    {"ThrottlingException", "ServiceUnavailableException", "InternalServerException", "ServiceQuotaExceededException"}
+)
+
+
+def check_input(deployment: Deployment, info: BatchInputInfo) -> None:
+    """Refuse what Bedrock batch inference would refuse: other endpoints, too few or too many records."""
+    if info.endpoint != "/v1/chat/completions":
+        raise InvalidRequest(
+            f"The model '{info.model}' runs on Bedrock batch inference, which takes only /v1/chat/completions "
+            f"batches, not {info.endpoint}.",
+            code="unsupported_endpoint",
+            param="endpoint",
+        )
+    if not MIN_RECORDS <= info.line_count <= MAX_RECORDS:
+        raise InvalidRequest(
+            f"Bedrock batch inference takes between {MIN_RECORDS} and {MAX_RECORDS:,} requests per batch; "
+            f"this file has {info.line_count}.",
+            code="batch_size_out_of_range",
+            param="input_file_id",
+        )
+
+
+def _provider_error(exc: ClientError | BotoCoreError, what: str) -> ProviderError:
+    if isinstance(exc, ClientError):
+        code = exc.response["Error"]["Code"]
+        message = exc.response["Error"].get("Message", "")
+        return ProviderError(f"{what}: {code}: {message}", retryable=code in _RETRYABLE)
+    return ProviderError(f"{what}: {exc}", retryable=True)
+
+
+def _job_id(job_arn: str) -> str:
+    return job_arn.rsplit("/", 1)[-1]
+
+
+class BedrockProvider:
+    def __init__(self, deployment: Deployment) -> None:
+        self._deployment = deployment
+        assert deployment.s3_bucket and deployment.role_arn  # the routing file requires them for bedrock
+        self._bucket = deployment.s3_bucket
+        self._converse = not bedrock_format.is_anthropic(deployment.provider_model)
+
+    @cached_property
+    def _config(self) -> Config:
+        return Config(
+            region_name=self._deployment.region,
+            retries={"mode": "standard", "max_attempts": self._deployment.max_retries + 1},
+            read_timeout=self._deployment.timeout,
+        )
+
+    @cached_property
+    def _bedrock(self) -> BedrockClient:
+        # api_base, when set, is the control plane's endpoint (a VPC endpoint, or a test double)
+        return boto3.client("bedrock", config=self._config, endpoint_url=self._deployment.api_base)
+
+    @cached_property
+    def _s3(self) -> S3Client:
+        return boto3.client("s3", config=self._config)
+
+    # --- submit ---------------------------------------------------------------------------------
+
+    def _model_input(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self._converse:
+            return bedrock_format.to_converse(body)
+        try:
+            params = anthropic_format.to_params(body, self._deployment.provider_model)
+        except anthropic_format.TranslationError as exc:
+            raise ProviderError(str(exc), retryable=False, code="untranslatable_request") from exc
+        del params["model"]  # the job names the model
+        return {"anthropic_version": bedrock_format.ANTHROPIC_VERSION, **params}
+
+    def _write_input(self, request: SubmitRequest, key: str) -> None:
+        with BlobWriter(self._s3, self._bucket, key, "application/jsonl") as out:
+            for index, raw in enumerate(line for line in iter_lines(request.open_input()) if line.strip()):
+                body = orjson.loads(raw)["body"]
+                record = {"recordId": bedrock_format.record_id(index), "modelInput": self._model_input(body)}
+                out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+
+    def submit(self, request: SubmitRequest, journal: Journal) -> None:
+        prefix = f"batchgw/{request.batch_id}"
+        if "input_uri" not in journal.refs:
+            try:
+                self._write_input(request, f"{prefix}/input.jsonl")
+            except (ClientError, BotoCoreError) as exc:
+                raise _provider_error(exc, "write the batch input to S3") from exc
+            journal.record(input_uri=f"s3://{self._bucket}/{prefix}/input.jsonl", output_prefix=f"{prefix}/output/")
+        if "batch_id" in journal.refs:
+            return
+        token = request.batch_id.replace("_", "-")
+        arguments: dict[str, Any] = {
+            "jobName": f"batchgw-{token}"[:63],
+            "roleArn": self._deployment.role_arn,
+            "clientRequestToken": token,
+            "modelId": self._deployment.provider_model,
+            "inputDataConfig": {"s3InputDataConfig": {"s3Uri": journal.refs["input_uri"], "s3InputFormat": "JSONL"}},
+            "outputDataConfig": {
+                "s3OutputDataConfig": {"s3Uri": f"s3://{self._bucket}/{journal.refs['output_prefix']}"}
+            },
+        }
+        if self._converse:
+            arguments["modelInvocationType"] = "Converse"
+        try:
+            job_arn = self._bedrock.create_model_invocation_job(**arguments)["jobArn"]
+        except (ClientError, BotoCoreError) as exc:
+            raise _provider_error(exc, "create the batch inference job") from exc
+        journal.record(batch_id=job_arn)
+
+    # --- after submit ---------------------------------------------------------------------------
+
+    def _job(self, refs: Mapping[str, str]) -> dict[str, Any]:
+        try:
+            job: dict[str, Any] = dict(self._bedrock.get_model_invocation_job(jobIdentifier=refs["batch_id"]))
+        except (ClientError, BotoCoreError) as exc:
+            raise _provider_error(exc, "get the batch inference job") from exc
+        return job
+
+    def refresh(self, refs: Mapping[str, str]) -> ProviderStatus:
+        job = self._job(refs)
+        state = _STATES.get(str(job.get("status")))
+        if state is None:
+            raise ProviderError(f"unknown Bedrock job status {job.get('status')!r}", retryable=True)
+        counts = None
+        if "totalRecordCount" in job:
+            counts = Counts(
+                total=int(job["totalRecordCount"]),
+                completed=int(job.get("successRecordCount") or 0),
+                failed=int(job.get("errorRecordCount") or 0),
+            )
+        errors: tuple[ErrorEntry, ...] = ()
+        if state == "failed" and job.get("message"):
+            errors = (ErrorEntry(code="bedrock_job_failed", message=str(job["message"])),)
+        return ProviderStatus(state, counts, errors)
+
+    def cancel(self, refs: Mapping[str, str]) -> None:
+        try:
+            self._bedrock.stop_model_invocation_job(jobIdentifier=refs["batch_id"])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in _RETRYABLE:
+                raise _provider_error(exc, "stop the batch inference job") from exc
+            # a job that already ended cannot be stopped; the next refresh reports how it ended
+        except BotoCoreError as exc:
+            raise _provider_error(exc, "stop the batch inference job") from exc
+
+    def _custom_ids(self, request: SubmitRequest) -> list[str]:
+        return [orjson.loads(raw)["custom_id"] for raw in iter_lines(request.open_input()) if raw.strip()]
+
+    def _output_keys(self, refs: Mapping[str, str]) -> list[str]:
+        """The result files Bedrock wrote: `{output prefix}{job id}/{input name}.out`."""
+        prefix = f"{refs['output_prefix']}{_job_id(refs['batch_id'])}/"
+        keys: list[str] = []
+        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=prefix):
+            keys.extend(o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".jsonl.out"))
+        return keys
+
+    def results(self, refs: Mapping[str, str], request: SubmitRequest) -> Iterator[ResultLine]:
+        custom_ids = self._custom_ids(request)
+        blobs = Blobs(self._s3, self._bucket)
+        try:
+            for key in self._output_keys(refs):
+                for raw in iter_lines(blobs.read(key)):
+                    line = self._result(raw, custom_ids, request.batch_id)
+                    if line is not None:
+                        yield line
+        except (ClientError, BotoCoreError) as exc:
+            raise _provider_error(exc, "read the batch inference output") from exc
+
+    def _result(self, raw: bytes, custom_ids: list[str], batch_id: str) -> ResultLine | None:
+        if not raw.strip():
+            return None
+        record = orjson.loads(raw)
+        index = bedrock_format.index_of(str(record.get("recordId", "")))
+        if index is None or index >= len(custom_ids):
+            return None
+        custom_id = custom_ids[index]
+        rid = request_id(batch_id, custom_id)
+        if "error" in record or "modelOutput" not in record:
+            return ResultLine(custom_id, bedrock_format.error_response(record.get("error") or {}, rid))
+        output = record["modelOutput"]
+        if self._converse:
+            body, usage = bedrock_format.from_converse(output, model=self._deployment.provider_model, completion_id=rid)
+        else:
+            body, usage = anthropic_format.to_chat_completion(output, custom_id)
+        return ResultLine(custom_id, {"status_code": 200, "request_id": rid, "body": body}, usage=usage)
+
+    def close(self) -> None:
+        """boto3 clients hold no connections worth closing early."""
