@@ -41,13 +41,16 @@ def upstream() -> Iterator[tuple[FakeOpenAI, str]]:
 
 
 @contextmanager
-def dev_stack(workdir: Path, routing: str) -> Iterator[str]:
-    """`batchgw dev` as a user runs it, on a free port with `routing` as its routing file; yields the base URL."""
+def dev_stack(workdir: Path, routing: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`batchgw dev` as a user runs it, on a free port with `routing` as its routing file; yields the base URL.
+
+    `env` adds environment variables, e.g. AWS_ENDPOINT_URL to share an AWS emulator with the test.
+    """
     config = workdir / "routing.yaml"
     config.write_text(routing)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BATCHGW_"))}
-    env |= {"BATCHGW_SUBMIT_STUCK_SECONDS": "3", "BATCHGW_FINALIZE_STUCK_SECONDS": "3"}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BATCHGW_"))}
+    environment |= {"BATCHGW_SUBMIT_STUCK_SECONDS": "3", "BATCHGW_FINALIZE_STUCK_SECONDS": "3", **(env or {})}
     log_path = workdir / "dev.log"
     command = [
         str(Path(sys.executable).parent / "batchgw"),
@@ -60,7 +63,7 @@ def dev_stack(workdir: Path, routing: str) -> Iterator[str]:
         "0.3",
     ]
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
