@@ -10,7 +10,7 @@ import logging
 import time
 from decimal import Decimal
 
-from shared import ids, lifecycle
+from shared import ids, lifecycle, notifications
 from shared.auth import Principal
 from shared.errors import BudgetExceeded, InvalidRequest, NotFound, StaleState
 from shared.files import Files
@@ -86,6 +86,7 @@ class Batches:
             self._table.create_batch(record)
         except StaleState:
             raise NotFound(f"No such File object: {file.id}", param="input_file_id") from None
+        notifications.status_changed(self._bus, record, None)
         try:
             self._bus.publish(BATCH_CREATED, {"batch_id": record.id})
         except PublishFailed:
@@ -134,7 +135,7 @@ class Batches:
                 )
             now = int(time.time())
             try:
-                return self._table.update_batch(
+                cancelling = self._table.update_batch(
                     record.id,
                     expect={record.status} & lifecycle.sources("cancelling"),
                     fields={"status": "cancelling", "cancelling_at": now, "updated_at": now},
@@ -142,3 +143,6 @@ class Batches:
                 )
             except StaleState:
                 record = self.get(principal, batch_id)
+                continue
+            notifications.status_changed(self._bus, cancelling, record.status)
+            return cancelling

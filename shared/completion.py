@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from shared import lifecycle
+from shared import lifecycle, notifications
 from shared.context import Context
 from shared.errors import StaleState
 from shared.files import BATCH_FILE_TTL, blob_key, ids_key
@@ -188,4 +188,7 @@ def _book(
     except StaleState:
         logger.info("batch already completed by another delivery; nothing booked", extra={"batch_id": batch.id})
         return None
+    finished = ctx.table.get_batch(batch.id)
+    if finished is not None:
+        notifications.completed(ctx.bus, finished, batch.status)
     return Completed(batch.id, status, counts, usage, cost, priced=pricer is not None and pricer.known)

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Mapping
 
-from shared import ids, lifecycle
+from shared import ids, lifecycle, notifications
 from shared.context import Context
 from shared.errors import ProviderError, StaleState
 from shared.files import blob_key
@@ -92,6 +92,7 @@ def end_batch(
     except StaleState:
         logger.info("batch already ended by another worker", extra={"batch_id": batch.id})
         return None
+    notifications.status_changed(ctx.bus, ended, batch.status)
     publish_ended(ctx, ended, without_results=without_results)
     return ended
 
@@ -146,7 +147,7 @@ def submit_batch(ctx: Context, batch_id: str) -> None:
             return
     now = int(time.time())
     try:
-        ctx.table.update_batch(
+        started = ctx.table.update_batch(
             batch.id,
             expect={"validating"},
             fields={"status": "in_progress", "in_progress_at": now, "submit_lease_until": 0, "updated_at": now},
@@ -154,6 +155,8 @@ def submit_batch(ctx: Context, batch_id: str) -> None:
     except StaleState:
         # cancelled meanwhile: the provider ids are recorded, so the poller cancels the provider batch
         logger.info("batch was cancelled during submission", extra={"batch_id": batch.id})
+        return
+    notifications.status_changed(ctx.bus, started, batch.status)
 
 
 def _fail_over(
