@@ -8,9 +8,11 @@ usage and cost; only then does the status become terminal.
 
 from __future__ import annotations
 
-from typing import Final, get_args
+from typing import Final, Literal, get_args
 
-from shared.wire import BatchStatus
+BatchStatus = Literal[
+    "validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"
+]
 
 STATUSES: Final = frozenset(get_args(BatchStatus))
 TERMINAL: Final = frozenset({"completed", "failed", "expired", "cancelled"})

@@ -11,9 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-BatchStatus = Literal[
-    "validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"
-]
+from shared.lifecycle import BatchStatus
+
 FilePurpose = Literal["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
 StoredFilePurpose = Literal[
     "assistants",

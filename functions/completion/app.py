@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -14,6 +14,7 @@ from shared.context import Context, get_context
 from shared.storage.bus import BatchEvent
 
 logger = Logger(service="batchgw")
+tracer = Tracer(service="batchgw")
 metrics = Metrics(namespace="batchgw", service="completion")
 copy_config_to_registered_loggers(source_logger=logger)
 
@@ -25,11 +26,13 @@ _STATUS_METRIC = {
 }
 
 
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext, *, ctx: Context | None = None) -> dict[str, Any]:
     detail = BatchEvent.model_validate(event).detail
     logger.set_correlation_id(detail.batch_id)
+    tracer.put_annotation(key="batch_id", value=detail.batch_id)
     done = complete_batch(ctx or get_context(), detail.batch_id, without_results=detail.without_results)
     if done is None:
         metrics.add_metric(name="CompletionsSkipped", unit=MetricUnit.Count, value=1)

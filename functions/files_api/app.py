@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from mangum import Mangum
-
 from functions.files_api import uploads
 from functions.files_api.routes import router
 from shared.http.app import create_app
+from shared.http.lambda_handler import lambda_handler
 
 app = create_app(router, uploads.router, title="batchgw files")
-handler = Mangum(app, lifespan="off")
+handler = lambda_handler(app)

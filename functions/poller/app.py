@@ -6,7 +6,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -15,10 +15,12 @@ from shared.context import Context, get_context
 from shared.polling import poll_batches
 
 logger = Logger(service="batchgw")
+tracer = Tracer(service="batchgw")
 metrics = Metrics(namespace="batchgw", service="poller")
 copy_config_to_registered_loggers(source_logger=logger)
 
 
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext, *, ctx: Context | None = None) -> dict[str, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -14,15 +14,18 @@ from shared.storage.bus import BatchEvent
 from shared.submission import submit_batch
 
 logger = Logger(service="batchgw")
+tracer = Tracer(service="batchgw")
 metrics = Metrics(namespace="batchgw", service="submitter")
 copy_config_to_registered_loggers(source_logger=logger)
 
 
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext, *, ctx: Context | None = None) -> dict[str, str]:
     detail = BatchEvent.model_validate(event).detail
     logger.set_correlation_id(detail.batch_id)
+    tracer.put_annotation(key="batch_id", value=detail.batch_id)
     metrics.add_metric(name="SubmissionsAttempted", unit=MetricUnit.Count, value=1)
     submit_batch(ctx or get_context(), detail.batch_id)
     return {"batch_id": detail.batch_id}

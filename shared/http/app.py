@@ -105,7 +105,9 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = f"req_{secrets.token_hex(12)}"
+        # behind API Gateway, its request id: the one the function's logs carry as correlation id
+        gateway_id = ((scope.get("aws.event") or {}).get("requestContext") or {}).get("requestId")
+        rid = f"req_{gateway_id}" if gateway_id else f"req_{secrets.token_hex(12)}"
         scope.setdefault("state", {})["request_id"] = rid
 
         async def send_with_id(message: Message) -> None:

@@ -1,0 +1,36 @@
+"""The Lambda entry point of an API function: Mangum around the app, with Powertools logs and traces."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from fastapi import FastAPI
+from mangum import Mangum
+
+type Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def lambda_handler(app: FastAPI) -> Handler:
+    """A handler for `app` behind API Gateway, built once per cold start.
+
+    Logs carry the API Gateway request id as correlation id, the same id the caller sees in
+    `x-request-id`. Traces never capture responses: they may hold file contents.
+    """
+    logger = Logger(service="batchgw")
+    tracer = Tracer(service="batchgw")
+    copy_config_to_registered_loggers(source_logger=logger)
+    adapter = Mangum(app, lifespan="off")
+
+    @tracer.capture_lambda_handler(capture_response=False)
+    @logger.inject_lambda_context(clear_state=True)
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        request_id = (event.get("requestContext") or {}).get("requestId")
+        if request_id:
+            logger.set_correlation_id(f"req_{request_id}")
+        response: dict[str, Any] = adapter(event, context)
+        return response
+
+    return cast(Handler, handler)
