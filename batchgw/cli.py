@@ -6,15 +6,17 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from batchgw.devstack import DEV_CONFIG, DEV_MASTER_KEY, serve
+    from batchgw.devstack import DEV_MASTER_KEY, serve
+    from shared.routing import BUILTIN_DEV, RoutingError, load_routing
 
-    config = Path(args.config or os.environ.get("BATCHGW_CONFIG") or DEV_CONFIG)
-    if not config.is_file():
-        print(f"batchgw dev: no routing file at {config}", file=sys.stderr)
+    config = args.config or os.environ.get("BATCHGW_CONFIG") or BUILTIN_DEV
+    try:
+        load_routing(config)
+    except RoutingError as exc:
+        print(f"batchgw dev: {exc}", file=sys.stderr)
         return 2
 
     def ready(base_url: str) -> None:

@@ -22,7 +22,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -36,7 +35,6 @@ from shared.http.app import error_response
 
 logger = logging.getLogger("batchgw.dev")
 
-DEV_CONFIG = Path(__file__).resolve().parent / "dev_config.yaml"
 DEV_MASTER_KEY = "sk-batchgw-dev"
 REGION = "us-east-1"
 _VISIBILITY_SECONDS = 5
@@ -137,7 +135,7 @@ class ApiGateway:
 class DevStack:
     """The emulated AWS side of the stack and the workers that stand in for Lambda's triggers."""
 
-    config: Path
+    config: str
     poll_interval: float = 5.0
     names: StackNames = field(default_factory=StackNames)
     endpoint_url: str | None = None
@@ -170,7 +168,7 @@ class DevStack:
                 "BATCHGW_TABLE": self.names.table,
                 "BATCHGW_BUCKET": self.names.bucket,
                 "BATCHGW_EVENT_BUS": self.names.bus,
-                "BATCHGW_CONFIG": str(self.config),
+                "BATCHGW_CONFIG": self.config,
             }
         )
         os.environ.setdefault("BATCHGW_MASTER_KEY", DEV_MASTER_KEY)
@@ -268,7 +266,7 @@ class DevStack:
             self._moto.stop()
 
 
-def serve(*, host: str, port: int, config: Path, poll_interval: float, ready: Callable[[str], None]) -> None:
+def serve(*, host: str, port: int, config: str, poll_interval: float, ready: Callable[[str], None]) -> None:
     """Run the dev stack in the foreground until interrupted."""
     import uvicorn
 

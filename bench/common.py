@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import orjson
 
-from batchgw.devstack import DEV_CONFIG, DevStack, StackNames
+from batchgw.devstack import DevStack, StackNames
+from shared.routing import BUILTIN_DEV
 
 
 def free_port() -> int:
@@ -52,7 +53,7 @@ def moto_server() -> Iterator[str]:
         process.wait(timeout=10)
 
 
-def use_stack(endpoint: str, config: Path = DEV_CONFIG) -> DevStack:
+def use_stack(endpoint: str, config: str = BUILTIN_DEV) -> DevStack:
     """Point this process at `endpoint` and provision a fresh stack there, as `batchgw dev` would."""
     os.environ.update(
         {

@@ -87,7 +87,7 @@ def main(endpoint: str, runs: int) -> None:
             config.write_text(
                 f"models:\n  - {{name: slow, provider: openai, api_base: '{url}/v1', api_key: x, timeout: 10}}\n"
             )
-            use_stack(endpoint, config)
+            use_stack(endpoint, str(config))
             seed(BATCHES)
             ctx = get_context()
             timings = []

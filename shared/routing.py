@@ -134,8 +134,13 @@ def parse_routing(text: str, *, source: str) -> RoutingConfig:
     return config
 
 
+BUILTIN_DEV = "builtin:dev"
+
+
 def load_routing(source: str) -> RoutingConfig:
-    """Load the routing file from a path or from an SSM parameter (`ssm:/name`)."""
+    """Load the routing file from a path, an SSM parameter (`ssm:/name`) or `builtin:dev` (the mock models)."""
+    if source == BUILTIN_DEV:
+        source = str(Path(__file__).with_name("dev_routing.yaml"))
     if source.startswith("ssm:"):
         from shared.secret_refs import resolve_secret
 

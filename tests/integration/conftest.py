@@ -190,7 +190,7 @@ def stack(
     for name in ("BATCHGW_TABLE", "BATCHGW_BUCKET", "BATCHGW_EVENT_BUS", "BATCHGW_CONFIG"):
         monkeypatch.setenv(name, "set-by-the-stack")  # restored after the test
     with mock_aws():
-        dev = DevStack(config=config)
+        dev = DevStack(config=str(config))
         dev.configure()
         queues = dev.provision()
         with TestClient(ApiGateway(template.functions()), raise_server_exceptions=False) as api:
