@@ -53,7 +53,10 @@ def test_a_batch_reports_each_status_change_then_its_completion(stack: Stack, ob
     events = [e for e in observer() if e["detail"]["batch_id"] == batch_id]
     changes = [e["detail"] for e in events if e["detail-type"] == "Batch Status Changed"]
     assert [(c["previous_status"], c["status"]) for c in changes] == [
-        (None, "validating"), ("validating", "in_progress"), ("in_progress", "finalizing"), ("finalizing", "completed")
+        (None, "validating"),
+        ("validating", "in_progress"),
+        ("in_progress", "finalizing"),
+        ("finalizing", "completed"),
     ]
     assert all(c["owner"] == "master" and c["model"] == "gpt-4o-mini" and c["at"] > 0 for c in changes)
     (done,) = [e for e in events if e["detail-type"] == "Batch Completed"]
