@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -44,6 +45,27 @@ def build_client(
         transport=RetryTransport(retry=retry) if max_retries else httpx.HTTPTransport(retries=1),
         follow_redirects=True,
     )
+
+
+class LazyClients:
+    """httpx clients built on first use and closed together; safe to share across the poller's threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: dict[str, httpx.Client] = {}
+
+    def get(self, name: str, build: Callable[[], httpx.Client]) -> httpx.Client:
+        with self._lock:
+            client = self._clients.get(name)
+            if client is None:
+                client = self._clients[name] = build()
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
 
 
 def provider_error(response: httpx.Response, what: str) -> ProviderError:

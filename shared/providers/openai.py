@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from functools import cached_property
 from typing import Any
 
 import httpx
@@ -18,7 +17,7 @@ import orjson
 from shared.errors import ProviderError
 from shared.jsonl import iter_lines
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest
-from shared.providers.http import ReopeningReader, build_client, json_of, send, stream_lines
+from shared.providers.http import LazyClients, ReopeningReader, build_client, json_of, send, stream_lines
 from shared.records import Counts, ErrorEntry
 from shared.results import usage_from_openai
 from shared.routing import Deployment
@@ -102,6 +101,7 @@ class OpenAIProvider:
     def __init__(self, deployment: Deployment, api_key: str | None) -> None:
         self._deployment = deployment
         self._api_key = api_key
+        self._clients = LazyClients()
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
@@ -121,19 +121,17 @@ class OpenAIProvider:
             params=self._params(),
         )
 
-    @cached_property
+    @property
     def _http(self) -> httpx.Client:
-        return self._client(self._deployment.max_retries)
+        return self._clients.get("retrying", lambda: self._client(self._deployment.max_retries))
 
-    @cached_property
+    @property
     def _http_once(self) -> httpx.Client:
-        return self._client(0)
+        """For creating a batch: never resent, since a resend could create a second one."""
+        return self._clients.get("once", lambda: self._client(0))
 
     def close(self) -> None:
-        for name in ("_http", "_http_once"):
-            client = self.__dict__.pop(name, None)
-            if client is not None:
-                client.close()
+        self._clients.close()
 
     def _endpoint(self, endpoint: str) -> str:
         """The endpoint as this server wants it in lines and at create."""

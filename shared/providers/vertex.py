@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator, Iterator, Mapping
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
@@ -26,7 +25,7 @@ import orjson
 from shared.errors import InvalidRequest, ProviderError
 from shared.jsonl import iter_lines
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest
-from shared.providers.http import build_client, json_of, send, stream_lines
+from shared.providers.http import LazyClients, build_client, json_of, send, stream_lines
 from shared.providers.vertex_format import input_line, job_status, line_index, result_line
 from shared.records import BatchInputInfo
 from shared.routing import Deployment
@@ -41,6 +40,7 @@ DEFAULT_STORAGE_BASE: Final = "https://storage.googleapis.com"
 SCOPE: Final = "https://www.googleapis.com/auth/cloud-platform"
 PREFIX: Final = "batchgw"
 _FIND_PAGES: Final = 5
+UPLOAD_CHUNK: Final = 8 * 1024 * 1024  # resumable upload chunks must be multiples of 256 KiB
 _LIST_PAGES: Final = 1000
 
 
@@ -72,9 +72,9 @@ def split_gs_uri(uri: str) -> tuple[str, str]:
 class _BearerAuth(httpx.Auth):
     """A static token, or ADC credentials refreshed when they expire (shared by the poller's threads)."""
 
-    def __init__(self, token: str | None) -> None:
+    def __init__(self, token: str | None, credentials: Credentials | None = None) -> None:
         self._token = token
-        self._credentials: Credentials | None = None
+        self._credentials = credentials
         self._pool: PoolManager | None = None
         self._lock = threading.Lock()
 
@@ -119,7 +119,7 @@ class _BearerAuth(httpx.Auth):
 
 
 class _TranslatedInput:
-    """Our input as Vertex lines; iterable again from the start, so a retried upload resends it all."""
+    """Our input as Vertex lines, translated as they are read."""
 
     def __init__(self, request: SubmitRequest) -> None:
         self._request = request
@@ -140,10 +140,12 @@ def _input_lines(request: SubmitRequest) -> Iterator[dict[str, Any]]:
 class VertexProvider:
     """Batches as Vertex AI batch prediction jobs."""
 
-    def __init__(self, deployment: Deployment, api_key: str | None) -> None:
+    def __init__(self, deployment: Deployment, api_key: str | None, *, credentials: Credentials | None = None) -> None:
+        """`credentials` replaces Application Default Credentials when there is no `api_key`."""
         self._deployment = deployment
-        self._auth = _BearerAuth(api_key)
+        self._auth = _BearerAuth(api_key, credentials)
         self._location = deployment.location or DEFAULT_LOCATION
+        self._clients = LazyClients()
 
     def _api_base(self) -> str:
         if self._deployment.api_base:
@@ -157,24 +159,24 @@ class VertexProvider:
         client.auth = self._auth
         return client
 
-    @cached_property
+    def _shared_client(self, name: str, base_url: str, max_retries: int) -> httpx.Client:
+        return self._clients.get(name, lambda: self._client(base_url, max_retries))
+
+    @property
     def _http(self) -> httpx.Client:
-        return self._client(self._api_base(), self._deployment.max_retries)
+        return self._shared_client("api", self._api_base(), self._deployment.max_retries)
 
-    @cached_property
+    @property
     def _http_once(self) -> httpx.Client:
-        return self._client(self._api_base(), 0)
+        return self._shared_client("api_once", self._api_base(), 0)
 
-    @cached_property
+    @property
     def _storage(self) -> httpx.Client:
         base = (self._deployment.storage_base or DEFAULT_STORAGE_BASE).rstrip("/")
-        return self._client(base, self._deployment.max_retries)
+        return self._shared_client("storage", base, self._deployment.max_retries)
 
     def close(self) -> None:
-        for name in ("_http", "_http_once", "_storage"):
-            client = self.__dict__.pop(name, None)
-            if client is not None:
-                client.close()
+        self._clients.close()
         self._auth.close()
 
     @property
@@ -187,15 +189,41 @@ class VertexProvider:
     # --- submit ---------------------------------------------------------------------------------
 
     def _upload(self, request: SubmitRequest, uri: str) -> None:
+        """Stream the translated input to `uri` in a resumable upload: Cloud Storage's way for data of
+        unknown length, sent in chunks of UPLOAD_CHUNK bytes, so memory stays at one chunk."""
         bucket, name = split_gs_uri(uri)
-        send(
+        started = send(
             self._storage,
             "POST",
             f"/upload/storage/v1/b/{bucket}/o",
-            what="upload batch input",
-            params={"uploadType": "media", "name": name},
-            headers={"Content-Type": "application/jsonl"},
-            content=_TranslatedInput(request),
+            what="start the input upload",
+            params={"uploadType": "resumable", "name": name},
+            headers={"X-Upload-Content-Type": "application/jsonl"},
+            json={"name": name, "contentType": "application/jsonl"},
+        )
+        session = started.headers.get("location")
+        if not session:
+            raise ProviderError("start the input upload: no upload session in the answer", retryable=True)
+        sent, pending = 0, bytearray()
+        for line in _TranslatedInput(request):
+            pending += line
+            while len(pending) >= UPLOAD_CHUNK:
+                self._upload_chunk(session, bytes(pending[:UPLOAD_CHUNK]), sent, total=None)
+                del pending[:UPLOAD_CHUNK]
+                sent += UPLOAD_CHUNK
+        self._upload_chunk(session, bytes(pending), sent, total=sent + len(pending))
+
+    def _upload_chunk(self, session: str, chunk: bytes, start: int, *, total: int | None) -> None:
+        span = f"{start}-{start + len(chunk) - 1}" if chunk else "*"
+        size = "*" if total is None else str(total)
+        # 308 "Resume Incomplete" answers every chunk but the last
+        send(
+            self._storage,
+            "PUT",
+            session,
+            what="upload the input",
+            content=chunk,
+            headers={"Content-Range": f"bytes {span}/{size}"},
         )
 
     def _find_job(self, batch_id: str) -> str | None:

@@ -9,7 +9,8 @@ whose text contains "fail" gets a non-empty `status`; a job of model `gemini-exp
 the first half of its lines written; a cancelled job is CANCELLING once, then CANCELLED with half written.
 Usage is deterministic per line and what each job billed is recorded, so tests compute the expected
 cost. `Faults` makes a share of calls answer 500, 429 with Retry-After, or hang past the client's
-timeout; `lose_next_create` makes the next create make its job and lose the answer.
+timeout; `fail_next` fails the next calls to a path with 503; `lose_next_create` makes the next create
+make its job and lose the answer.
 """
 
 from __future__ import annotations
@@ -126,12 +127,16 @@ def line_problem(line: Any) -> str | None:
 class FakeVertex:
     def __init__(self, *, processing_seconds: float = 0.3, faults: Faults | None = None, seed: int = 7) -> None:
         self.processing_seconds = processing_seconds
+        self.model_seconds: dict[str, float] = {}  # processing time of particular models
         self.faults = faults or Faults()
         self.objects: dict[str, bytes] = {}  # "bucket/name" -> content
+        self.sessions: dict[str, tuple[str, str, bytearray]] = {}  # resumable uploads: id -> bucket, name, bytes
         self.jobs: dict[str, FakeJob] = {}
         self.calls: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.lose_next_create: Literal["error", "hang"] | None = None
+        # "METHOD /path-prefix" -> how many of the next such calls answer 503
+        self.fail_next: Counter[str] = Counter()
         self.page_size = 2  # small, so clients must follow nextPageToken
         self.shard_lines: int | None = None  # write predictions in files of this many lines
         self._rng = random.Random(seed)
@@ -220,9 +225,10 @@ class FakeVertex:
             self._end(job, half, "JOB_STATE_CANCELLED")
             return
         elapsed = time.monotonic() - job.created
-        if elapsed < self.processing_seconds / 2:
+        seconds = self.model_seconds.get(job.model, self.processing_seconds)
+        if elapsed < seconds / 2:
             job.state = "JOB_STATE_PENDING"
-        elif elapsed < self.processing_seconds:
+        elif elapsed < seconds:
             job.state = "JOB_STATE_RUNNING"
         elif job.model == EXPIRING_MODEL:
             self._end(job, half, "JOB_STATE_EXPIRED")
@@ -256,6 +262,7 @@ class FakeVertex:
         app.state.fake = self
         jobs = "/v1/projects/{project}/locations/{location}/batchPredictionJobs"
         app.post("/upload/storage/v1/b/{bucket}/o")(_upload_object)
+        app.put("/upload/storage/v1/b/{bucket}/o")(_upload_chunk)
         app.get("/storage/v1/b/{bucket}/o")(_list_objects)
         app.get("/storage/v1/b/{bucket}/o/{name:path}")(_get_object)
         app.post(jobs)(_create_job)
@@ -281,6 +288,11 @@ async def _admit(request: Request) -> Response | None:
     fake.calls[f"{request.method} {request.url.path}"] += 1
     if request.headers.get("authorization") != f"Bearer {TOKEN}":
         return _error(401, "Request had invalid authentication credentials. Expected OAuth 2 access token.")
+    for key in fake.fail_next:
+        method, prefix = key.split(" ", 1)
+        if fake.fail_next[key] > 0 and request.method == method and request.url.path.startswith(prefix):
+            fake.fail_next[key] -= 1
+            return _error(503, "The service is currently unavailable.")
     fault = fake.faults.draw()
     if fault == "error":
         fake.calls["fault:500"] += 1
@@ -295,16 +307,48 @@ async def _admit(request: Request) -> Response | None:
 
 
 async def _upload_object(bucket: str, request: Request) -> Response:
+    """A media upload stores the body; a resumable one opens a session that PUTs fill, chunk by chunk."""
     content = await request.body()  # read first: a hung call still stores what it was sent
     if (refused := await _admit(request)) is not None:
         return refused
     name = request.query_params.get("name")
-    if request.query_params.get("uploadType") != "media" or not name:
-        return _error(400, "uploadType=media and name are required")
+    kind = request.query_params.get("uploadType")
+    if kind not in ("media", "resumable") or not name:
+        return _error(400, "uploadType (media or resumable) and name are required")
     fake = _fake(request)
     with fake.lock:
-        fake.objects[f"{bucket}/{name}"] = content
-    return JSONResponse({"kind": "storage#object", "bucket": bucket, "name": name, "size": str(len(content))})
+        if kind == "media":
+            fake.objects[f"{bucket}/{name}"] = content
+            return JSONResponse({"kind": "storage#object", "bucket": bucket, "name": name, "size": str(len(content))})
+        session = f"session{len(fake.sessions) + 1}"
+        fake.sessions[session] = (bucket, name, bytearray())
+    location = f"{request.base_url}upload/storage/v1/b/{bucket}/o?uploadType=resumable&upload_id={session}"
+    return Response(status_code=200, headers={"Location": location})
+
+
+async def _upload_chunk(bucket: str, request: Request) -> Response:
+    """One chunk of a resumable upload, placed by its Content-Range; 308 until the last one."""
+    content = await request.body()
+    if (refused := await _admit(request)) is not None:
+        return refused
+    fake = _fake(request)
+    match = re.fullmatch(r"bytes (\*|(\d+)-(\d+))/(\*|\d+)", request.headers.get("content-range", ""))
+    with fake.lock:
+        session = fake.sessions.get(request.query_params.get("upload_id", ""))
+        if session is None or match is None:
+            return _error(400, "unknown upload session or bad Content-Range")
+        _, name, received = session
+        if match.group(2) is not None:
+            start, end = int(match.group(2)), int(match.group(3))
+            if start != len(received) or end - start + 1 != len(content):
+                return _error(400, "chunk out of order")
+            if match.group(4) == "*" and len(content) % (256 * 1024):
+                return _error(400, "chunks before the last must be multiples of 256 KiB")
+            received += content
+        if match.group(4) == "*":
+            return Response(status_code=308, headers={"Range": f"bytes=0-{len(received) - 1}"})
+        fake.objects[f"{bucket}/{name}"] = bytes(received)
+    return JSONResponse({"kind": "storage#object", "bucket": bucket, "name": name, "size": str(len(received))})
 
 
 async def _list_objects(bucket: str, request: Request) -> Response:

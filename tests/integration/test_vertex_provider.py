@@ -1,0 +1,426 @@
+"""The vertex adapter through the real handlers, against a fake Cloud Storage + Vertex AI over loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import google.auth.transport.urllib3
+import orjson
+import pytest
+from google.auth.credentials import Credentials
+
+from shared.errors import InvalidRequest
+from shared.providers.base import SubmitRequest
+from shared.providers.vertex import VertexProvider, check_input
+from shared.records import BatchInputInfo
+from shared.routing import Deployment
+from tests.fakes.openai_upstream import Faults
+from tests.fakes.servers import serve_in_thread
+from tests.fakes.vertex_upstream import TOKEN, BilledUsage, FakeJob, FakeVertex
+from tests.integration.conftest import Stack
+
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+BUCKET = "test-bucket"
+# Google's published Vertex AI batch price for gemini-2.5-flash (half the online $0.30 / $2.50 per 1M tokens);
+# cached input is billed at the context-cache rate ($0.03), which takes precedence over the batch discount
+FLASH_BATCH_INPUT = Decimal("0.15")
+FLASH_BATCH_OUTPUT = Decimal("1.25")
+FLASH_CACHED_INPUT = Decimal("0.03")
+
+
+@pytest.fixture
+def vertex() -> Iterator[tuple[FakeVertex, str]]:
+    fake = FakeVertex(processing_seconds=0.3)
+    with serve_in_thread(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture
+def extra_routes(vertex: tuple[FakeVertex, str]) -> str:
+    _, url = vertex
+    common = (
+        f'project: test-project, location: us-central1, gcs_bucket: {BUCKET}, api_base: "{url}", '
+        f'storage_base: "{url}", timeout: 1'
+    )
+    return f"""
+  - {{name: gemini-via-vertex, provider: vertex, model: gemini-2.5-flash, api_key: {TOKEN}, {common}}}
+  - {{name: gemini-flaky, provider: vertex, model: gemini-2.5-flash, api_key: {TOKEN}, max_retries: 6, {common}}}
+  - {{name: gemini-expiring, provider: vertex, model: gemini-expire, api_key: {TOKEN}, {common},
+      pricing: {{input_per_mtok: 1.0, output_per_mtok: 4.0}}}}
+  - {{name: gemini-wrong-token, provider: vertex, model: gemini-2.5-flash, api_key: ya29.revoked, {common}}}
+"""
+
+
+def request_line(custom_id: str, model: str, question: str, url: str = "/v1/chat/completions") -> bytes:
+    body = {
+        "model": model,
+        "messages": [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": question}],
+        "max_tokens": 64,
+        "temperature": 0.2,
+    }
+    line = {"custom_id": custom_id, "method": "POST", "url": url, "body": body}
+    return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def questions(model: str, n: int, prefix: str = "req") -> bytes:
+    return b"".join(request_line(f"{prefix}-{i}", model, f"question {i}") for i in range(n))
+
+
+def start(stack: Stack, content: bytes, endpoint: str = "/v1/chat/completions") -> Any:
+    file_id = stack.api.post(
+        "/v1/files", headers=stack.auth(), data={"purpose": "batch"}, files={"file": ("in.jsonl", content)}
+    ).json()["id"]
+    body = {"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h"}
+    return stack.api.post("/v1/batches", headers=stack.auth(), json=body)
+
+
+def started(stack: Stack, content: bytes) -> str:
+    response = start(stack, content)
+    assert response.status_code == 200, response.text
+    batch_id: str = response.json()["id"]
+    return batch_id
+
+
+def batch(stack: Stack, batch_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth()).json()
+    return body
+
+
+def finish(stack: Stack, *batch_ids: str, rounds: int = 80) -> list[dict[str, Any]]:
+    stack.run_until(lambda: all(batch(stack, b)["status"] in TERMINAL for b in batch_ids), rounds=rounds)
+    return [batch(stack, b) for b in batch_ids]
+
+
+def lines(stack: Stack, file_id: str | None) -> list[dict[str, Any]]:
+    if not file_id:
+        return []
+    content = stack.api.get(f"/v1/files/{file_id}/content", headers=stack.auth()).content
+    return [orjson.loads(line) for line in content.splitlines()]
+
+
+def the_job(fake: FakeVertex, batch_id: str) -> FakeJob:
+    (job,) = fake.jobs_named(batch_id)
+    return job
+
+
+def google_batch_cost(job: FakeJob) -> Decimal:
+    uncached = job.prompt_tokens - job.cached_tokens
+    return (
+        uncached * FLASH_BATCH_INPUT + job.cached_tokens * FLASH_CACHED_INPUT + job.output_tokens * FLASH_BATCH_OUTPUT
+    ) / 1_000_000
+
+
+def test_vertex_batch_completes_with_openai_lines_right_custom_ids_usage_and_google_batch_price(
+    stack: Stack, vertex: tuple[FakeVertex, str]
+) -> None:
+    # Given six requests, two of them identical and one that Vertex fails
+    fake, _ = vertex
+    content = (
+        request_line("alpha", "gemini-via-vertex", "question a")
+        + request_line("twin-1", "gemini-via-vertex", "same question")
+        + request_line("beta", "gemini-via-vertex", "question b")
+        + request_line("bad", "gemini-via-vertex", "please fail")
+        + request_line("twin-2", "gemini-via-vertex", "same question")
+        + request_line("gamma", "gemini-via-vertex", "question c")
+    )
+    order = ["alpha", "twin-1", "beta", "bad", "twin-2", "gamma"]
+    batch_id = started(stack, content)
+
+    # When the stack runs it to its end
+    (done,) = finish(stack, batch_id)
+
+    # Then it completed with every custom_id once, each answer matching its own request
+    assert done["status"] == "completed", done
+    assert done["request_counts"] == {"total": 6, "completed": 5, "failed": 1}
+    output, errors = lines(stack, done["output_file_id"]), lines(stack, done["error_file_id"])
+    assert sorted(line["custom_id"] for line in output) == sorted(set(order) - {"bad"})
+    for line in output:
+        assert line["id"].startswith("batch_req_") and line["error"] is None
+        body = line["response"]["body"]
+        assert line["response"]["status_code"] == 200 and body["object"] == "chat.completion"
+        assert body["model"] == "gemini-2.5-flash" and body["choices"][0]["finish_reason"] == "stop"
+        # usage is billed by input position, so it proves even the identical twins came back to their own ids
+        billed = BilledUsage.of(order.index(line["custom_id"]))
+        assert body["usage"]["prompt_tokens"] == billed.prompt
+        assert body["usage"]["completion_tokens"] == billed.candidates + billed.thoughts
+        assert body["usage"]["prompt_tokens_details"] == {"cached_tokens": billed.cached}
+    answers = {line["custom_id"]: line["response"]["body"]["choices"][0]["message"]["content"] for line in output}
+    assert answers["alpha"] == "answer to question a" and answers["twin-2"] == "answer to same question"
+    (error,) = errors
+    assert error["custom_id"] == "bad" and error["response"]["status_code"] == 400
+    assert "invalid argument" in error["response"]["body"]["error"]["message"]
+
+    # and usage and cost are what Vertex billed, at Google's batch prices
+    job = the_job(fake, batch_id)
+    assert job.model == "gemini-2.5-flash" and job.state == "JOB_STATE_SUCCEEDED"
+    assert done["usage"] == {
+        "input_tokens": job.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": job.cached_tokens},
+        "output_tokens": job.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": job.thoughts_tokens},
+        "total_tokens": job.prompt_tokens + job.output_tokens,
+    }
+    assert job.cached_tokens and job.thoughts_tokens
+    cost = google_batch_cost(job)
+    assert done["cost"]["value"] == pytest.approx(float(cost), rel=1e-9) and done["cost"]["currency"] == "usd"
+    (row,) = stack.ctx.table.spend_rows("master")
+    assert float(row["cost"]) == pytest.approx(float(cost), rel=1e-9) and row["batches"] == 1
+
+
+def test_vertex_input_is_translated_into_the_bucket_with_line_labels(
+    stack: Stack, vertex: tuple[FakeVertex, str]
+) -> None:
+    fake, _ = vertex
+    batch_id = started(stack, questions("gemini-via-vertex", 3))
+    finish(stack, batch_id)
+    uploaded = [orjson.loads(raw) for raw in fake.objects[f"{BUCKET}/batchgw/{batch_id}/input.jsonl"].splitlines()]
+    assert [line["request"]["labels"] for line in uploaded] == [{"batchgw_line": str(i)} for i in range(3)]
+    assert uploaded[1]["request"]["contents"] == [{"role": "user", "parts": [{"text": "question 1"}]}]
+    assert uploaded[1]["request"]["systemInstruction"] == {"parts": [{"text": "Answer briefly."}]}
+    assert uploaded[1]["request"]["generationConfig"] == {"maxOutputTokens": 64, "temperature": 0.2}
+    job = the_job(fake, batch_id)
+    assert job.body["model"] == "publishers/google/models/gemini-2.5-flash"
+    assert job.body["inputConfig"]["gcsSource"]["uris"] == [f"gs://{BUCKET}/batchgw/{batch_id}/input.jsonl"]
+    assert job.output_prefix == f"gs://{BUCKET}/batchgw/{batch_id}/output"
+
+
+def test_expired_vertex_job_keeps_and_prices_its_partial_results(stack: Stack, vertex: tuple[FakeVertex, str]) -> None:
+    fake, _ = vertex
+    batch_id = started(stack, questions("gemini-expiring", 4))
+    (done,) = finish(stack, batch_id)
+    assert done["status"] == "expired" and done["expired_at"]
+    assert done["request_counts"] == {"total": 4, "completed": 2, "failed": 2}
+    output, errors = lines(stack, done["output_file_id"]), lines(stack, done["error_file_id"])
+    assert sorted(line["custom_id"] for line in output) == ["req-0", "req-1"]
+    assert sorted(line["custom_id"] for line in errors) == ["req-2", "req-3"]
+    assert {line["error"]["code"] for line in errors} == {"batch_expired"}
+    job = the_job(fake, batch_id)
+    assert done["usage"]["input_tokens"] == job.prompt_tokens and done["usage"]["output_tokens"] == job.output_tokens
+    # the routing file's price wins: $1 in, $4 out per 1M tokens, cached tokens at the input rate
+    expected = (job.prompt_tokens * Decimal(1) + job.output_tokens * Decimal(4)) / 1_000_000
+    assert done["cost"]["value"] == pytest.approx(float(expected), rel=1e-9) and expected > 0
+
+
+def test_cancel_moves_a_vertex_batch_through_cancelling_to_cancelled(
+    stack: Stack, vertex: tuple[FakeVertex, str]
+) -> None:
+    fake, _ = vertex
+    fake.processing_seconds = 60
+    batch_id = started(stack, questions("gemini-via-vertex", 4))
+    stack.deliver("SubmitterFunction")
+    assert batch(stack, batch_id)["status"] == "in_progress"
+
+    cancelling = stack.api.post(f"/v1/batches/{batch_id}/cancel", headers=stack.auth())
+    assert cancelling.status_code == 200 and cancelling.json()["status"] == "cancelling"
+    stack.poll()
+    assert batch(stack, batch_id)["status"] == "cancelling"
+    assert the_job(fake, batch_id).state == "JOB_STATE_CANCELLING"
+    (done,) = finish(stack, batch_id)
+
+    assert done["status"] == "cancelled" and done["cancelled_at"]
+    assert the_job(fake, batch_id).state == "JOB_STATE_CANCELLED"
+    assert done["request_counts"] == {"total": 4, "completed": 2, "failed": 2}
+    assert {line["error"]["code"] for line in lines(stack, done["error_file_id"])} == {"batch_cancelled"}
+    assert done["cost"]["value"] == pytest.approx(float(google_batch_cost(the_job(fake, batch_id))), rel=1e-9)
+    assert fake.calls[f"POST /v1/{the_job(fake, batch_id).name}:cancel"] == 1
+
+
+@pytest.mark.parametrize("how", ["error", "hang"])
+def test_a_lost_create_answer_makes_no_second_job(stack: Stack, vertex: tuple[FakeVertex, str], how: Any) -> None:
+    fake, _ = vertex
+    fake.lose_next_create = how
+    fake.faults.hang_seconds = 1.2  # the answer comes after the adapter's 1 s timeout
+    batch_id = started(stack, questions("gemini-via-vertex", 3))
+    (done,) = finish(stack, batch_id)
+    assert done["status"] == "completed" and done["request_counts"]["completed"] == 3
+    assert len(fake.jobs_named(batch_id)) == 1
+    assert done["cost"]["value"] == pytest.approx(float(google_batch_cost(the_job(fake, batch_id))), rel=1e-9)
+
+
+def test_embeddings_routed_to_vertex_are_refused_at_batch_creation(
+    stack: Stack, vertex: tuple[FakeVertex, str]
+) -> None:
+    fake, _ = vertex
+    line = {
+        "custom_id": "e1",
+        "method": "POST",
+        "url": "/v1/embeddings",
+        "body": {"model": "gemini-via-vertex", "input": "text"},
+    }
+    response = start(stack, orjson.dumps(line), endpoint="/v1/embeddings")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_endpoint" and error["param"] == "endpoint"
+    assert "/v1/embeddings" in error["message"] and "/v1/chat/completions" in error["message"]
+    assert not fake.jobs
+
+
+def test_a_rejected_token_fails_the_batch_with_googles_message(stack: Stack, vertex: tuple[FakeVertex, str]) -> None:
+    fake, _ = vertex
+    batch_id = started(stack, questions("gemini-wrong-token", 2))
+    (done,) = finish(stack, batch_id)
+    assert done["status"] == "failed"
+    (error,) = done["errors"]["data"]
+    assert "HTTP 401" in error["message"] and "invalid authentication credentials" in error["message"]
+    assert not fake.jobs and not fake.objects
+
+
+def test_faults_still_end_every_vertex_batch_right_and_billed_once(
+    stack: Stack, vertex: tuple[FakeVertex, str]
+) -> None:
+    # Given a Vertex that answers 500, 429 with Retry-After, or hangs past the timeout on a share of calls
+    fake, _ = vertex
+    fake.faults = Faults(error_rate=0.1, rate_limit_rate=0.05, hang_rate=0.05, hang_seconds=1.1, seed=11)
+    fake.shard_lines = 2
+    batch_ids = [started(stack, questions("gemini-flaky", 4, prefix=f"b{n}")) for n in range(3)]
+
+    finished = finish(stack, *batch_ids, rounds=200)
+
+    # Then each ends completed with all its lines, one Vertex job each, and its cost booked once
+    assert sum(fake.calls[f"fault:{kind}"] for kind in ("500", "429", "hang")) > 0
+    for n, (batch_id, done) in enumerate(zip(batch_ids, finished, strict=True)):
+        assert done["status"] == "completed", done
+        assert done["request_counts"] == {"total": 4, "completed": 4, "failed": 0}
+        assert sorted(line["custom_id"] for line in lines(stack, done["output_file_id"])) == [
+            f"b{n}-{i}" for i in range(4)
+        ]
+        job = the_job(fake, batch_id)
+        assert done["usage"]["input_tokens"] == job.prompt_tokens
+        assert done["cost"]["value"] == pytest.approx(float(google_batch_cost(job)), rel=1e-9)
+    (row,) = stack.ctx.table.spend_rows("master")
+    assert row["batches"] == 3
+    assert float(row["cost"]) == pytest.approx(
+        float(sum(google_batch_cost(the_job(fake, b)) for b in batch_ids)), rel=1e-9
+    )
+
+
+class RecordingJournal:
+    def __init__(self) -> None:
+        self.refs: dict[str, str] = {}
+
+    def record(self, **refs: str) -> None:
+        self.refs.update(refs)
+
+
+class MintingCredentials(Credentials):
+    """Credentials as ADC returns them: no token until refreshed, then one that expires."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # google-auth leaves it untyped
+        self.transports: list[object] = []
+
+    def refresh(self, request: object) -> None:
+        self.transports.append(request)
+        self.token = TOKEN
+        self.expiry = datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1)
+
+
+def test_adc_credentials_are_refreshed_over_urllib3_when_expired(vertex: tuple[FakeVertex, str]) -> None:
+    # Given a deployment without api_key, so the adapter authenticates with (injected) default credentials
+    fake, url = vertex
+    deployment = Deployment(
+        name="gemini-adc",
+        provider="vertex",
+        model="gemini-2.5-flash",
+        project="test-project",
+        gcs_bucket=BUCKET,
+        api_base=url,
+        storage_base=url,
+        timeout=1,
+    )
+    credentials = MintingCredentials()
+    provider = VertexProvider(deployment, None, credentials=credentials)
+    content = questions("gemini-adc", 2)
+    request = SubmitRequest("batch_adc", "/v1/chat/completions", "gemini-2.5-flash", 2, lambda: iter([content]))
+    journal = RecordingJournal()
+    try:
+        # When it submits, then polls after the token expired
+        provider.submit(request, journal)
+        assert len(credentials.transports) == 1
+        credentials.expiry = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=1)
+        status = provider.refresh(journal.refs)
+    finally:
+        provider.close()
+
+    # Then the job exists, the token was minted twice, and never through the `requests` package
+    assert status.state in {"validating", "in_progress"}
+    assert len(fake.jobs_named("batch_adc")) == 1
+    assert len(credentials.transports) == 2
+    assert all(isinstance(t, google.auth.transport.urllib3.Request) for t in credentials.transports)
+
+
+def test_an_upload_retried_after_503s_sends_the_whole_translated_input_again(vertex: tuple[FakeVertex, str]) -> None:
+    fake, url = vertex
+    fake.fail_next["POST /upload/"] = 2
+    deployment = Deployment(
+        name="gemini-via-vertex",
+        provider="vertex",
+        model="gemini-2.5-flash",
+        project="test-project",
+        gcs_bucket=BUCKET,
+        api_base=url,
+        storage_base=url,
+        api_key=TOKEN,
+        timeout=1,
+    )
+    content = questions("gemini-via-vertex", 50)
+    chunks = [content[i : i + 1000] for i in range(0, len(content), 1000)]
+    request = SubmitRequest("batch_retry", "/v1/chat/completions", "gemini-2.5-flash", 50, lambda: iter(chunks))
+    provider = VertexProvider(deployment, TOKEN)
+    try:
+        provider.submit(request, RecordingJournal())
+    finally:
+        provider.close()
+    assert fake.calls[f"POST /upload/storage/v1/b/{BUCKET}/o"] == 3
+    uploaded = fake.objects[f"{BUCKET}/batchgw/batch_retry/input.jsonl"].splitlines()
+    assert [orjson.loads(line)["request"]["labels"]["batchgw_line"] for line in uploaded] == [str(i) for i in range(50)]
+    assert len(fake.jobs_named("batch_retry")) == 1
+
+
+def test_check_input_refuses_a_vertex_deployment_without_bucket() -> None:
+    deployment = Deployment.model_construct(name="g", provider="vertex", project="p", gcs_bucket=None)
+    info = BatchInputInfo(line_count=1, endpoint="/v1/chat/completions", model="g")
+    with pytest.raises(InvalidRequest) as caught:
+        check_input(deployment, info)
+    assert "gcs_bucket" in caught.value.message and caught.value.code == "invalid_deployment"
+
+
+def test_large_input_goes_up_in_256_kib_multiples_of_a_resumable_upload(
+    vertex: tuple[FakeVertex, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, url = vertex
+    monkeypatch.setattr("shared.providers.vertex.UPLOAD_CHUNK", 256 * 1024)
+    deployment = Deployment(
+        name="g",
+        provider="vertex",
+        model="gemini-2.5-flash",
+        project="p",
+        location="us-central1",
+        gcs_bucket=BUCKET,
+        api_base=url,
+        storage_base=url,
+        api_key=TOKEN,
+    )
+    content = b"".join(request_line(f"r{i}", "g", f"question {i} " + "x" * 500) for i in range(1500))
+    request = SubmitRequest(
+        "batch_019aa1b2c3d40000a1b2c3d4e5f6", "/v1/chat/completions", "gemini-2.5-flash", 1500, lambda: iter([content])
+    )
+
+    class Journal:
+        def __init__(self) -> None:
+            self.refs: dict[str, str] = {}
+
+        def record(self, **refs: str) -> None:
+            self.refs.update(refs)
+
+    provider = VertexProvider(deployment, TOKEN)
+    try:
+        provider.submit(request, Journal())
+    finally:
+        provider.close()
+    (stored,) = [v for k, v in fake.objects.items() if k.endswith("/input.jsonl")]
+    assert len(stored) > 3 * 256 * 1024 and len(stored.splitlines()) == 1500
+    assert fake.calls["PUT /upload/storage/v1/b/test-bucket/o"] == -(-len(stored) // (256 * 1024))

@@ -1,0 +1,454 @@
+"""OpenAI chat-completions lines to Vertex Gemini batch lines and back (shared/providers/vertex_format.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from shared.errors import ProviderError
+from shared.providers.base import LineUsage
+from shared.providers.vertex_format import (
+    error_status_code,
+    generate_content_request,
+    input_line,
+    job_status,
+    line_index,
+    openai_state,
+    result_line,
+)
+from shared.records import Counts, ErrorEntry
+
+WEATHER_PARAMETERS = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "description": "The weather in a city", "parameters": WEATHER_PARAMETERS},
+}
+
+
+# --- requests ---------------------------------------------------------------------------------------
+
+
+def test_request_with_system_and_turns_maps_roles_and_labels_the_line() -> None:
+    body = {
+        "model": "gemini-via-vertex",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": [{"type": "text", "text": "Answer in French."}]},
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": "Bonjour"},
+            {"role": "user", "content": [{"type": "text", "text": "How are "}, {"type": "text", "text": "you?"}]},
+        ],
+    }
+    assert generate_content_request(body, 7) == {
+        "contents": [
+            {"role": "user", "parts": [{"text": "Hello"}]},
+            {"role": "model", "parts": [{"text": "Bonjour"}]},
+            {"role": "user", "parts": [{"text": "How are "}, {"text": "you?"}]},
+        ],
+        "systemInstruction": {"parts": [{"text": "Be brief."}, {"text": "Answer in French."}]},
+        "labels": {"batchgw_line": "7"},
+    }
+
+
+def test_input_line_wraps_the_request_as_vertex_wants_it() -> None:
+    line = orjson.loads(input_line({"messages": [{"role": "user", "content": "hi"}]}, 0))
+    assert line == {
+        "request": {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "labels": {"batchgw_line": "0"}}
+    }
+    assert input_line({"messages": [{"role": "user", "content": "hi"}]}, 0).endswith(b"\n")
+
+
+def test_images_become_inline_data_or_file_references_with_their_mime_type() -> None:
+    content = [
+        {"type": "text", "text": "Compare"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"}},
+        {"type": "image_url", "image_url": {"url": "gs://photos/cat.webp"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a/dog.JPG?size=large"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/render"}},
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+        {"type": "file", "file": {"filename": "report.pdf", "file_data": "data:application/pdf;base64,JVBERi0="}},
+        {"type": "refusal", "refusal": "dropped"},
+    ]
+    request = generate_content_request({"messages": [{"role": "user", "content": content}]}, 0)
+    assert request["contents"][0]["parts"] == [
+        {"text": "Compare"},
+        {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}},
+        {"fileData": {"fileUri": "gs://photos/cat.webp", "mimeType": "image/webp"}},
+        {"fileData": {"fileUri": "https://example.com/a/dog.JPG?size=large", "mimeType": "image/jpeg"}},
+        {"fileData": {"fileUri": "https://example.com/render", "mimeType": "image/jpeg"}},
+        {"inlineData": {"mimeType": "audio/wav", "data": "UklGRg=="}},
+        {"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0="}},
+    ]
+
+
+def test_tool_calls_and_tool_answers_become_function_call_and_response_parts() -> None:
+    body = {
+        "messages": [
+            {"role": "user", "content": "Weather in Paris and Rome?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    },
+                    {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "not json"}},
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": 21}'},
+            {"role": "tool", "tool_call_id": "call_2", "content": "noon"},
+            {"role": "user", "content": "Thanks"},
+        ],
+        "tools": [WEATHER_TOOL, {"type": "function", "function": {"name": "get_time"}}, {"type": "web_search"}],
+        "tool_choice": "required",
+    }
+    request = generate_content_request(body, 1)
+    assert request["contents"] == [
+        {"role": "user", "parts": [{"text": "Weather in Paris and Rome?"}]},
+        {
+            "role": "model",
+            "parts": [
+                {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}},
+                {"functionCall": {"name": "get_time", "args": {"arguments": "not json"}}},
+            ],
+        },
+        {
+            "role": "user",
+            "parts": [
+                {"functionResponse": {"name": "get_weather", "response": {"temp_c": 21}}},
+                {"functionResponse": {"name": "get_time", "response": {"content": "noon"}}},
+            ],
+        },
+        {"role": "user", "parts": [{"text": "Thanks"}]},
+    ]
+    assert request["tools"] == [
+        {
+            "functionDeclarations": [
+                {"name": "get_weather", "description": "The weather in a city", "parameters": WEATHER_PARAMETERS},
+                {"name": "get_time"},
+            ]
+        }
+    ]
+    assert request["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "expected"),
+    [
+        ("auto", {"functionCallingConfig": {"mode": "AUTO"}}),
+        ("none", {"functionCallingConfig": {"mode": "NONE"}}),
+        ("required", {"functionCallingConfig": {"mode": "ANY"}}),
+        (
+            {"type": "function", "function": {"name": "get_weather"}},
+            {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}},
+        ),
+        (None, None),
+    ],
+)
+def test_tool_choice_maps_to_function_calling_config(tool_choice: Any, expected: Any) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "tools": [WEATHER_TOOL], "tool_choice": tool_choice}
+    assert generate_content_request(body, 0).get("toolConfig") == expected
+
+
+def test_generation_config_takes_every_supported_sampling_field() -> None:
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 50,
+        "max_completion_tokens": 100,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "stop": ["END", "STOP"],
+        "n": 2,
+        "seed": 42,
+        "response_format": {"type": "json_object"},
+        "presence_penalty": 0.5,
+        "logprobs": True,
+        "user": "someone",
+        "stream": False,
+    }
+    request = generate_content_request(body, 0)
+    assert request["generationConfig"] == {
+        "maxOutputTokens": 100,
+        "temperature": 0.2,
+        "topP": 0.9,
+        "stopSequences": ["END", "STOP"],
+        "candidateCount": 2,
+        "seed": 42,
+        "responseMimeType": "application/json",
+    }
+    assert set(request) == {"contents", "generationConfig", "labels"}
+
+
+def test_generation_config_reads_max_tokens_a_single_stop_and_a_json_schema() -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 50,
+        "stop": "END",
+        "n": 1,
+        "temperature": 0,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}},
+    }
+    assert generate_content_request(body, 0)["generationConfig"] == {
+        "maxOutputTokens": 50,
+        "temperature": 0,
+        "stopSequences": ["END"],
+        "responseMimeType": "application/json",
+        "responseSchema": schema,
+    }
+
+
+def test_text_response_format_and_no_sampling_fields_leave_no_generation_config() -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "text"}}
+    assert "generationConfig" not in generate_content_request(body, 0)
+
+
+# --- results ----------------------------------------------------------------------------------------
+
+
+def prediction(**response: Any) -> dict[str, Any]:
+    """A prediction line as Vertex writes it to predictions.jsonl."""
+    return {
+        "status": "",
+        "processed_time": "2025-06-01T10:00:05.123456Z",
+        "request": {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "labels": {"batchgw_line": "3"}},
+        "response": {
+            "candidates": [
+                {"content": {"role": "model", "parts": [{"text": "Hello"}, {"text": " there"}]}, "finishReason": "STOP"}
+            ],
+            "usageMetadata": {
+                "promptTokenCount": 120,
+                "candidatesTokenCount": 30,
+                "totalTokenCount": 175,
+                "cachedContentTokenCount": 100,
+                "thoughtsTokenCount": 25,
+            },
+            "modelVersion": "gemini-2.5-flash",
+            "createTime": "2025-06-01T10:00:04.000000Z",
+            "responseId": "abc123",
+            **response,
+        },
+    }
+
+
+def test_prediction_becomes_a_chat_completion_with_usage_including_cached_and_thought_tokens() -> None:
+    line = result_line(prediction(), "req-3", "gemini-2.5-flash")
+    assert line.custom_id == "req-3" and line.succeeded and line.error is None
+    assert line.response is not None
+    assert line.response["status_code"] == 200 and line.response["request_id"] == "abc123"
+    body = line.response["body"]
+    assert body["id"] == "chatcmpl-abc123" and body["object"] == "chat.completion"
+    assert body["created"] == 1748772005 and body["model"] == "gemini-2.5-flash"
+    assert body["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hello there", "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ]
+    assert body["usage"] == {
+        "prompt_tokens": 120,
+        "completion_tokens": 55,
+        "total_tokens": 175,
+        "prompt_tokens_details": {"cached_tokens": 100},
+        "completion_tokens_details": {"reasoning_tokens": 25},
+    }
+    assert line.usage == LineUsage(input_tokens=120, cached_tokens=100, output_tokens=55, reasoning_tokens=25)
+
+
+def test_usage_without_cache_or_thoughts_and_counts_sent_as_strings() -> None:
+    usage = {"promptTokenCount": "8", "candidatesTokenCount": "4", "totalTokenCount": "12"}
+    line = result_line(prediction(usageMetadata=usage), "a", "gemini-2.5-flash")
+    assert line.usage == LineUsage(input_tokens=8, output_tokens=4)
+    assert line.response is not None and line.response["body"]["usage"]["total_tokens"] == 12
+
+
+def test_the_same_line_gets_the_same_completion_id_every_time_and_other_lines_another() -> None:
+    without_id = prediction(responseId=None)
+    first = result_line(without_id, "a", "m").response
+    again = result_line(without_id, "a", "m").response
+    other = result_line(without_id, "b", "m").response
+    assert first is not None and again is not None and other is not None
+    assert first["body"]["id"] == again["body"]["id"] != other["body"]["id"]
+    assert first["body"]["id"].startswith("chatcmpl-")
+
+
+def test_function_calls_become_tool_calls_and_thoughts_are_not_content() -> None:
+    parts = [
+        {"text": "Let me think about the weather.", "thought": True},
+        {"text": "Checking."},
+        {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}},
+        {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}},
+    ]
+    line = result_line(
+        prediction(candidates=[{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}]), "t", "m"
+    )
+    assert line.response is not None
+    (choice,) = line.response["body"]["choices"]
+    assert choice["finish_reason"] == "tool_calls"
+    message = choice["message"]
+    assert message["content"] == "Checking."
+    calls = message["tool_calls"]
+    assert [(c["type"], c["function"]["name"], orjson.loads(c["function"]["arguments"])) for c in calls] == [
+        ("function", "get_weather", {"city": "Paris"}),
+        ("function", "get_weather", {"city": "Rome"}),
+    ]
+    # ids differ between calls and stay the same when the line is read again
+    again = result_line(prediction(candidates=[{"content": {"parts": parts}}]), "t", "m").response
+    assert again is not None
+    assert len({c["id"] for c in calls}) == 2
+    assert [c["id"] for c in calls] == [c["id"] for c in again["body"]["choices"][0]["message"]["tool_calls"]]
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("STOP", "stop"),
+        ("MAX_TOKENS", "length"),
+        ("SAFETY", "content_filter"),
+        ("RECITATION", "content_filter"),
+        ("BLOCKLIST", "content_filter"),
+        ("PROHIBITED_CONTENT", "content_filter"),
+        ("SPII", "content_filter"),
+        ("OTHER", "stop"),
+        ("MALFORMED_FUNCTION_CALL", "stop"),
+        (None, "stop"),
+    ],
+)
+def test_finish_reasons_map_to_openai(reason: str | None, expected: str) -> None:
+    candidate = {"content": {"role": "model", "parts": [{"text": "x"}]}, "finishReason": reason}
+    line = result_line(prediction(candidates=[candidate]), "a", "m")
+    assert line.response is not None and line.response["body"]["choices"][0]["finish_reason"] == expected
+
+
+def test_several_candidates_become_several_choices() -> None:
+    candidates = [
+        {"index": 0, "content": {"role": "model", "parts": [{"text": "one"}]}, "finishReason": "STOP"},
+        {"index": 1, "content": {"role": "model", "parts": [{"text": "two"}]}, "finishReason": "MAX_TOKENS"},
+    ]
+    line = result_line(prediction(candidates=candidates), "a", "m")
+    assert line.response is not None
+    choices = line.response["body"]["choices"]
+    assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in choices] == [
+        (0, "one", "stop"),
+        (1, "two", "length"),
+    ]
+
+
+def test_a_blocked_prompt_is_a_content_filter_answer_that_still_bills_the_prompt() -> None:
+    line = result_line(
+        prediction(candidates=None, promptFeedback={"blockReason": "SAFETY"}, usageMetadata={"promptTokenCount": 9}),
+        "a",
+        "m",
+    )
+    assert line.succeeded and line.response is not None
+    (choice,) = line.response["body"]["choices"]
+    assert choice["finish_reason"] == "content_filter" and choice["message"]["content"] is None
+    assert line.usage == LineUsage(input_tokens=9)
+
+
+def test_model_falls_back_to_the_deployment_model_when_vertex_names_none() -> None:
+    line = result_line(prediction(modelVersion=None), "a", "gemini-2.5-flash")
+    assert line.response is not None and line.response["body"]["model"] == "gemini-2.5-flash"
+
+
+@pytest.mark.parametrize(
+    ("status", "status_code", "error_type"),
+    [
+        (
+            'Bad Request: {"error": {"code": 400, "message": "Request contains an invalid argument.", '
+            '"status": "INVALID_ARGUMENT"}}',
+            400,
+            "invalid_request_error",
+        ),
+        ("Unsupported MIME type: image/tiff", 400, "invalid_request_error"),
+        (
+            "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+            400,
+            "invalid_request_error",
+        ),
+        ("Internal error encountered.", 500, "server_error"),
+        ("429 Resource exhausted. Please try again later.", 500, "server_error"),
+        ("Deadline exceeded", 500, "server_error"),
+        ("something odd happened", 500, "server_error"),
+    ],
+)
+def test_a_line_with_a_status_is_an_error_line(status: str, status_code: int, error_type: str) -> None:
+    raw = {"status": status, "processed_time": "2025-06-01T10:00:05Z", "request": {"labels": {"batchgw_line": "0"}}}
+    line = result_line(raw, "bad-1", "m")
+    assert not line.succeeded and line.usage is None and line.custom_id == "bad-1"
+    assert line.response == {
+        "status_code": status_code,
+        "request_id": "",
+        "body": {"error": {"message": status, "type": error_type, "param": None, "code": None}},
+    }
+    assert error_status_code(status) == status_code
+
+
+def test_a_line_without_status_or_response_is_a_server_error_line() -> None:
+    line = result_line({"status": "", "request": {}}, "a", "m")
+    assert not line.succeeded and line.response is not None and line.response["status_code"] == 500
+
+
+def test_line_index_comes_from_the_echoed_label() -> None:
+    assert line_index(prediction()) == 3
+    assert line_index({"request": {"labels": {"batchgw_line": "12"}}}) == 12
+    assert line_index({"request": {"labels": {"other": "1"}}}) is None
+    assert line_index({"request": {"labels": {"batchgw_line": "x"}}}) is None
+    assert line_index({"status": "oops"}) is None
+
+
+# --- jobs -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ("JOB_STATE_QUEUED", "validating"),
+        ("JOB_STATE_PENDING", "validating"),
+        ("JOB_STATE_RUNNING", "in_progress"),
+        ("JOB_STATE_UPDATING", "in_progress"),
+        ("JOB_STATE_PAUSED", "in_progress"),
+        ("JOB_STATE_SUCCEEDED", "completed"),
+        ("JOB_STATE_PARTIALLY_SUCCEEDED", "completed"),
+        ("JOB_STATE_FAILED", "failed"),
+        ("JOB_STATE_CANCELLING", "cancelling"),
+        ("JOB_STATE_CANCELLED", "cancelled"),
+        ("JOB_STATE_EXPIRED", "expired"),
+    ],
+)
+def test_job_states_map_to_openai_statuses(state: str, expected: str) -> None:
+    assert openai_state(state) == expected
+
+
+def test_an_unknown_job_state_is_a_retryable_provider_error() -> None:
+    with pytest.raises(ProviderError) as caught:
+        openai_state("JOB_STATE_UNSPECIFIED")
+    assert caught.value.retryable
+
+
+def test_job_counts_come_from_completion_stats_as_strings_or_ints() -> None:
+    job = {
+        "state": "JOB_STATE_RUNNING",
+        "completionStats": {"successfulCount": "7", "failedCount": 2, "incompleteCount": "1"},
+    }
+    assert job_status(job, 10).counts == Counts(total=10, completed=7, failed=2)
+    assert job_status(job).counts == Counts(total=10, completed=7, failed=2)
+    unknown = {"state": "JOB_STATE_FAILED", "completionStats": {"successfulCount": "3", "incompleteCount": "-1"}}
+    assert job_status(unknown).counts == Counts(total=3, completed=3, failed=0)
+    assert job_status({"state": "JOB_STATE_PENDING"}, 10).counts is None
+
+
+def test_a_failed_job_reports_its_error() -> None:
+    job = {"state": "JOB_STATE_FAILED", "error": {"code": 3, "message": "Invalid input file: line 2"}}
+    status = job_status(job)
+    assert status.state == "failed" and status.terminal
+    assert status.errors == (ErrorEntry(code="invalid_request", message="Invalid input file: line 2"),)
+    other = job_status({"state": "JOB_STATE_FAILED", "error": {"code": 13, "message": "Internal"}})
+    assert other.errors == (ErrorEntry(code="provider_error", message="Internal"),)
+    assert job_status({"state": "JOB_STATE_SUCCEEDED", "error": {}}).errors == ()
