@@ -39,12 +39,19 @@ class BatchJournal:
         return self._refs
 
     def record(self, **refs: str) -> None:
+        provider_batch = refs.get("batch_id")
+        if provider_batch is not None and not self._ctx.table.claim_provider_batch(provider_batch, self._batch_id):
+            raise ProviderError(f"provider batch {provider_batch} belongs to another batch", retryable=True)
         self._ctx.table.update_batch(
             self._batch_id,
             expect={"validating", "cancelling"},
             fields={f"provider_refs.{name}": value for name, value in refs.items()},
         )
         self._refs.update(refs)
+
+    def claimed_by_another(self, provider_batch_id: str) -> bool:
+        owner = self._ctx.table.provider_batch_owner(provider_batch_id)
+        return owner is not None and owner != self._batch_id
 
 
 def submit_request(ctx: Context, batch: BatchRecord, model: str) -> SubmitRequest:

@@ -30,12 +30,20 @@ class SubmitRequest:
 
 
 class Journal(Protocol):
-    """Where an adapter records provider ids as it goes (a conditional write on the batch item)."""
+    """Where an adapter records provider ids as it goes (a conditional write on the batch item).
+
+    Recording `batch_id` also claims that provider batch for this batch, once and for all: recording a
+    provider batch another of our batches holds raises a retryable ProviderError. Adapters whose create
+    is not idempotent record `create_started` before creating, and on a retry look for the batch an
+    earlier attempt made, skipping those `claimed_by_another`.
+    """
 
     @property
     def refs(self) -> Mapping[str, str]: ...
 
     def record(self, **refs: str) -> None: ...
+
+    def claimed_by_another(self, provider_batch_id: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -520,6 +520,27 @@ class Table:
             updates.append(on_key.in_transaction(self._name, _key_key(spend.owner)))
         return updates
 
+    # --- provider batch claims ------------------------------------------------------------------
+
+    def claim_provider_batch(self, provider_batch_id: str, batch_id: str) -> bool:
+        """Reserve a provider batch for one of our batches; False if another of ours already holds it."""
+        try:
+            self._client.put_item(
+                TableName=self._name,
+                Item=_to_item({"pk": f"PROVIDERBATCH#{provider_batch_id}", "sk": "CLAIM", "batch_id": batch_id}),
+                ConditionExpression="attribute_not_exists(pk) OR batch_id = :mine",
+                ExpressionAttributeValues={":mine": {"S": batch_id}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def provider_batch_owner(self, provider_batch_id: str) -> str | None:
+        item = self._get(_key(f"PROVIDERBATCH#{provider_batch_id}", "CLAIM"))
+        return str(_from_item(item)["batch_id"]) if item else None
+
     # --- deployment health ----------------------------------------------------------------------
 
     def mark_deployment_failing(self, key: str, *, until: int, error: str) -> None:

@@ -12,6 +12,7 @@ from shared.providers.base import SubmitRequest
 from shared.providers.bedrock import BedrockProvider
 from shared.routing import Deployment
 from tests.fakes.bedrock_upstream import FakeBedrock
+from tests.fakes.journal import MemoryJournal
 from tests.fakes.servers import serve_in_thread
 from tests.integration.conftest import Stack, batch_lines
 
@@ -139,16 +140,10 @@ def test_a_lost_create_answer_gets_the_same_job_back(stack: Stack, bedrock: tupl
         "batch_019aa1b2c3d40000a1b2c3d4e5f6", "/v1/chat/completions", CLAUDE, 100, lambda: iter([content])
     )
 
-    class Journal:
-        def __init__(self) -> None:
-            self.refs: dict[str, str] = {}
-
-        def record(self, **refs: str) -> None:
-            self.refs.update(refs)
-
-    first, retry = Journal(), Journal()
+    first = MemoryJournal(request.batch_id)
     provider = BedrockProvider(deployment)
     provider.submit(request, first)
-    retry.refs = {k: v for k, v in first.refs.items() if k != "batch_id"}  # the answer never reached the journal
+    # the answer never reached the journal
+    retry = MemoryJournal(request.batch_id, first.claims, **{k: v for k, v in first.refs.items() if k != "batch_id"})
     provider.submit(request, retry)
     assert retry.refs["batch_id"] == first.refs["batch_id"] and len(fake.jobs) == 1

@@ -17,6 +17,7 @@ from shared.providers.base import SubmitRequest
 from shared.providers.vertex import VertexProvider, check_input
 from shared.records import BatchInputInfo
 from shared.routing import Deployment
+from tests.fakes.journal import MemoryJournal
 from tests.fakes.openai_upstream import Faults
 from tests.fakes.servers import serve_in_thread
 from tests.fakes.vertex_upstream import TOKEN, BilledUsage, FakeJob, FakeVertex
@@ -297,14 +298,6 @@ def test_faults_still_end_every_vertex_batch_right_and_billed_once(
     )
 
 
-class RecordingJournal:
-    def __init__(self) -> None:
-        self.refs: dict[str, str] = {}
-
-    def record(self, **refs: str) -> None:
-        self.refs.update(refs)
-
-
 class MintingCredentials(Credentials):
     """Credentials as ADC returns them: no token until refreshed, then one that expires."""
 
@@ -335,7 +328,7 @@ def test_adc_credentials_are_refreshed_over_urllib3_when_expired(vertex: tuple[F
     provider = VertexProvider(deployment, None, credentials=credentials)
     content = questions("gemini-adc", 2)
     request = SubmitRequest("batch_adc", "/v1/chat/completions", "gemini-2.5-flash", 2, lambda: iter([content]))
-    journal = RecordingJournal()
+    journal = MemoryJournal()
     try:
         # When it submits, then polls after the token expired
         provider.submit(request, journal)
@@ -371,7 +364,7 @@ def test_an_upload_retried_after_503s_sends_the_whole_translated_input_again(ver
     request = SubmitRequest("batch_retry", "/v1/chat/completions", "gemini-2.5-flash", 50, lambda: iter(chunks))
     provider = VertexProvider(deployment, TOKEN)
     try:
-        provider.submit(request, RecordingJournal())
+        provider.submit(request, MemoryJournal())
     finally:
         provider.close()
     assert fake.calls[f"POST /upload/storage/v1/b/{BUCKET}/o"] == 3
@@ -409,16 +402,9 @@ def test_large_input_goes_up_in_256_kib_multiples_of_a_resumable_upload(
         "batch_019aa1b2c3d40000a1b2c3d4e5f6", "/v1/chat/completions", "gemini-2.5-flash", 1500, lambda: iter([content])
     )
 
-    class Journal:
-        def __init__(self) -> None:
-            self.refs: dict[str, str] = {}
-
-        def record(self, **refs: str) -> None:
-            self.refs.update(refs)
-
     provider = VertexProvider(deployment, TOKEN)
     try:
-        provider.submit(request, Journal())
+        provider.submit(request, MemoryJournal())
     finally:
         provider.close()
     (stored,) = [v for k, v in fake.objects.items() if k.endswith("/input.jsonl")]

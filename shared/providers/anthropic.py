@@ -1,0 +1,242 @@
+"""The `anthropic` provider: Anthropic's Message Batches API, for /v1/chat/completions batches.
+
+Our input is translated line by line (shared/providers/anthropic_format.py) into the create request's
+body as it streams out, so no input is held whole. Anthropic keeps no client metadata on a batch, so a
+create whose answer was lost is found again by when it was made and how many requests it holds; see
+`AnthropicProvider._find_batch` for what that relies on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+import orjson
+
+from shared.errors import InvalidRequest, ProviderError
+from shared.jsonl import iter_lines
+from shared.providers.anthropic_format import (
+    TranslationError,
+    anthropic_custom_id,
+    batch_status,
+    hashed_custom_ids,
+    is_hashed_custom_id,
+    result_line,
+    to_params,
+    unix_seconds,
+)
+from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest
+from shared.providers.http import build_client, json_of, send, stream_lines
+from shared.records import BatchInputInfo
+from shared.routing import Deployment
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_API_BASE: Final = "https://api.anthropic.com"
+ANTHROPIC_VERSION: Final = "2023-06-01"
+ENDPOINTS: Final = ("/v1/chat/completions",)
+BATCHES: Final = "/v1/messages/batches"
+# how far before `create_started` a lost batch may carry its creation time (clock skew between us and Anthropic)
+FIND_SKEW_SECONDS: Final = 60
+_FIND_PAGE_SIZE: Final = 100
+_FIND_PAGES: Final = 10
+
+
+def check_input(deployment: Deployment, info: BatchInputInfo) -> None:
+    """Refuse endpoints Anthropic's Message Batches cannot run: it serves chat completions only."""
+    if info.endpoint not in ENDPOINTS:
+        raise InvalidRequest(
+            f"The model '{info.model}' is served by Anthropic's Message Batches API (provider anthropic), which "
+            f"does not take {info.endpoint} batches (only {', '.join(ENDPOINTS)}).",
+            code="unsupported_endpoint",
+            param="endpoint",
+        )
+
+
+class _CreateBody:
+    """The create request's JSON, translated from our input as it is sent; iterating again starts over."""
+
+    def __init__(self, request: SubmitRequest, model: str) -> None:
+        self._request = request
+        self._model = model
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b'{"requests":['
+        separator = b""
+        for raw in iter_lines(self._request.open_input()):
+            if not raw.strip():
+                continue
+            line = orjson.loads(raw)
+            try:
+                params = to_params(line["body"], self._model)
+            except TranslationError as exc:
+                raise ProviderError(
+                    f"Request {line['custom_id']!r} cannot be sent to Anthropic: {exc}",
+                    retryable=False,
+                    code="invalid_request",
+                ) from None
+            yield separator + orjson.dumps({"custom_id": anthropic_custom_id(line["custom_id"]), "params": params})
+            separator = b","
+        yield b"]}"
+
+
+class AnthropicProvider:
+    """Batches on Anthropic's Message Batches API."""
+
+    def __init__(self, deployment: Deployment, api_key: str | None) -> None:
+        self._deployment = deployment
+        headers = {"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
+        if api_key:
+            headers["x-api-key"] = api_key
+        base_url = (deployment.api_base or DEFAULT_API_BASE).rstrip("/")
+        self._http = build_client(
+            base_url=base_url, headers=headers, timeout=deployment.timeout, max_retries=deployment.max_retries
+        )
+        # creating is not idempotent: its retries look for the batch an earlier attempt made first
+        self._http_once = build_client(base_url=base_url, headers=headers, timeout=deployment.timeout, max_retries=0)
+
+    def close(self) -> None:
+        self._http.close()
+        self._http_once.close()
+
+    # --- submit ---------------------------------------------------------------------------------
+
+    def submit(self, request: SubmitRequest, journal: Journal) -> None:
+        if "batch_id" in journal.refs:
+            return
+        retries = self._deployment.max_retries
+        for attempt in range(retries + 1):
+            if "create_started" in journal.refs:
+                found = self._find_batch(request, int(journal.refs["create_started"]), journal)
+                if found is not None:
+                    journal.record(batch_id=found)
+                    return
+            else:
+                journal.record(create_started=str(int(time.time())))
+            try:
+                batch_id = self._create(request)
+            except ProviderError as exc:
+                if not exc.retryable or attempt == retries:
+                    raise
+                time.sleep(min(0.5 * 2**attempt, 8.0))
+                continue
+            journal.record(batch_id=batch_id)
+            return
+
+    def _create(self, request: SubmitRequest) -> str:
+        body = _CreateBody(request, self._deployment.provider_model)
+        response = send(self._http_once, "POST", BATCHES, what="create message batch", content=body)
+        batch_id = json_of(response, "create message batch").get("id")
+        if not isinstance(batch_id, str) or not batch_id:
+            raise ProviderError("create message batch: the answer has no batch id", retryable=True)
+        return batch_id
+
+    def _find_batch(self, request: SubmitRequest, create_started: int, journal: Journal) -> str | None:
+        """The id of the batch an earlier attempt created for `request`, if exactly one batch can be it.
+
+        Anthropic keeps no metadata on a batch, so this relies on what a batch does show: a candidate was
+        created no earlier than `create_started` minus FIND_SKEW_SECONDS (our clock and Anthropic's agree
+        that well), holds exactly `request.line_count` requests, has not been cancelled, and is not claimed
+        by another of our batches (every batch the gateway records is claimed in its table, whichever
+        process made it). It relies on nothing outside the gateway creating a batch of the same size in
+        that window with the same API key: such a batch, alone, would be taken for ours if our create never
+        made one, so give batchgw its own Anthropic workspace. If several qualify, none is taken, since
+        taking another's batch would hand its results to the wrong owner; a new batch is created instead,
+        and the one our lost create made only costs.
+        """
+        earliest = create_started - FIND_SKEW_SECONDS
+        candidates: list[str] = []
+        after_id: str | None = None
+        for _ in range(_FIND_PAGES):
+            params: dict[str, str | int] = {"limit": _FIND_PAGE_SIZE, **({"after_id": after_id} if after_id else {})}
+            page = json_of(send(self._http, "GET", BATCHES, what="list message batches", params=params), "list")
+            data = [b for b in page.get("data") or [] if isinstance(b, dict)]
+            older_reached = False
+            for batch in data:
+                created = unix_seconds(batch.get("created_at"))
+                if created is not None and created < earliest:
+                    older_reached = True  # the list is newest first: the rest are older still
+                elif created is not None and self._could_be_ours(batch, request.line_count, journal):
+                    candidates.append(str(batch["id"]))
+            if older_reached or not page.get("has_more") or not data:
+                break
+            after_id = str(page.get("last_id") or data[-1].get("id"))
+        if len(candidates) == 1:
+            return candidates[0]
+        if candidates:
+            logger.warning(
+                "several provider batches could be the one a lost create made; creating another",
+                extra={"batch_id": request.batch_id, "candidates": candidates},
+            )
+        return None
+
+    def _could_be_ours(self, batch: Mapping[str, Any], line_count: int, journal: Journal) -> bool:
+        batch_id = batch.get("id")
+        if not isinstance(batch_id, str) or batch.get("cancel_initiated_at") or journal.claimed_by_another(batch_id):
+            return False
+        try:
+            _, counts = batch_status(batch)
+        except TranslationError:
+            return False
+        return counts.total == line_count
+
+    # --- after submit ---------------------------------------------------------------------------
+
+    def _batch(self, batch_id: str) -> dict[str, Any]:
+        return json_of(send(self._http, "GET", f"{BATCHES}/{batch_id}", what="retrieve message batch"), "retrieve")
+
+    def refresh(self, refs: Mapping[str, str]) -> ProviderStatus:
+        batch = self._batch(refs["batch_id"])
+        try:
+            state, counts = batch_status(batch)
+        except TranslationError as exc:
+            raise ProviderError(f"retrieve message batch: {exc}", retryable=True) from None
+        return ProviderStatus(state, counts)
+
+    def cancel(self, refs: Mapping[str, str]) -> None:
+        try:
+            send(self._http, "POST", f"{BATCHES}/{refs['batch_id']}/cancel", what="cancel message batch")
+        except ProviderError as exc:
+            if exc.retryable:
+                raise
+            # a batch that already ended cannot be cancelled; the next refresh reports how it ended
+
+    def results(self, refs: Mapping[str, str], request: SubmitRequest) -> Iterator[ResultLine]:
+        batch = self._batch(refs["batch_id"])
+        results_url = batch.get("results_url")
+        if not isinstance(results_url, str) or not results_url:
+            raise ProviderError("message batch results: the batch has no results_url yet", retryable=True)
+        created = unix_seconds(batch.get("ended_at")) or int(time.time())
+        hashed: dict[str, str] | None = None
+        lines = stream_lines(
+            self._http, results_url, what="download message batch results", headers={"accept": "application/binary"}
+        )
+        for raw in lines:
+            line = _parse(raw)
+            if line is None:
+                continue
+            custom_id: str = line["custom_id"]
+            if is_hashed_custom_id(custom_id):
+                if hashed is None:  # read our input's ids only when a result needs one mapped back
+                    hashed = hashed_custom_ids(_input_custom_ids(request))
+                custom_id = hashed.get(custom_id, custom_id)
+            yield result_line(line, custom_id, created=created)
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """A result line as a dict with a string custom_id, or None for a blank or broken line."""
+    try:
+        line = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
+        return None
+    return line
+
+
+def _input_custom_ids(request: SubmitRequest) -> Iterator[str]:
+    for raw in iter_lines(request.open_input()):
+        if raw.strip():
+            yield str(orjson.loads(raw)["custom_id"])

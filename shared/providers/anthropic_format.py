@@ -1,0 +1,439 @@
+"""OpenAI chat completions <-> Anthropic Messages, for the `anthropic` provider's batches. Pure: no I/O.
+
+Requests: system and developer messages become the top-level `system`; tool calls and tool results become
+`tool_use` and `tool_result` blocks; consecutive turns of one role are merged, as Messages wants roles to
+alternate; `max_tokens`, which Anthropic requires, defaults to 4096. Sampling knobs Anthropic has no
+equivalent for (`n`, `seed`, penalties, `logprobs`, ...) are dropped; content it cannot take (audio, OpenAI
+file ids) raises TranslationError, since dropping it would silently change what is asked.
+
+Structured output: `json_object` adds an instruction to `system`; `json_schema` becomes a forced tool whose
+`input_schema` is the schema, named with SCHEMA_TOOL_PREFIX so that the answer's `tool_use` input is
+recognised without the request and returned as the message content, a JSON string, as OpenAI does.
+
+Results: each Anthropic result line becomes an OpenAI output line; `canceled` and `expired` requests get
+OpenAI's own `batch_cancelled` and `batch_expired` errors. Custom ids Anthropic would refuse are sent
+hashed and mapped back by hashing the input's ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+
+from shared.providers.base import LineUsage, ResultLine
+from shared.records import Counts
+from shared.results import not_run
+
+DEFAULT_MAX_TOKENS: Final = 4096
+SCHEMA_TOOL_PREFIX: Final = "batchgw_json__"
+JSON_OBJECT_INSTRUCTION: Final = (
+    "Respond with a single valid JSON object and nothing else: no prose before or after it, no code fences."
+)
+_SCHEMA_TOOL_DESCRIPTION: Final = (
+    "Give your final answer by calling this tool; its input is the answer, a JSON object matching the schema."
+)
+_TOOL_NAME_MAX: Final = 64
+_CUSTOM_ID: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+_HASHED_ID: Final = re.compile(r"h[0-9a-f]{40}")
+_DATA_URL: Final = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,(.*)", re.DOTALL)
+_IMAGE_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+_TOOL_CHOICES: Final = {"auto": {"type": "auto"}, "none": {"type": "none"}, "required": {"type": "any"}}
+_FINISH_REASONS: Final = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+_ERROR_STATUS: Final = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+_STATES: Final = {"in_progress": "in_progress", "canceling": "cancelling"}
+
+JSONObject = dict[str, Any]
+
+
+class TranslationError(ValueError):
+    """A request that cannot be expressed as Anthropic Messages params."""
+
+
+# --- requests ---------------------------------------------------------------------------------------
+
+
+def to_params(body: Mapping[str, Any], model: str) -> JSONObject:
+    """An OpenAI chat-completions request body as Anthropic Messages params for `model`."""
+    system, messages = _conversation(body.get("messages"))
+    params: JSONObject = {
+        "model": model,
+        "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS,
+        "messages": messages,
+    }
+    for name in ("temperature", "top_p"):
+        if body.get(name) is not None:
+            params[name] = body[name]
+    stop = body.get("stop")
+    stops = [s for s in ([stop] if isinstance(stop, str) else stop or ()) if isinstance(s, str) and s]
+    if stops:
+        params["stop_sequences"] = stops
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_object":
+        system.append(JSON_OBJECT_INSTRUCTION)
+    is_schema = response_format.get("type") == "json_schema"
+    json_schema = (response_format.get("json_schema") or {}) if is_schema else None
+    params.update(_tool_params(body, json_schema))
+    if system:
+        params["system"] = "\n\n".join(system)
+    user = body.get("user") or body.get("safety_identifier")
+    if isinstance(user, str) and user:
+        params["metadata"] = {"user_id": user}
+    return params
+
+
+def _tool_params(body: Mapping[str, Any], json_schema: Mapping[str, Any] | None) -> JSONObject:
+    """`tools` and `tool_choice`: the request's function tools, and the forced tool a json_schema becomes."""
+    tools = [_tool(t) for t in body.get("tools") or ()]
+    choice = _tool_choice(body.get("tool_choice")) if tools else None
+    if json_schema is not None:
+        schema_tool = _schema_tool(json_schema)
+        choice = _schema_tool_choice(choice, schema_tool["name"], has_user_tools=bool(tools))
+        tools.append(schema_tool)
+    if not tools:
+        return {}
+    if body.get("parallel_tool_calls") is False:
+        choice = choice or {"type": "auto"}
+        if choice["type"] != "none":
+            choice = {**choice, "disable_parallel_tool_use": True}
+    return {"tools": tools, "tool_choice": choice} if choice else {"tools": tools}
+
+
+def _conversation(raw: Any) -> tuple[list[str], list[JSONObject]]:
+    """(system texts, alternating user/assistant messages) of OpenAI `messages`."""
+    if not isinstance(raw, list):
+        raise TranslationError("messages must be a list")
+    system: list[str] = []
+    messages: list[JSONObject] = []
+    for message in raw:
+        role = message.get("role") if isinstance(message, dict) else None
+        match role:
+            case "system" | "developer":
+                system.append(_text_of(message.get("content")))
+            case "user":
+                _append_turn(messages, "user", _user_content(message.get("content")))
+            case "assistant":
+                _append_turn(messages, "assistant", _assistant_content(message))
+            case "tool":
+                _append_turn(messages, "user", [_tool_result(message)])
+            case _:
+                raise TranslationError(f"message role {role!r} is not supported")
+    if not messages:
+        raise TranslationError("messages must hold at least one user or assistant message")
+    return system, messages
+
+
+def _append_turn(messages: list[JSONObject], role: str, content: str | list[JSONObject]) -> None:
+    """Add a turn, merged into the previous one when it has the same role (Anthropic wants roles to alternate)."""
+    if messages and messages[-1]["role"] == role:
+        messages[-1]["content"] = _blocks(messages[-1]["content"]) + _blocks(content)
+    else:
+        messages.append({"role": role, "content": content})
+
+
+def _blocks(content: str | list[JSONObject]) -> list[JSONObject]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return content
+
+
+def _text_of(content: Any) -> str:
+    """The text of string content or of a list of text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
+
+
+def _user_content(content: Any) -> str | list[JSONObject]:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise TranslationError("user message content must be a string or a list of content parts")
+    return [_user_block(part) for part in content]
+
+
+def _user_block(part: Any) -> JSONObject:
+    kind = part.get("type") if isinstance(part, dict) else None
+    match kind:
+        case "text":
+            return {"type": "text", "text": str(part.get("text", ""))}
+        case "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            return _image_block(str(url or ""))
+        case "file":
+            return _document_block(part.get("file") or {})
+        case _:
+            raise TranslationError(f"content part type {kind!r} is not supported by Anthropic's Messages API")
+
+
+def _image_block(url: str) -> JSONObject:
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    found = _DATA_URL.fullmatch(url)
+    if found is None or found.group(1) not in _IMAGE_TYPES:
+        raise TranslationError(
+            f"image_url must be an http(s) URL or a base64 data URL of type {', '.join(sorted(_IMAGE_TYPES))}"
+        )
+    return {"type": "image", "source": {"type": "base64", "media_type": found.group(1), "data": found.group(2)}}
+
+
+def _document_block(file: Mapping[str, Any]) -> JSONObject:
+    found = _DATA_URL.fullmatch(str(file.get("file_data") or ""))
+    if found is None or found.group(1) != "application/pdf":
+        raise TranslationError(
+            "file parts must carry a PDF as a base64 data URL in file_data (file_id is not supported)"
+        )
+    return {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": found.group(2)}}
+
+
+def _assistant_content(message: Mapping[str, Any]) -> str | list[JSONObject]:
+    content = message.get("content")
+    text = content if isinstance(content, str) else _text_of(content)
+    calls = message.get("tool_calls") or []
+    if not calls:
+        return text
+    blocks: list[JSONObject] = [{"type": "text", "text": text}] if text else []
+    return blocks + [_tool_use(call) for call in calls]
+
+
+def _tool_use(call: Mapping[str, Any]) -> JSONObject:
+    function = call.get("function") or {}
+    arguments = function.get("arguments") or "{}"
+    try:
+        parsed = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        raise TranslationError(f"tool call {call.get('id')!r} has arguments that are not JSON") from None
+    if not isinstance(parsed, dict):
+        raise TranslationError(f"tool call {call.get('id')!r} has arguments that are not a JSON object")
+    return {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": parsed}
+
+
+def _tool_result(message: Mapping[str, Any]) -> JSONObject:
+    content = message.get("content")
+    result: str | list[JSONObject] = (
+        content
+        if isinstance(content, str)
+        else [{"type": "text", "text": str(p.get("text", ""))} for p in content or () if isinstance(p, dict)]
+    )
+    return {"type": "tool_result", "tool_use_id": message.get("tool_call_id"), "content": result}
+
+
+def _tool(tool: Mapping[str, Any]) -> JSONObject:
+    if tool.get("type") != "function":
+        raise TranslationError(f"tool type {tool.get('type')!r} is not supported; only function tools are")
+    function = tool.get("function") or {}
+    converted: JSONObject = {"name": function.get("name")}
+    if function.get("description"):
+        converted["description"] = function["description"]
+    converted["input_schema"] = function.get("parameters") or {"type": "object", "properties": {}}
+    return converted
+
+
+def _tool_choice(choice: Any) -> JSONObject | None:
+    if choice is None:
+        return None
+    if isinstance(choice, str):
+        return dict(_TOOL_CHOICES.get(choice, _TOOL_CHOICES["auto"]))
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return {"type": "tool", "name": (choice.get("function") or {}).get("name")}
+    return {"type": "auto"}
+
+
+def _schema_tool(json_schema: Mapping[str, Any]) -> JSONObject:
+    name = str(json_schema.get("name") or "response")
+    return {
+        "name": (SCHEMA_TOOL_PREFIX + name)[:_TOOL_NAME_MAX],
+        "description": json_schema.get("description") or _SCHEMA_TOOL_DESCRIPTION,
+        "input_schema": json_schema.get("schema") or {"type": "object"},
+    }
+
+
+def _schema_tool_choice(choice: JSONObject | None, name: str, *, has_user_tools: bool) -> JSONObject:
+    """Force the schema tool, unless the request's own tools may be called: then any tool, the schema's included."""
+    if not has_user_tools or (choice is not None and choice["type"] == "none"):
+        return {"type": "tool", "name": name}
+    return choice if choice is not None and choice["type"] == "tool" else {"type": "any"}
+
+
+# --- custom ids -------------------------------------------------------------------------------------
+
+
+def anthropic_custom_id(custom_id: str) -> str:
+    """The custom_id sent to Anthropic: ours when Anthropic takes it, else a stable hash.
+
+    An id that looks like such a hash is hashed too, so a passed-through id never equals another's hash.
+    """
+    if _CUSTOM_ID.fullmatch(custom_id) and not _HASHED_ID.fullmatch(custom_id):
+        return custom_id
+    return "h" + hashlib.blake2b(custom_id.encode(), digest_size=20).hexdigest()
+
+
+def is_hashed_custom_id(sent: str) -> bool:
+    """Whether `sent` is a hash that only the input's ids can map back."""
+    return _HASHED_ID.fullmatch(sent) is not None
+
+
+def hashed_custom_ids(custom_ids: Iterable[str]) -> dict[str, str]:
+    """Sent id -> our id, for the ids that were sent hashed."""
+    mapped = ((anthropic_custom_id(c), c) for c in custom_ids)
+    return {sent: ours for sent, ours in mapped if sent != ours}
+
+
+# --- batches and results ----------------------------------------------------------------------------
+
+
+def unix_seconds(timestamp: Any) -> int | None:
+    """An RFC 3339 timestamp as Unix seconds; None when absent or unreadable."""
+    if not isinstance(timestamp, str):
+        return None
+    try:
+        return int(datetime.fromisoformat(timestamp).timestamp())
+    except ValueError:
+        return None
+
+
+def batch_status(batch: Mapping[str, Any]) -> tuple[str, Counts]:
+    """A MessageBatch's state in OpenAI's vocabulary, and its request counts."""
+    counts = batch.get("request_counts") or {}
+    number = {k: _int(counts.get(k)) for k in ("processing", "succeeded", "errored", "canceled", "expired")}
+    mapped = Counts(
+        total=sum(number.values()),
+        completed=number["succeeded"],
+        failed=number["errored"] + number["canceled"] + number["expired"],
+    )
+    status = batch.get("processing_status")
+    if status == "ended":
+        if batch.get("cancel_initiated_at"):
+            return "cancelled", mapped
+        return ("expired" if number["expired"] else "completed"), mapped
+    if status in _STATES:
+        return _STATES[status], mapped
+    raise TranslationError(f"unknown message batch processing_status {status!r}")
+
+
+def result_line(line: Mapping[str, Any], custom_id: str, *, created: int) -> ResultLine:
+    """One Anthropic result line (its custom_id already mapped back to `custom_id`) as an OpenAI output line."""
+    result = line.get("result") or {}
+    match result.get("type"):
+        case "succeeded":
+            message = result.get("message") or {}
+            body, usage = to_chat_completion(message, custom_id, created=created)
+            response = {"status_code": 200, "request_id": body["id"], "body": body}
+            return ResultLine(custom_id=custom_id, response=response, usage=usage)
+        case "errored":
+            return ResultLine(custom_id=custom_id, response=error_response(result.get("error") or {}, custom_id))
+        case "canceled":
+            return not_run(custom_id, "cancelled")
+        case "expired":
+            return not_run(custom_id, "expired")
+        case other:
+            error = {"code": "provider_error", "message": f"Anthropic returned a result of unknown type {other!r}."}
+            return ResultLine(custom_id=custom_id, response=None, error=error)
+
+
+def to_chat_completion(
+    message: Mapping[str, Any], custom_id: str, *, created: int | None = None
+) -> tuple[JSONObject, LineUsage]:
+    """An Anthropic Message as an OpenAI `chat.completion` body (`created` defaults to now), and its usage."""
+    texts: list[str] = []
+    tool_calls: list[JSONObject] = []
+    structured: str | None = None
+    for block in message.get("content") or ():
+        if block.get("type") == "text":
+            texts.append(str(block.get("text", "")))
+        elif block.get("type") == "tool_use":
+            arguments = orjson.dumps(block.get("input") or {}).decode()
+            if str(block.get("name", "")).startswith(SCHEMA_TOOL_PREFIX):
+                structured = arguments
+                continue
+            call = {
+                "id": block.get("id"),
+                "type": "function",
+                "function": {"name": block.get("name"), "arguments": arguments},
+            }
+            tool_calls.append(call)
+    reply: JSONObject = {
+        "role": "assistant",
+        "content": structured if structured is not None else ("".join(texts) or None),
+        "refusal": None,
+        "annotations": [],
+    }
+    if tool_calls:
+        reply["tool_calls"] = tool_calls
+        finish_reason = "tool_calls"
+    elif structured is not None:
+        finish_reason = "stop"
+    else:
+        finish_reason = _FINISH_REASONS.get(str(message.get("stop_reason")), "stop")
+    usage, line_usage = _usage(message.get("usage") or {})
+    body: JSONObject = {
+        "id": message.get("id") or _stable_id("msg_", custom_id),
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": message.get("model"),
+        "choices": [{"index": 0, "message": reply, "logprobs": None, "finish_reason": finish_reason}],
+        "usage": usage,
+    }
+    return body, line_usage
+
+
+def _usage(usage: Mapping[str, Any]) -> tuple[JSONObject, LineUsage]:
+    """OpenAI usage (prompt tokens count cache reads and writes, as OpenAI's do) and the usage to price."""
+    uncached, output = _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
+    cache_read, cache_write = _int(usage.get("cache_read_input_tokens")), _int(usage.get("cache_creation_input_tokens"))
+    prompt = uncached + cache_read + cache_write
+    openai_usage = {
+        "prompt_tokens": prompt,
+        "completion_tokens": output,
+        "total_tokens": prompt + output,
+        "prompt_tokens_details": {"cached_tokens": cache_read},
+    }
+    return openai_usage, LineUsage(
+        input_tokens=prompt, cached_tokens=cache_read, cache_write_tokens=cache_write, output_tokens=output
+    )
+
+
+def error_response(error: Mapping[str, Any], custom_id: str) -> JSONObject:
+    """An `errored` result's ErrorResponse as the response of an OpenAI error line."""
+    detail = error.get("error") or {}
+    kind = str(detail.get("type") or "api_error")
+    return {
+        "status_code": _ERROR_STATUS.get(kind, 500),
+        "request_id": error.get("request_id") or _stable_id("req_", custom_id),
+        "body": {"error": {"message": str(detail.get("message") or ""), "type": kind, "param": None, "code": None}},
+    }
+
+
+def _stable_id(prefix: str, custom_id: str) -> str:
+    return prefix + hashlib.blake2b(custom_id.encode(), digest_size=12).hexdigest()
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
