@@ -28,7 +28,8 @@ def import_ms(function: template.Function, runtime: Path) -> float:
     module = function.handler.rpartition(".")[0]
     done = subprocess.run(
         [sys.executable, "-S", "-X", "importtime", "-c", f"import {module}"],
-        env=artifacts.lambda_env(function.logical_id, runtime),
+        # LAMBDA_TASK_ROOT makes Powertools trace as in Lambda, which imports the X-Ray SDK
+        env={**artifacts.lambda_env(function.logical_id, runtime), "LAMBDA_TASK_ROOT": "/var/task"},
         capture_output=True,
         text=True,
         check=True,
