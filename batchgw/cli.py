@@ -1,4 +1,4 @@
-"""The `batchgw` command: `batchgw dev` runs the local stack."""
+"""The `batchgw` command: `batchgw dev` runs the local stack; the other verbs drive a gateway (batchgw.client)."""
 
 from __future__ import annotations
 
@@ -39,13 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--config", help="routing file (default: $BATCHGW_CONFIG, else the built-in dev config)")
     dev.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls (default 5)")
     dev.set_defaults(run=_dev)
+    from batchgw.client import add_commands
+
+    add_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.run(args)
-    return result
+    if args.command == "dev":
+        result: int = args.run(args)
+        return result
+    from batchgw.client import run_client
+
+    return run_client(args.run, args)
 
 
 if __name__ == "__main__":
