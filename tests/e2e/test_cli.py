@@ -36,7 +36,7 @@ class Gateway:
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
     def events(self) -> list[dict[str, Any]]:
-        sqs = boto3.client("sqs", **self._client_args())
+        sqs = boto3.client("sqs", **self.aws_args)
         found: list[dict[str, Any]] = []
         while messages := sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", []):
             for message in messages:
@@ -44,7 +44,8 @@ class Gateway:
                 sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
         return found
 
-    def _client_args(self) -> dict[str, str]:
+    @property
+    def aws_args(self) -> dict[str, Any]:
         return {
             "endpoint_url": self.aws["AWS_ENDPOINT_URL"],
             "region_name": "us-east-1",
@@ -67,7 +68,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     routing = "models:\n  - {name: gpt-4o-mini, provider: mock, delay: 1}\n  - {name: gpt-4.1-mini, provider: mock}\n"
     with dev_stack(tmp_path_factory.mktemp("cli"), routing, env=aws) as base_url:
         gateway = Gateway(base_url, "", aws)
-        args = gateway._client_args()
+        args = gateway.aws_args
         sqs, events = boto3.client("sqs", **args), boto3.client("events", **args)
         queue = sqs.create_queue(QueueName="cli-observer")["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
