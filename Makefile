@@ -48,6 +48,15 @@ lint: $(STAMP) ## ruff, mypy (strict), cfn-lint and sam validate --lint
 test: lint ## everything CI checks: lint, then the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+.PHONY: build
+build: $(STAMP) ## sam build (in-process builders, Python 3.12 from .venv; no Docker)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/sam build --template-file template.yaml
+
+ENV ?= default
+.PHONY: deploy
+deploy: build ## sam deploy with samconfig.toml's ENV environment (make deploy ENV=prod)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/sam deploy --config-env $(ENV)
+
 .PHONY: bench
 bench: $(STAMP) ## the benchmark suite; writes bench/results.md
 	$(BIN)/python -m bench
