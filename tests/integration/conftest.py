@@ -6,6 +6,7 @@ routes EventBridge events into SQS queues, and lets a test deliver them to the r
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import boto3
 import orjson
 import pytest
 from moto import mock_aws
+from moto.dynamodb.models import DynamoDBBackend
 from starlette.testclient import TestClient
 
 from batchgw import template
@@ -163,6 +165,22 @@ def upstream() -> Iterator[tuple[FakeOpenAI, str]]:
     fake = FakeOpenAI(processing_seconds=0.3)
     with serve_in_thread(fake.app) as url:
         yield fake, url
+
+
+@pytest.fixture(autouse=True)
+def serialized_dynamodb_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB applies each conditional write and transaction atomically; moto's in-process backend checks
+    and writes in separate steps, so concurrent writes from several threads can both pass a condition.
+    Serialize its writes, as the real service does, so concurrency tests test batchgw and not moto."""
+    lock = threading.RLock()
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        original = getattr(DynamoDBBackend, name)
+
+        def serialized(*args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return __original(*args, **kwargs)
+
+        monkeypatch.setattr(DynamoDBBackend, name, serialized)
 
 
 @pytest.fixture
