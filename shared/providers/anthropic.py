@@ -28,7 +28,7 @@ from shared.providers.anthropic_format import (
     unix_seconds,
 )
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest
-from shared.providers.http import build_client, json_of, send, stream_lines
+from shared.providers.http import build_client, cancel, create_once, json_of, send, stream_lines
 from shared.records import BatchInputInfo
 from shared.routing import Deployment
 
@@ -106,24 +106,12 @@ class AnthropicProvider:
     def submit(self, request: SubmitRequest, journal: Journal) -> None:
         if "batch_id" in journal.refs:
             return
-        retries = self._deployment.max_retries
-        for attempt in range(retries + 1):
-            if "create_started" in journal.refs:
-                found = self._find_batch(request, int(journal.refs["create_started"]), journal)
-                if found is not None:
-                    journal.record(batch_id=found)
-                    return
-            else:
-                journal.record(create_started=str(int(time.time())))
-            try:
-                batch_id = self._create(request)
-            except ProviderError as exc:
-                if not exc.retryable or attempt == retries:
-                    raise
-                time.sleep(min(0.5 * 2**attempt, 8.0))
-                continue
-            journal.record(batch_id=batch_id)
-            return
+        create_once(
+            journal,
+            find=lambda: self._find_batch(request, int(journal.refs["create_started"]), journal),
+            create=lambda: self._create(request),
+            retries=self._deployment.max_retries,
+        )
 
     def _create(self, request: SubmitRequest) -> str:
         body = _CreateBody(request, self._deployment.provider_model)
@@ -196,12 +184,7 @@ class AnthropicProvider:
         return ProviderStatus(state, counts)
 
     def cancel(self, refs: Mapping[str, str]) -> None:
-        try:
-            send(self._http, "POST", f"{BATCHES}/{refs['batch_id']}/cancel", what="cancel message batch")
-        except ProviderError as exc:
-            if exc.retryable:
-                raise
-            # a batch that already ended cannot be cancelled; the next refresh reports how it ended
+        cancel(self._http, f"{BATCHES}/{refs['batch_id']}/cancel", what="cancel message batch")
 
     def results(self, refs: Mapping[str, str], request: SubmitRequest) -> Iterator[ResultLine]:
         batch = self._batch(refs["batch_id"])

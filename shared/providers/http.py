@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -12,6 +13,7 @@ import orjson
 from httpx_retries import Retry, RetryTransport
 
 from shared.errors import ProviderError
+from shared.providers.base import Journal
 
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504, 529)  # 529: Anthropic's "overloaded"
 _NOT_RETRYABLE_4XX = range(400, 500)
@@ -45,6 +47,40 @@ def build_client(
         transport=RetryTransport(retry=retry) if max_retries else httpx.HTTPTransport(retries=1),
         follow_redirects=True,
     )
+
+
+def create_once(journal: Journal, *, find: Callable[[], str | None], create: Callable[[], str], retries: int) -> None:
+    """Create the provider batch and record it as `batch_id`, once across retries, crashes and lost answers.
+
+    Records `create_started` (a Unix time) before the first try; every later try, in this call or a
+    resumed submission, first looks (`find`) for the batch an earlier one may have made. Retryable errors
+    are retried `retries` times with backoff; `create` itself must never be resent by its client.
+    """
+    for attempt in range(retries + 1):
+        if "create_started" in journal.refs:
+            found = find()
+            if found is not None:
+                journal.record(batch_id=found)
+                return
+        else:
+            journal.record(create_started=str(int(time.time())))
+        try:
+            journal.record(batch_id=create())
+            return
+        except ProviderError as exc:
+            if not exc.retryable or attempt == retries:
+                raise
+            time.sleep(min(0.5 * 2**attempt, 8.0))
+
+
+def cancel(client: httpx.Client, url: str, *, what: str, **kwargs: Any) -> None:
+    """Ask a provider to cancel. A refusal is not an error: a batch that already ended cannot be
+    cancelled, and the next refresh reports how it ended."""
+    try:
+        send(client, "POST", url, what=what, **kwargs)
+    except ProviderError as exc:
+        if exc.retryable:
+            raise
 
 
 class LazyClients:

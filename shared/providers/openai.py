@@ -7,7 +7,6 @@ file id before another is tried, so a retry never starts a second provider batch
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -17,7 +16,16 @@ import orjson
 from shared.errors import ProviderError
 from shared.jsonl import iter_lines
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest
-from shared.providers.http import LazyClients, ReopeningReader, build_client, json_of, send, stream_lines
+from shared.providers.http import (
+    LazyClients,
+    ReopeningReader,
+    build_client,
+    cancel,
+    create_once,
+    json_of,
+    send,
+    stream_lines,
+)
 from shared.records import Counts, ErrorEntry
 from shared.results import usage_from_openai
 from shared.routing import Deployment
@@ -204,21 +212,12 @@ class OpenAIProvider:
         if "batch_id" in journal.refs:
             return
         input_file_id = journal.refs["input_file_id"]
-        for attempt in range(self._deployment.max_retries + 1):
-            if "create_started" in journal.refs:
-                found = self._find_batch(input_file_id)
-                if found is not None:
-                    journal.record(batch_id=found)
-                    return
-            else:
-                journal.record(create_started="1")
-            try:
-                journal.record(batch_id=self._create(request, input_file_id))
-                return
-            except ProviderError as exc:
-                if not exc.retryable or attempt == self._deployment.max_retries:
-                    raise
-                time.sleep(min(0.5 * 2**attempt, 8.0))
+        create_once(
+            journal,
+            find=lambda: self._find_batch(input_file_id),
+            create=lambda: self._create(request, input_file_id),
+            retries=self._deployment.max_retries,
+        )
 
     # --- after submit ---------------------------------------------------------------------------
 
@@ -230,12 +229,7 @@ class OpenAIProvider:
         return ProviderStatus(openai_state(batch.get("status")), counts_of(batch), errors_of(batch))
 
     def cancel(self, refs: Mapping[str, str]) -> None:
-        try:
-            send(self._http, "POST", f"/batches/{refs['batch_id']}/cancel", what="cancel batch")
-        except ProviderError as exc:
-            if exc.retryable:
-                raise
-            # a batch that already ended cannot be cancelled; the next refresh reports how it ended
+        cancel(self._http, f"/batches/{refs['batch_id']}/cancel", what="cancel batch")
 
     def results(self, refs: Mapping[str, str], request: SubmitRequest) -> Iterator[ResultLine]:
         batch = self._batch(refs["batch_id"])

@@ -14,7 +14,6 @@ Default Credentials (google-auth, loaded on first use, refreshed over urllib3: L
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
@@ -25,7 +24,7 @@ import orjson
 from shared.errors import InvalidRequest, ProviderError
 from shared.jsonl import iter_lines
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest
-from shared.providers.http import LazyClients, build_client, json_of, send, stream_lines
+from shared.providers.http import LazyClients, build_client, cancel, create_once, json_of, send, stream_lines
 from shared.providers.vertex_format import input_line, job_status, line_index, result_line
 from shared.records import BatchInputInfo
 from shared.routing import Deployment
@@ -266,21 +265,12 @@ class VertexProvider:
             )
         if "batch_id" in journal.refs:
             return
-        for attempt in range(self._deployment.max_retries + 1):
-            if "create_started" in journal.refs:
-                found = self._find_job(request.batch_id)
-                if found is not None:
-                    journal.record(batch_id=found)
-                    return
-            else:
-                journal.record(create_started="1")
-            try:
-                journal.record(batch_id=self._create(request, journal.refs))
-                return
-            except ProviderError as exc:
-                if not exc.retryable or attempt == self._deployment.max_retries:
-                    raise
-                time.sleep(min(0.5 * 2**attempt, 8.0))
+        create_once(
+            journal,
+            find=lambda: self._find_job(request.batch_id),
+            create=lambda: self._create(request, journal.refs),
+            retries=self._deployment.max_retries,
+        )
 
     # --- after submit ---------------------------------------------------------------------------
 
@@ -290,12 +280,7 @@ class VertexProvider:
         return job_status(job, int(total) if total and total.isdigit() else None)
 
     def cancel(self, refs: Mapping[str, str]) -> None:
-        try:
-            send(self._http, "POST", f"/v1/{refs['batch_id']}:cancel", what="cancel job", json={})
-        except ProviderError as exc:
-            if exc.retryable:
-                raise
-            # a job that already ended cannot be cancelled; the next refresh reports how it ended
+        cancel(self._http, f"/v1/{refs['batch_id']}:cancel", what="cancel job", json={})
 
     def _prediction_objects(self, bucket: str, prefix: str) -> Iterator[str]:
         params: dict[str, str] = {"prefix": prefix}
