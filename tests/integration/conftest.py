@@ -23,6 +23,7 @@ from starlette.testclient import TestClient
 from batchgw import template
 from batchgw.devstack import ApiGateway, DevStack, LambdaContext, import_handler, scheduled_event
 from shared.context import Context, get_context, reset_context
+from shared.records import BatchRecord
 from tests.fakes.openai_upstream import API_KEY, FakeOpenAI
 from tests.fakes.servers import serve_in_thread
 
@@ -230,3 +231,48 @@ def batch_lines(n: int, model: str = "gpt-4o-mini", url: str = "/v1/chat/complet
         )
         for i in range(n)
     )
+
+
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+def start(stack: Stack, content: bytes, endpoint: str = "/v1/chat/completions") -> Any:
+    """Upload `content` as a batch file and create a batch from it; the API's answer."""
+    file_id = stack.api.post(
+        "/v1/files", headers=stack.auth(), data={"purpose": "batch"}, files={"file": ("in.jsonl", content)}
+    ).json()["id"]
+    body = {"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h"}
+    return stack.api.post("/v1/batches", headers=stack.auth(), json=body)
+
+
+def started(stack: Stack, content: bytes, endpoint: str = "/v1/chat/completions") -> str:
+    """The id of a batch created from `content` (which must be accepted)."""
+    response = start(stack, content, endpoint)
+    assert response.status_code == 200, response.text
+    batch_id: str = response.json()["id"]
+    return batch_id
+
+
+def batch(stack: Stack, batch_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth()).json()
+    return body
+
+
+def record(stack: Stack, batch_id: str) -> BatchRecord:
+    found = stack.ctx.table.get_batch(batch_id)
+    assert found is not None
+    return found
+
+
+def finish(stack: Stack, *batch_ids: str, rounds: int = 80) -> list[dict[str, Any]]:
+    """Run the stack until every batch is terminal; their final objects."""
+    stack.run_until(lambda: all(batch(stack, b)["status"] in TERMINAL for b in batch_ids), rounds=rounds)
+    return [batch(stack, b) for b in batch_ids]
+
+
+def lines(stack: Stack, file_id: str | None) -> list[dict[str, Any]]:
+    """A result file's lines, parsed (none for no file)."""
+    if not file_id:
+        return []
+    content = stack.api.get(f"/v1/files/{file_id}/content", headers=stack.auth()).content
+    return [orjson.loads(line) for line in content.splitlines()]

@@ -20,9 +20,8 @@ from shared.routing import Deployment
 from tests.fakes.anthropic_upstream import API_KEY, Billed, FakeAnthropic, usage_for
 from tests.fakes.journal import MemoryJournal
 from tests.fakes.servers import serve_in_thread
-from tests.integration.conftest import Stack, batch_lines
+from tests.integration.conftest import Stack, batch, batch_lines, finish, lines, start, started
 
-TERMINAL = {"completed", "failed", "expired", "cancelled"}
 MODEL = "claude-via-anthropic"
 EXPIRING = "claude-expiring"
 MTOK = Decimal(1_000_000)
@@ -58,37 +57,6 @@ def chat_line(custom_id: str, model: str = MODEL, **body: Any) -> bytes:
     body = {"model": model, "messages": [{"role": "user", "content": f"question {custom_id}"}], **body}
     line = {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
     return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
-
-
-def start(stack: Stack, content: bytes, endpoint: str = "/v1/chat/completions") -> Any:
-    file_id = stack.api.post(
-        "/v1/files", headers=stack.auth(), data={"purpose": "batch"}, files={"file": ("in.jsonl", content)}
-    ).json()["id"]
-    body = {"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h"}
-    return stack.api.post("/v1/batches", headers=stack.auth(), json=body)
-
-
-def started(stack: Stack, content: bytes) -> str:
-    response = start(stack, content)
-    assert response.status_code == 200, response.text
-    batch_id: str = response.json()["id"]
-    return batch_id
-
-
-def batch(stack: Stack, batch_id: str) -> dict[str, Any]:
-    body: dict[str, Any] = stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth()).json()
-    return body
-
-
-def finish(stack: Stack, *batch_ids: str, rounds: int = 80) -> None:
-    stack.run_until(lambda: all(batch(stack, b)["status"] in TERMINAL for b in batch_ids), rounds=rounds)
-
-
-def lines(stack: Stack, file_id: str | None) -> list[dict[str, Any]]:
-    if not file_id:
-        return []
-    content = stack.api.get(f"/v1/files/{file_id}/content", headers=stack.auth()).content
-    return [orjson.loads(line) for line in content.splitlines()]
 
 
 def provider_batch_id(stack: Stack, batch_id: str) -> str:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import orjson
 import pytest
 
 from tests.fakes.azure_upstream import AZURE_AD_TOKEN, AZURE_KEY, DEPLOYMENT, FakeAzureOpenAI
 from tests.fakes.servers import serve_in_thread
-from tests.integration.conftest import Stack, batch_lines
+from tests.integration.conftest import Stack, batch_lines, finish, lines, start
 
-TERMINAL = {"completed", "failed", "expired", "cancelled"}
 # Azure bills Global-Batch at half its Global Standard price; gpt-4o-mini is $0.15 / $0.60 per 1M tokens
 AZURE_GPT_4O_MINI_BATCH = (0.075, 0.30)
 
@@ -39,30 +37,6 @@ def extra_routes(azure: tuple[FakeAzureOpenAI, str]) -> str:
 """
 
 
-def start(stack: Stack, content: bytes, endpoint: str = "/v1/chat/completions") -> Any:
-    file_id = stack.api.post(
-        "/v1/files", headers=stack.auth(), data={"purpose": "batch"}, files={"file": ("in.jsonl", content)}
-    ).json()["id"]
-    body = {"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h"}
-    return stack.api.post("/v1/batches", headers=stack.auth(), json=body)
-
-
-def finish(stack: Stack, batch_id: str) -> dict[str, Any]:
-    def done() -> bool:
-        return bool(stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth()).json()["status"] in TERMINAL)
-
-    stack.run_until(done)
-    body: dict[str, Any] = stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth()).json()
-    return body
-
-
-def lines(stack: Stack, file_id: str | None) -> list[dict[str, Any]]:
-    if not file_id:
-        return []
-    content = stack.api.get(f"/v1/files/{file_id}/content", headers=stack.auth()).content
-    return [orjson.loads(line) for line in content.splitlines()]
-
-
 @pytest.mark.parametrize("model", ["gpt-4o-mini-azure", "gpt-4o-mini-azure-legacy", "gpt-4o-mini-azure-entra"])
 def test_azure_batch_completes_with_openai_lines_usage_and_batch_price(
     stack: Stack, azure: tuple[FakeAzureOpenAI, str], model: str
@@ -71,7 +45,7 @@ def test_azure_batch_completes_with_openai_lines_usage_and_batch_price(
     content = batch_lines(3, model=model) + batch_lines(1, model=model, prefix="fail")
     response = start(stack, content)
     assert response.status_code == 200, response.text
-    done = finish(stack, response.json()["id"])
+    (done,) = finish(stack, response.json()["id"])
     assert done["status"] == "completed", done
     assert done["request_counts"] == {"total": 4, "completed": 3, "failed": 1}
     output = lines(stack, done["output_file_id"])
@@ -86,13 +60,13 @@ def test_azure_batch_completes_with_openai_lines_usage_and_batch_price(
 
 
 def test_azure_success_with_an_empty_error_file_has_no_error_file(stack: Stack) -> None:
-    done = finish(stack, start(stack, batch_lines(2, model="gpt-4o-mini-azure")).json()["id"])
+    (done,) = finish(stack, start(stack, batch_lines(2, model="gpt-4o-mini-azure")).json()["id"])
     assert done["status"] == "completed" and done["error_file_id"] is None
 
 
 def test_azure_expired_run_keeps_and_prices_partial_results(stack: Stack, azure: tuple[FakeAzureOpenAI, str]) -> None:
     fake, _ = azure
-    done = finish(stack, start(stack, batch_lines(4, model="azure-expiring")).json()["id"])
+    (done,) = finish(stack, start(stack, batch_lines(4, model="azure-expiring")).json()["id"])
     assert done["status"] == "expired" and done["request_counts"] == {"total": 4, "completed": 2, "failed": 2}
     (billed,) = [b for b in fake.batches.values() if b.metadata.get("batchgw_batch_id") == done["id"]]
     expected = (billed.prompt_tokens * 1.0 + billed.completion_tokens * 4.0) / 1_000_000
@@ -107,7 +81,7 @@ def test_azure_cancel_goes_through_cancelling(stack: Stack, azure: tuple[FakeAzu
         batch_id = start(stack, batch_lines(4, model="gpt-4o-mini-azure")).json()["id"]
         stack.deliver("SubmitterFunction")
         assert stack.api.post(f"/v1/batches/{batch_id}/cancel", headers=stack.auth()).json()["status"] == "cancelling"
-        done = finish(stack, batch_id)
+        (done,) = finish(stack, batch_id)
     finally:
         fake.processing_seconds = 0.3
     assert done["status"] == "cancelled" and done["request_counts"]["completed"] == 2

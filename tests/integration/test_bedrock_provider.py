@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-import orjson
 import pytest
 
 from shared.providers.base import SubmitRequest
@@ -14,12 +12,11 @@ from shared.routing import Deployment
 from tests.fakes.bedrock_upstream import FakeBedrock
 from tests.fakes.journal import MemoryJournal
 from tests.fakes.servers import serve_in_thread
-from tests.integration.conftest import Stack, batch_lines
+from tests.integration.conftest import Stack, batch_lines, finish, lines, start
 
 CLAUDE = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 NOVA = "amazon.nova-lite-v1:0"
 ROLE = "arn:aws:iam::123456789012:role/batchgw-bedrock"
-TERMINAL = {"completed", "failed", "expired", "cancelled"}
 # Bedrock batch inference is half the on-demand price; Claude 3.5 Sonnet on demand is $3 / $15 per 1M tokens
 CLAUDE_BATCH = (1.5, 7.5)
 
@@ -41,37 +38,13 @@ def extra_routes(bedrock: tuple[FakeBedrock, str]) -> str:
 """
 
 
-def start(stack: Stack, content: bytes, endpoint: str = "/v1/chat/completions") -> Any:
-    file_id = stack.api.post(
-        "/v1/files", headers=stack.auth(), data={"purpose": "batch"}, files={"file": ("in.jsonl", content)}
-    ).json()["id"]
-    body = {"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h"}
-    return stack.api.post("/v1/batches", headers=stack.auth(), json=body)
-
-
-def finish(stack: Stack, batch_id: str) -> dict[str, Any]:
-    def done() -> bool:
-        return bool(stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth()).json()["status"] in TERMINAL)
-
-    stack.run_until(done)
-    body: dict[str, Any] = stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth()).json()
-    return body
-
-
-def lines(stack: Stack, file_id: str | None) -> list[dict[str, Any]]:
-    if not file_id:
-        return []
-    content = stack.api.get(f"/v1/files/{file_id}/content", headers=stack.auth()).content
-    return [orjson.loads(line) for line in content.splitlines()]
-
-
 def test_claude_batch_runs_with_native_bodies_and_comes_back_in_openai_format(
     stack: Stack, bedrock: tuple[FakeBedrock, str]
 ) -> None:
     fake, _ = bedrock
     response = start(stack, batch_lines(100, model="claude-on-bedrock"))
     assert response.status_code == 200, response.text
-    done = finish(stack, response.json()["id"])
+    (done,) = finish(stack, response.json()["id"])
     assert done["status"] == "completed" and done["request_counts"] == {"total": 100, "completed": 100, "failed": 0}
     output = lines(stack, done["output_file_id"])
     assert sorted(line["custom_id"] for line in output) == sorted(f"req-{i}" for i in range(100))
@@ -92,7 +65,7 @@ def test_converse_models_and_partially_completed_jobs_keep_their_results(
     # the fake fails records whose text contains "fail"
     failing = batch_lines(5, model="nova-on-bedrock", prefix="fail").replace(b"question", b"fail question")
     content = batch_lines(95, model="nova-on-bedrock") + failing
-    done = finish(stack, start(stack, content).json()["id"])
+    (done,) = finish(stack, start(stack, content).json()["id"])
     (job,) = fake.jobs.values()
     assert job.status == "PartiallyCompleted" and job.invocation_type == "Converse"
     assert done["status"] == "completed" and done["request_counts"] == {"total": 100, "completed": 95, "failed": 5}
@@ -109,7 +82,7 @@ def test_stopped_job_is_cancelled_with_half_its_results_priced(stack: Stack, bed
     batch_id = start(stack, batch_lines(100, model="claude-on-bedrock")).json()["id"]
     stack.deliver("SubmitterFunction")
     assert stack.api.post(f"/v1/batches/{batch_id}/cancel", headers=stack.auth()).json()["status"] == "cancelling"
-    done = finish(stack, batch_id)
+    (done,) = finish(stack, batch_id)
     assert done["status"] == "cancelled" and done["request_counts"] == {"total": 100, "completed": 50, "failed": 50}
     assert {line["error"]["code"] for line in lines(stack, done["error_file_id"])} == {"batch_cancelled"}
     assert done["cost"]["value"] > 0

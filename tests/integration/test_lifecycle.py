@@ -13,49 +13,11 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.records import BatchRecord
-from tests.integration.conftest import Stack, batch_lines, load_event
+from tests.integration.conftest import Stack, batch, batch_lines, finish, lines, load_event, record, started
 
 # OpenAI's published Batch API price for gpt-4o-mini, USD per million tokens
 GPT_4O_MINI_BATCH_INPUT = Decimal("0.075")
 GPT_4O_MINI_BATCH_OUTPUT = Decimal("0.30")
-TERMINAL = {"completed", "failed", "expired", "cancelled"}
-
-
-def start(stack: Stack, content: bytes, endpoint: str = "/v1/chat/completions") -> str:
-    file_id = stack.api.post(
-        "/v1/files", headers=stack.auth(), data={"purpose": "batch"}, files={"file": ("in.jsonl", content)}
-    ).json()["id"]
-    response = stack.api.post(
-        "/v1/batches",
-        headers=stack.auth(),
-        json={"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h"},
-    )
-    assert response.status_code == 200, response.text
-    batch_id: str = response.json()["id"]
-    return batch_id
-
-
-def batch(stack: Stack, batch_id: str) -> dict[str, Any]:
-    body: dict[str, Any] = stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth()).json()
-    return body
-
-
-def record(stack: Stack, batch_id: str) -> BatchRecord:
-    found = stack.ctx.table.get_batch(batch_id)
-    assert found is not None
-    return found
-
-
-def lines(stack: Stack, file_id: str | None) -> list[dict[str, Any]]:
-    if file_id is None:
-        return []
-    content = stack.api.get(f"/v1/files/{file_id}/content", headers=stack.auth()).content
-    return [orjson.loads(line) for line in content.splitlines()]
-
-
-def until_terminal(stack: Stack, *batch_ids: str, rounds: int = 80) -> None:
-    stack.run_until(lambda: all(batch(stack, b)["status"] in TERMINAL for b in batch_ids), rounds=rounds)
 
 
 def spend_rows(stack: Stack) -> list[dict[str, Any]]:
@@ -72,7 +34,7 @@ def expected_cost(stack: Stack, provider_batch_id: str) -> Decimal:
 def test_handlers_run_the_flow_from_sample_events_to_a_priced_completion(stack: Stack) -> None:
     # Given a batch of 6 requests routed to the fake OpenAI upstream, two of which it fails
     content = batch_lines(4, model="upstream-gpt-4o-mini") + batch_lines(2, model="upstream-gpt-4o-mini", prefix="fail")
-    batch_id = start(stack, content)
+    batch_id = started(stack, content)
     assert stack.pending("SubmitterFunction")
 
     # When each function is invoked with its sample event from events/
@@ -107,8 +69,8 @@ def test_handlers_run_the_flow_from_sample_events_to_a_priced_completion(stack: 
 
 
 def test_pricing_override_in_the_routing_file_wins(stack: Stack) -> None:
-    batch_id = start(stack, batch_lines(3, model="upstream-priced"))
-    until_terminal(stack, batch_id)
+    batch_id = started(stack, batch_lines(3, model="upstream-priced"))
+    finish(stack, batch_id)
     done = batch(stack, batch_id)
     fake = stack.upstream.batches[record(stack, batch_id).provider_refs["batch_id"]]
     expected = (fake.prompt_tokens * Decimal("0.5") + fake.completion_tokens * Decimal("2.0")) / 1_000_000
@@ -116,8 +78,8 @@ def test_pricing_override_in_the_routing_file_wins(stack: Stack) -> None:
 
 
 def test_mock_provider_completes_chat_and_embeddings(stack: Stack) -> None:
-    chat = start(stack, batch_lines(5))
-    embeddings = start(
+    chat = started(stack, batch_lines(5))
+    embeddings = started(
         stack,
         b"".join(
             orjson.dumps(
@@ -133,7 +95,7 @@ def test_mock_provider_completes_chat_and_embeddings(stack: Stack) -> None:
         ),
         endpoint="/v1/embeddings",
     )
-    until_terminal(stack, chat, embeddings)
+    finish(stack, chat, embeddings)
     assert batch(stack, chat)["request_counts"] == {"total": 5, "completed": 5, "failed": 0}
     vectors = lines(stack, batch(stack, embeddings)["output_file_id"])
     assert len(vectors) == 3 and all(v["response"]["body"]["data"][0]["embedding"] for v in vectors)
@@ -141,7 +103,7 @@ def test_mock_provider_completes_chat_and_embeddings(stack: Stack) -> None:
 
 
 def test_completion_delivered_twice_and_concurrently_books_once(stack: Stack) -> None:
-    batch_id = start(stack, batch_lines(4, model="upstream-gpt-4o-mini"))
+    batch_id = started(stack, batch_lines(4, model="upstream-gpt-4o-mini"))
     stack.deliver("SubmitterFunction")
     stack.run_until(lambda: record(stack, batch_id).finalize_to is not None, rounds=30, complete=False)
     (event,) = stack.pending("CompletionFunction")
@@ -166,7 +128,7 @@ def test_completion_delivered_twice_and_concurrently_books_once(stack: Stack) ->
 
 
 def test_concurrent_pollers_end_a_batch_once(stack: Stack) -> None:
-    start(stack, batch_lines(3, model="upstream-gpt-4o-mini"))
+    started(stack, batch_lines(3, model="upstream-gpt-4o-mini"))
     stack.deliver("SubmitterFunction")
     time.sleep(0.4)  # the fake upstream has finished processing
     threads = [threading.Thread(target=stack.poll) for _ in range(3)]
@@ -180,7 +142,7 @@ def test_concurrent_pollers_end_a_batch_once(stack: Stack) -> None:
 def test_crash_between_output_file_and_transaction_is_healed_by_the_next_poll(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    batch_id = start(stack, batch_lines(4, model="upstream-gpt-4o-mini"))
+    batch_id = started(stack, batch_lines(4, model="upstream-gpt-4o-mini"))
     stack.deliver("SubmitterFunction")
     stack.run_until(lambda: record(stack, batch_id).finalize_to is not None, rounds=30, complete=False)
     (event,) = stack.pending("CompletionFunction")
@@ -213,16 +175,16 @@ def test_crash_between_output_file_and_transaction_is_healed_by_the_next_poll(
 
 def test_lost_create_answer_is_found_again_and_no_second_provider_batch_is_made(stack: Stack) -> None:
     stack.upstream.slow_create_seconds = 2.0  # longer than the route's 1 s timeout: the answer is lost
-    batch_id = start(stack, batch_lines(2, model="upstream-gpt-4o-mini"))
+    batch_id = started(stack, batch_lines(2, model="upstream-gpt-4o-mini"))
     stack.deliver("SubmitterFunction")
-    until_terminal(stack, batch_id)
+    finish(stack, batch_id)
     assert batch(stack, batch_id)["status"] == "completed"
     assert stack.upstream.calls["POST /v1/batches"] == 1
     assert len(stack.upstream.batches) == 1
 
 
 def test_submitter_duplicate_events_submit_once(stack: Stack) -> None:
-    batch_id = start(stack, batch_lines(2, model="upstream-gpt-4o-mini"))
+    batch_id = started(stack, batch_lines(2, model="upstream-gpt-4o-mini"))
     (event,) = stack.pending("SubmitterFunction")
     threads = [threading.Thread(target=stack.invoke, args=("SubmitterFunction", event)) for _ in range(3)]
     for thread in threads:
@@ -235,8 +197,8 @@ def test_submitter_duplicate_events_submit_once(stack: Stack) -> None:
 
 
 def test_permanent_provider_refusal_fails_the_batch_with_errors_and_an_error_file(stack: Stack) -> None:
-    batch_id = start(stack, batch_lines(3, model="fake-refuse"))
-    until_terminal(stack, batch_id)
+    batch_id = started(stack, batch_lines(3, model="fake-refuse"))
+    finish(stack, batch_id)
     failed = batch(stack, batch_id)
     assert failed["status"] == "failed" and failed["failed_at"] is not None
     assert failed["errors"]["data"][0]["message"].endswith("The model fake-refuse does not support batches.")
@@ -245,8 +207,8 @@ def test_permanent_provider_refusal_fails_the_batch_with_errors_and_an_error_fil
 
 
 def test_expired_batch_keeps_and_prices_its_partial_results(stack: Stack) -> None:
-    batch_id = start(stack, batch_lines(4, model="fake-expire"))
-    until_terminal(stack, batch_id)
+    batch_id = started(stack, batch_lines(4, model="fake-expire"))
+    finish(stack, batch_id)
     expired = batch(stack, batch_id)
     assert expired["status"] == "expired" and expired["expired_at"] is not None
     output, errors = lines(stack, expired["output_file_id"]), lines(stack, expired["error_file_id"])
@@ -262,13 +224,13 @@ def test_expired_batch_keeps_and_prices_its_partial_results(stack: Stack) -> Non
 
 def test_cancel_in_progress_goes_through_cancelling_to_cancelled_with_partial_results(stack: Stack) -> None:
     stack.upstream.processing_seconds = 60
-    batch_id = start(stack, batch_lines(4, model="upstream-gpt-4o-mini"))
+    batch_id = started(stack, batch_lines(4, model="upstream-gpt-4o-mini"))
     stack.deliver("SubmitterFunction")
     assert batch(stack, batch_id)["status"] == "in_progress"
     assert stack.api.post(f"/v1/batches/{batch_id}/cancel", headers=stack.auth()).json()["status"] == "cancelling"
     stack.poll()  # sends the cancel; the provider is still cancelling
     assert batch(stack, batch_id)["status"] == "cancelling"
-    until_terminal(stack, batch_id)
+    finish(stack, batch_id)
     cancelled = batch(stack, batch_id)
     assert cancelled["status"] == "cancelled"
     assert cancelled["request_counts"] == {"total": 4, "completed": 2, "failed": 2}
@@ -277,9 +239,9 @@ def test_cancel_in_progress_goes_through_cancelling_to_cancelled_with_partial_re
 
 
 def test_mock_expiry_and_failures_keep_every_custom_id_once(stack: Stack) -> None:
-    expiring = start(stack, batch_lines(10, model="mock-expiring"))
-    flaky = start(stack, batch_lines(20, model="mock-flaky"))
-    until_terminal(stack, expiring, flaky)
+    expiring = started(stack, batch_lines(10, model="mock-expiring"))
+    flaky = started(stack, batch_lines(20, model="mock-flaky"))
+    finish(stack, expiring, flaky)
     for batch_id, total in ((expiring, 10), (flaky, 20)):
         done = batch(stack, batch_id)
         seen = [
@@ -298,8 +260,8 @@ def test_provider_faults_still_end_every_batch_right_and_bill_once(stack: Stack)
     stack.upstream.faults.rate_limit_rate = 0.1
     stack.upstream.faults.hang_rate = 0.08
     stack.upstream.faults.hang_seconds = 1.5
-    batch_ids = [start(stack, batch_lines(3, model="upstream-gpt-4o-mini", prefix=f"b{n}")) for n in range(4)]
-    until_terminal(stack, *batch_ids, rounds=200)
+    batch_ids = [started(stack, batch_lines(3, model="upstream-gpt-4o-mini", prefix=f"b{n}")) for n in range(4)]
+    finish(stack, *batch_ids, rounds=200)
     assert {batch(stack, b)["status"] for b in batch_ids} == {"completed"}
     assert (
         stack.upstream.calls["fault:500"] and stack.upstream.calls["fault:429"] and stack.upstream.calls["fault:hang"]
@@ -318,12 +280,12 @@ def test_unreachable_provider_fails_its_batch_after_bounded_redrives_and_stops_n
 
     monkeypatch.setenv("BATCHGW_MAX_REDRIVES", "2")
     reset_context()
-    stranded = start(stack, batch_lines(3, model="dead-provider"))
-    healthy = start(stack, batch_lines(3, model="upstream-gpt-4o-mini"))
-    until_terminal(stack, healthy)
+    stranded = started(stack, batch_lines(3, model="dead-provider"))
+    healthy = started(stack, batch_lines(3, model="upstream-gpt-4o-mini"))
+    finish(stack, healthy)
     assert batch(stack, healthy)["status"] == "completed"
     assert batch(stack, stranded)["status"] in {"validating", "failed"}  # retried, or already given up
-    until_terminal(stack, stranded, rounds=120)
+    finish(stack, stranded, rounds=120)
     failed = batch(stack, stranded)
     assert failed["status"] == "failed" and failed["errors"]["data"]
     assert any("ConnectError" in e["message"] or "tries" in e["message"] for e in failed["errors"]["data"])

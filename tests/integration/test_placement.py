@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from tests.fakes.openai_upstream import API_KEY, FakeOpenAI, Faults
 from tests.fakes.servers import serve_in_thread
-from tests.integration.conftest import Stack, batch_lines
+from tests.integration.conftest import Stack, batch_lines, record
 
 
 @pytest.fixture
@@ -41,10 +40,6 @@ def create(stack: Stack) -> str:
     body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
     batch_id: str = stack.api.post("/v1/batches", headers=stack.auth(), json=body).json()["id"]
     return batch_id
-
-
-def record(stack: Stack, batch_id: str) -> Any:
-    return stack.ctx.table.get_batch(batch_id)
 
 
 def test_failing_deployment_at_submit_moves_the_batch_to_the_next_one_and_it_stays_there(

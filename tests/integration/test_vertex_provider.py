@@ -21,9 +21,8 @@ from tests.fakes.journal import MemoryJournal
 from tests.fakes.openai_upstream import Faults
 from tests.fakes.servers import serve_in_thread
 from tests.fakes.vertex_upstream import TOKEN, BilledUsage, FakeJob, FakeVertex
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, batch, finish, lines, start, started
 
-TERMINAL = {"completed", "failed", "expired", "cancelled"}
 BUCKET = "test-bucket"
 # Google's published Vertex AI batch price for gemini-2.5-flash (half the online $0.30 / $2.50 per 1M tokens);
 # cached input is billed at the context-cache rate ($0.03), which takes precedence over the batch discount
@@ -68,38 +67,6 @@ def request_line(custom_id: str, model: str, question: str, url: str = "/v1/chat
 
 def questions(model: str, n: int, prefix: str = "req") -> bytes:
     return b"".join(request_line(f"{prefix}-{i}", model, f"question {i}") for i in range(n))
-
-
-def start(stack: Stack, content: bytes, endpoint: str = "/v1/chat/completions") -> Any:
-    file_id = stack.api.post(
-        "/v1/files", headers=stack.auth(), data={"purpose": "batch"}, files={"file": ("in.jsonl", content)}
-    ).json()["id"]
-    body = {"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h"}
-    return stack.api.post("/v1/batches", headers=stack.auth(), json=body)
-
-
-def started(stack: Stack, content: bytes) -> str:
-    response = start(stack, content)
-    assert response.status_code == 200, response.text
-    batch_id: str = response.json()["id"]
-    return batch_id
-
-
-def batch(stack: Stack, batch_id: str) -> dict[str, Any]:
-    body: dict[str, Any] = stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth()).json()
-    return body
-
-
-def finish(stack: Stack, *batch_ids: str, rounds: int = 80) -> list[dict[str, Any]]:
-    stack.run_until(lambda: all(batch(stack, b)["status"] in TERMINAL for b in batch_ids), rounds=rounds)
-    return [batch(stack, b) for b in batch_ids]
-
-
-def lines(stack: Stack, file_id: str | None) -> list[dict[str, Any]]:
-    if not file_id:
-        return []
-    content = stack.api.get(f"/v1/files/{file_id}/content", headers=stack.auth()).content
-    return [orjson.loads(line) for line in content.splitlines()]
 
 
 def the_job(fake: FakeVertex, batch_id: str) -> FakeJob:
