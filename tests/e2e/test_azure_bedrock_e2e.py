@@ -12,12 +12,11 @@ from pathlib import Path
 import openai
 import orjson
 import pytest
-from moto.server import ThreadedMotoServer
 
 from tests.e2e.conftest import DEV_KEY, dev_stack, wait_terminal
 from tests.fakes.azure_upstream import AZURE_KEY, DEPLOYMENT, FakeAzureOpenAI
 from tests.fakes.bedrock_upstream import FakeBedrock
-from tests.fakes.servers import serve_in_thread
+from tests.fakes.servers import aws_emulator, serve_in_thread
 
 pytestmark = pytest.mark.e2e
 
@@ -36,22 +35,13 @@ def client(
     tmp_path_factory: pytest.TempPathFactory, fakes: tuple[FakeAzureOpenAI, FakeBedrock, str, str]
 ) -> Iterator[openai.OpenAI]:
     _, _, azure_url, bedrock_url = fakes
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    aws = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
     routing = f"""
 models:
   - {{name: gpt-4o-mini, provider: azure, model: {DEPLOYMENT}, api_base: "{azure_url}", api_key: {AZURE_KEY}}}
   - {{name: claude-3-5-sonnet, provider: bedrock, model: "{CLAUDE}", role_arn: "arn:aws:iam::123456789012:role/b",
       s3_bucket: batchgw-dev, region: us-east-1, api_base: "{bedrock_url}"}}
 """
-    with pytest.MonkeyPatch.context() as patch:
+    with aws_emulator() as aws, pytest.MonkeyPatch.context() as patch:
         for name, value in aws.items():
             patch.setenv(name, value)  # the fake Bedrock reaches the same S3 as the dev stack
         with (
@@ -59,7 +49,6 @@ models:
             openai.OpenAI(base_url=base_url, api_key=DEV_KEY) as sdk,
         ):
             yield sdk
-    moto.stop()
 
 
 def write(path: Path, count: int, model: str, fail_every: int = 0) -> Path:

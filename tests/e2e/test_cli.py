@@ -17,9 +17,9 @@ from typing import Any
 import boto3
 import orjson
 import pytest
-from moto.server import ThreadedMotoServer
 
 from tests.e2e.conftest import DEV_KEY, dev_stack
+from tests.fakes.servers import aws_emulator
 
 pytestmark = pytest.mark.e2e
 
@@ -56,17 +56,8 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    aws = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
     routing = "models:\n  - {name: gpt-4o-mini, provider: mock, delay: 1}\n  - {name: gpt-4.1-mini, provider: mock}\n"
-    with dev_stack(tmp_path_factory.mktemp("cli"), routing, env=aws) as base_url:
+    with aws_emulator() as aws, dev_stack(tmp_path_factory.mktemp("cli"), routing, env=aws) as base_url:
         gateway = Gateway(base_url, "", aws)
         args = gateway.aws_args
         sqs, events = boto3.client("sqs", **args), boto3.client("events", **args)
@@ -77,7 +68,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         events.put_targets(Rule="cli-observer", EventBusName="batchgw-dev", Targets=[{"Id": "q", "Arn": arn}])
         gateway.queue_url = queue
         yield gateway
-    moto.stop()
 
 
 def batch_file(path: Path, n: int, model: str = "gpt-4o-mini") -> Path:

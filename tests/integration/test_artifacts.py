@@ -18,11 +18,11 @@ from typing import Any
 
 import orjson
 import pytest
-from moto.server import ThreadedMotoServer
 
 from batchgw import artifacts, template
 from batchgw.devstack import DEV_MASTER_KEY, DevStack
 from shared.context import get_context, reset_context
+from tests.fakes.servers import aws_emulator
 from tests.integration.conftest import EVENTS
 
 DRIVER = """
@@ -72,14 +72,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     artifacts.build(cached=False)
     workdir = tmp_path_factory.mktemp("artifacts")
     (workdir / "routing.yaml").write_text(ROUTING)
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
+    with aws_emulator() as aws:
+        yield from _built(workdir, aws)
+
+
+def _built(workdir: Path, aws: dict[str, str]) -> Iterator[Built]:
     env = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
+        **aws,
         "BATCHGW_MASTER_KEY": DEV_MASTER_KEY,
         # what Lambda sets, so that Powertools traces as it would there (to a daemon that is not listening)
         "LAMBDA_TASK_ROOT": "/var/task",
@@ -95,7 +94,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
         env |= {k: v for k, v in os.environ.items() if k.startswith("BATCHGW_")}
         yield Built(artifacts.runtime_dir(workdir / "runtime"), env)
         reset_context()
-    moto.stop()
 
 
 def event(name: str, **changes: Any) -> dict[str, Any]:
@@ -125,7 +123,7 @@ def test_every_function_runs_from_its_artifact_through_a_whole_batch(built: Buil
     assert completed == {"batch_id": batch_id, "booked": True, "status": "completed"}
 
     listed = built.run("BatchesApiFunction", event("api_list_batches.json"))
-    (batch,) = orjson.loads(listed["body"])["data"]
+    (batch,) = [b for b in orjson.loads(listed["body"])["data"] if b["id"] == batch_id]
     assert batch["status"] == "completed" and batch["request_counts"]["completed"] == 2 and batch["cost"]["value"] > 0
 
 
