@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from tests.fakes.openai_upstream import API_KEY, FakeOpenAI
@@ -127,3 +128,15 @@ def wait_terminal(client: openai.OpenAI, batch_id: str, *, timeout: float = 60.0
 
     wait_for(terminal, timeout=timeout)
     return found[-1]
+
+
+def write_batch(
+    path: Path, n: int, model: str, *, prefix: str = "req-", text: Callable[[int], str] = lambda i: f"q{i}"
+) -> Path:
+    """A batch input file of `n` chat requests (custom_ids `{prefix}{i}`); returns its path."""
+    with path.open("wb") as out:
+        for i in range(n):
+            body = {"model": model, "messages": [{"role": "user", "content": text(i)}]}
+            line = {"custom_id": f"{prefix}{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+            out.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+    return path

@@ -13,7 +13,7 @@ import openai
 import orjson
 import pytest
 
-from tests.e2e.conftest import DEV_KEY, dev_stack, wait_terminal
+from tests.e2e.conftest import DEV_KEY, dev_stack, wait_terminal, write_batch
 from tests.fakes.azure_upstream import AZURE_KEY, DEPLOYMENT, FakeAzureOpenAI
 from tests.fakes.bedrock_upstream import FakeBedrock
 from tests.fakes.servers import aws_emulator, serve_in_thread
@@ -51,22 +51,9 @@ models:
             yield sdk
 
 
-def write(path: Path, count: int, model: str, fail_every: int = 0) -> Path:
-    with path.open("wb") as out:
-        for i in range(count):
-            text = f"{'fail ' if fail_every and i % fail_every == 0 else ''}question {i}"
-            out.write(
-                orjson.dumps(
-                    {
-                        "custom_id": f"req-{i}",
-                        "method": "POST",
-                        "url": "/v1/chat/completions",
-                        "body": {"model": model, "messages": [{"role": "user", "content": text}]},
-                    },
-                    option=orjson.OPT_APPEND_NEWLINE,
-                )
-            )
-    return path
+def every_tenth_failing(i: int) -> str:
+    """Request texts the fake Bedrock fails for one request in ten."""
+    return f"{'fail ' if i % 10 == 0 else ''}question {i}"
 
 
 def output_ids(client: openai.OpenAI, file_id: str | None) -> list[str]:
@@ -78,7 +65,7 @@ def test_azure_batch_completes_with_usage_and_batch_cost(
     client: openai.OpenAI, fakes: tuple[FakeAzureOpenAI, FakeBedrock, str, str], tmp_path: Path
 ) -> None:
     azure = fakes[0]
-    file = client.files.create(file=write(tmp_path / "in.jsonl", 5, "gpt-4o-mini"), purpose="batch")
+    file = client.files.create(file=write_batch(tmp_path / "in.jsonl", 5, "gpt-4o-mini"), purpose="batch")
     batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
     done = wait_terminal(client, batch.id)
     assert done.status == "completed" and output_ids(client, done.output_file_id) == [f"req-{i}" for i in range(5)]
@@ -95,7 +82,7 @@ def test_azure_cancel(
     azure = fakes[0]
     azure.processing_seconds = 60
     try:
-        file = client.files.create(file=write(tmp_path / "in.jsonl", 4, "gpt-4o-mini"), purpose="batch")
+        file = client.files.create(file=write_batch(tmp_path / "in.jsonl", 4, "gpt-4o-mini"), purpose="batch")
         batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
         assert client.batches.retrieve(batch.id).status in {"validating", "in_progress"}
         assert client.batches.cancel(batch.id).status == "cancelling"
@@ -110,7 +97,7 @@ def test_bedrock_partially_completed_job_keeps_and_prices_its_results(
 ) -> None:
     bedrock = fakes[1]
     file = client.files.create(
-        file=write(tmp_path / "in.jsonl", 120, "claude-3-5-sonnet", fail_every=10), purpose="batch"
+        file=write_batch(tmp_path / "in.jsonl", 120, "claude-3-5-sonnet", text=every_tenth_failing), purpose="batch"
     )
     batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
     done = wait_terminal(client, batch.id)
@@ -124,6 +111,6 @@ def test_bedrock_partially_completed_job_keeps_and_prices_its_results(
 
 
 def test_bedrock_refuses_batches_under_its_minimum_with_a_clear_400(client: openai.OpenAI, tmp_path: Path) -> None:
-    file = client.files.create(file=write(tmp_path / "in.jsonl", 10, "claude-3-5-sonnet"), purpose="batch")
+    file = client.files.create(file=write_batch(tmp_path / "in.jsonl", 10, "claude-3-5-sonnet"), purpose="batch")
     with pytest.raises(openai.BadRequestError, match="between 100 and 50,000"):
         client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")

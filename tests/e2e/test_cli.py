@@ -18,7 +18,7 @@ import boto3
 import orjson
 import pytest
 
-from tests.e2e.conftest import DEV_KEY, dev_stack
+from tests.e2e.conftest import DEV_KEY, dev_stack, write_batch
 from tests.fakes.servers import aws_emulator
 
 pytestmark = pytest.mark.e2e
@@ -70,24 +70,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         yield gateway
 
 
-def batch_file(path: Path, n: int, model: str = "gpt-4o-mini") -> Path:
-    path.write_bytes(
-        b"".join(
-            orjson.dumps(
-                {
-                    "custom_id": f"r{i}",
-                    "method": "POST",
-                    "url": "/v1/chat/completions",
-                    "body": {"model": model, "messages": [{"role": "user", "content": f"q{i}"}]},
-                },
-                option=orjson.OPT_APPEND_NEWLINE,
-            )
-            for i in range(n)
-        )
-    )
-    return path
-
-
 def test_keys_submit_wait_status_results_spend_and_revoke(gateway: Gateway, tmp_path: Path) -> None:
     created = gateway.cli("keys", "create", "--name", "cli-team", "--model", "gpt-4o-mini", "--max-budget", "5")
     assert created.returncode == 0, created.stderr
@@ -96,7 +78,7 @@ def test_keys_submit_wait_status_results_spend_and_revoke(gateway: Gateway, tmp_
 
     submitted = gateway.cli(
         "submit",
-        str(batch_file(tmp_path / "in.jsonl", 6)),
+        str(write_batch(tmp_path / "in.jsonl", 6, "gpt-4o-mini", prefix="r")),
         "--wait",
         "--interval",
         "0.3",
@@ -123,7 +105,9 @@ def test_keys_submit_wait_status_results_spend_and_revoke(gateway: Gateway, tmp_
     spent = gateway.cli("spend", "--key", key_id)
     assert spent.returncode == 0 and "gpt-4o-mini" in spent.stdout
 
-    other_model = gateway.cli("submit", str(batch_file(tmp_path / "other.jsonl", 1, "gpt-4.1-mini")), key=key)
+    other_model = gateway.cli(
+        "submit", str(write_batch(tmp_path / "other.jsonl", 1, "gpt-4.1-mini", prefix="r")), key=key
+    )
     assert other_model.returncode == 1 and "403" in other_model.stderr and "gpt-4.1-mini" in other_model.stderr
 
     assert gateway.cli("keys", "revoke", key_id).returncode == 0
@@ -149,7 +133,7 @@ def test_keys_submit_wait_status_results_spend_and_revoke(gateway: Gateway, tmp_
 
 def test_a_bad_file_is_refused_with_its_line(gateway: Gateway, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
-    bad.write_bytes(batch_file(tmp_path / "ok.jsonl", 2).read_bytes() + b"not json\n")
+    bad.write_bytes(write_batch(tmp_path / "ok.jsonl", 2, "gpt-4o-mini", prefix="r").read_bytes() + b"not json\n")
     done = gateway.cli("submit", str(bad))
     assert done.returncode == 1 and "400" in done.stderr and "line 3" in done.stderr
 

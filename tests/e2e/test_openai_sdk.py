@@ -9,28 +9,10 @@ import openai
 import orjson
 import pytest
 
-from tests.e2e.conftest import wait_terminal
+from tests.e2e.conftest import wait_terminal, write_batch
 from tests.fakes.openai_upstream import FakeOpenAI
 
 pytestmark = pytest.mark.e2e
-
-
-def write_batch(path: Path, n: int, model: str, prefix: str = "req") -> Path:
-    path.write_bytes(
-        b"".join(
-            orjson.dumps(
-                {
-                    "custom_id": f"{prefix}-{i}",
-                    "method": "POST",
-                    "url": "/v1/chat/completions",
-                    "body": {"model": model, "messages": [{"role": "user", "content": f"q{i}"}]},
-                },
-                option=orjson.OPT_APPEND_NEWLINE,
-            )
-            for i in range(n)
-        )
-    )
-    return path
 
 
 def jsonl(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
