@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
+export SAM_CLI_TELEMETRY := 0
+
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
