@@ -11,34 +11,30 @@ from shared.ids import REQUEST
 from shared.providers.base import LineUsage, ResultLine
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) else 0
-
-
 def usage_from_openai(body: Any) -> LineUsage | None:
-    """The usage of an OpenAI response body: chat and text completions, embeddings and responses."""
-    if not isinstance(body, dict):
-        return None
-    usage = body.get("usage")
-    if not isinstance(usage, dict):
-        return None
-    if "input_tokens" in usage:  # /v1/responses
-        input_details = usage.get("input_tokens_details") or {}
-        output_details = usage.get("output_tokens_details") or {}
+    """The usage of an OpenAI response body: chat and text completions, embeddings and responses.
+
+    None when the body has no usable usage. This runs once per result line, so it keeps to plain lookups.
+    """
+    try:
+        usage = body["usage"]
+        if "input_tokens" in usage:  # /v1/responses
+            return LineUsage(
+                int(usage["input_tokens"] or 0),
+                int((usage.get("input_tokens_details") or {}).get("cached_tokens") or 0),
+                0,
+                int(usage.get("output_tokens") or 0),
+                int((usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0),
+            )
         return LineUsage(
-            input_tokens=_int(usage.get("input_tokens")),
-            cached_tokens=_int(input_details.get("cached_tokens")),
-            output_tokens=_int(usage.get("output_tokens")),
-            reasoning_tokens=_int(output_details.get("reasoning_tokens")),
+            int(usage.get("prompt_tokens") or 0),
+            int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+            0,
+            int(usage.get("completion_tokens") or 0),
+            int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0),
         )
-    prompt_details = usage.get("prompt_tokens_details") or {}
-    completion_details = usage.get("completion_tokens_details") or {}
-    return LineUsage(
-        input_tokens=_int(usage.get("prompt_tokens")),
-        cached_tokens=_int(prompt_details.get("cached_tokens")),
-        output_tokens=_int(usage.get("completion_tokens")),
-        reasoning_tokens=_int(completion_details.get("reasoning_tokens")),
-    )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def request_id(batch_id: str, custom_id: str) -> str:
