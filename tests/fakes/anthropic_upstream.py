@@ -31,6 +31,8 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from tests.fakes.faults import Faults
+
 API_KEY = "sk-ant-fake-upstream"
 ANTHROPIC_VERSION = "2023-06-01"
 EXPIRING_MODEL = "claude-expire"
@@ -59,36 +61,6 @@ _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 class Invalid(Exception):
     """A request's params that the Messages API would refuse."""
-
-
-@dataclass
-class Faults:
-    """Shares of calls that fail, decided by a seeded RNG so runs repeat."""
-
-    error_rate: float = 0.0
-    overloaded_rate: float = 0.0
-    rate_limit_rate: float = 0.0
-    hang_rate: float = 0.0
-    hang_seconds: float = 3.0
-    seed: int = 11
-    _rng: random.Random = field(default_factory=random.Random)
-
-    def __post_init__(self) -> None:
-        self._rng.seed(self.seed)
-
-    def draw(self) -> str | None:
-        roll = self._rng.random()
-        shares = (
-            ("error", self.error_rate),
-            ("overloaded", self.overloaded_rate),
-            ("rate_limit", self.rate_limit_rate),
-            ("hang", self.hang_rate),
-        )
-        for kind, share in shares:
-            if roll < share:
-                return kind
-            roll -= share
-        return None
 
 
 @dataclass
@@ -140,7 +112,7 @@ class FakeAnthropic:
         # per model (params.model of a batch's first request), instead of processing_seconds
         self.model_seconds: dict[str, float] = {}
         self.slow_create_seconds = 0.0
-        self.faults = faults or Faults()
+        self.faults = faults or Faults(seed=11)
         self.batches: dict[str, FakeMessageBatch] = {}
         self.calls: Counter[str] = Counter()
         self.lock = threading.Lock()

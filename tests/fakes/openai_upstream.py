@@ -12,41 +12,19 @@ per batch, so tests compute the expected cost from what the fake billed.
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from tests.fakes.faults import Faults
+
 API_KEY = "sk-fake-upstream"
-
-
-@dataclass
-class Faults:
-    """Shares of calls that fail, decided by a seeded RNG so runs repeat."""
-
-    error_rate: float = 0.0
-    rate_limit_rate: float = 0.0
-    hang_rate: float = 0.0
-    hang_seconds: float = 3.0
-    seed: int = 7
-    _rng: random.Random = field(default_factory=random.Random)
-
-    def __post_init__(self) -> None:
-        self._rng.seed(self.seed)
-
-    def draw(self) -> str | None:
-        roll = self._rng.random()
-        for kind, share in (("error", self.error_rate), ("rate_limit", self.rate_limit_rate), ("hang", self.hang_rate)):
-            if roll < share:
-                return kind
-            roll -= share
-        return None
 
 
 @dataclass

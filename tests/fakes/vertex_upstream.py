@@ -29,7 +29,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from tests.fakes.openai_upstream import Faults
+from tests.fakes.faults import Faults
 
 TOKEN = "ya29.fake-vertex-token"
 EXPIRING_MODEL = "gemini-expire"

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fakes.openai_upstream import API_KEY, FakeOpenAI, Faults
+from tests.fakes.faults import Faults
+from tests.fakes.openai_upstream import API_KEY, FakeOpenAI
 from tests.fakes.servers import serve_in_thread
 from tests.integration.conftest import Stack, batch_lines, record
 

@@ -17,8 +17,8 @@ from shared.providers.base import SubmitRequest
 from shared.providers.vertex import VertexProvider, check_input
 from shared.records import BatchInputInfo
 from shared.routing import Deployment
+from tests.fakes.faults import Faults
 from tests.fakes.journal import MemoryJournal
-from tests.fakes.openai_upstream import Faults
 from tests.fakes.servers import serve_in_thread
 from tests.fakes.vertex_upstream import TOKEN, BilledUsage, FakeJob, FakeVertex
 from tests.integration.conftest import Stack, batch, finish, lines, start, started
