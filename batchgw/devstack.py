@@ -138,7 +138,6 @@ class DevStack:
     config: str
     poll_interval: float = 5.0
     names: StackNames = field(default_factory=StackNames)
-    endpoint_url: str | None = None
     _moto: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -158,7 +157,6 @@ class DevStack:
             os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         os.environ["AWS_ENDPOINT_URL"] = endpoint
         os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
-        self.endpoint_url = endpoint
         return endpoint
 
     def configure(self) -> None:

@@ -16,7 +16,6 @@ BatchStatus = Literal[
 
 STATUSES: Final = frozenset(get_args(BatchStatus))
 TERMINAL: Final = frozenset({"completed", "failed", "expired", "cancelled"})
-ACTIVE: Final = STATUSES - TERMINAL
 
 # to -> the statuses it may be entered from
 _SOURCES: Final[dict[str, frozenset[str]]] = {

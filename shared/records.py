@@ -124,7 +124,6 @@ class BatchRecord(Record):
     cancel_sent: bool = False
     # set when the provider run has ended: the final status, and the ids the completion step will use
     finalize_to: str | None = None
-    ended_at: int | None = None
     finalize_redrives: int = 0
     reserved_output_file_id: str | None = None
     reserved_error_file_id: str | None = None

@@ -84,7 +84,6 @@ def end_batch(
     shown = lifecycle.shown_while_finalizing(batch.status, outcome)
     fields: dict[str, object] = {
         "finalize_to": outcome,
-        "ended_at": now,
         "status": shown,
         "updated_at": now,
         "reserved_output_file_id": ids.new_id(ids.FILE),
