@@ -7,7 +7,8 @@ explicitly (shared/views.py).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -32,6 +33,21 @@ MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 
 class Wire(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+
+class Listing(Wire):
+    """A list page as OpenAI answers one; subclasses say what `data` holds."""
+
+    object: Literal["list"] = "list"
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+    @classmethod
+    def of(cls, data: Sequence[Any], *, has_more: bool) -> Self:
+        """The page holding `data` (objects with an `id`), newest or oldest first as given."""
+        first, last = (data[0].id, data[-1].id) if data else (None, None)
+        return cls.model_validate({"data": list(data), "first_id": first, "last_id": last, "has_more": has_more})
 
 
 class Request(BaseModel):
@@ -67,12 +83,8 @@ class FileObject(Wire):
     status_details: str | None = None
 
 
-class FileList(Wire):
-    object: Literal["list"] = "list"
+class FileList(Listing):
     data: list[FileObject]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
 
 
 class FileDeleted(Wire):
@@ -206,12 +218,8 @@ class Batch(Wire):
     cost: Cost | None
 
 
-class BatchList(Wire):
-    object: Literal["list"] = "list"
+class BatchList(Listing):
     data: list[Batch]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
 
 
 # --- admin keys ---------------------------------------------------------------------------------
@@ -240,12 +248,8 @@ class KeyCreated(KeyInfo):
     key: str
 
 
-class KeyList(Wire):
-    object: Literal["list"] = "list"
+class KeyList(Listing):
     data: list[KeyInfo]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
 
 
 class KeyDeleted(Wire):

@@ -29,10 +29,7 @@ def list_keys(
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
 ) -> wire.KeyList:
     page = keys.list(caller, after=after, limit=limit)
-    data = [key_info(r) for r in page.items]
-    return wire.KeyList(
-        data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None, has_more=page.has_more
-    )
+    return wire.KeyList.of([key_info(r) for r in page.items], has_more=page.has_more)
 
 
 @router.get("/keys/{key_id}", summary="Retrieve a virtual key with its spend")

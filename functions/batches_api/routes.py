@@ -33,13 +33,7 @@ def list_batches(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> wire.BatchList:
     page = batches.list(caller, after=after, limit=limit)
-    data = [batch_object(r) for r in page.items]
-    return wire.BatchList(
-        data=data,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-        has_more=page.has_more,
-    )
+    return wire.BatchList.of([batch_object(r) for r in page.items], has_more=page.has_more)
 
 
 @router.post("/batches/{batch_id}/cancel", summary="Cancel a batch")

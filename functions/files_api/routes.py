@@ -101,13 +101,7 @@ def list_files(
     after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> wire.FileList:
     page = files.list(caller, purpose=purpose, after=after, limit=limit, ascending=order == "asc")
-    data = [file_object(r) for r in page.items]
-    return wire.FileList(
-        data=data,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-        has_more=page.has_more,
-    )
+    return wire.FileList.of([file_object(r) for r in page.items], has_more=page.has_more)
 
 
 @router.get("/files/{file_id}", summary="Retrieve a file")
