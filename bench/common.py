@@ -11,12 +11,17 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 
 from batchgw.devstack import DevStack, StackNames
-from shared.routing import BUILTIN_DEV
+from shared import ids
+from shared.files import blob_key
+from shared.records import BatchInputInfo, BatchRecord, Counts, FileRecord
+from shared.routing import BUILTIN_DEV, Deployment
+from shared.storage.table import Table
 
 
 def free_port() -> int:
@@ -68,13 +73,6 @@ def use_stack(endpoint: str, config: str = BUILTIN_DEV) -> DevStack:
     stack.configure()
     stack.provision()
     return stack
-
-
-def rss_mb() -> float:
-    """This process's resident memory now, in MB."""
-    with open("/proc/self/statm") as statm:
-        pages = int(statm.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 def _status_kb(field: str) -> int:
@@ -157,3 +155,41 @@ def write_lines(path: Path, *, kind: str, lines: int, total_mb: float, model: st
         for i in range(lines):
             out.write(make(i, model, pad))
     return path.stat().st_size
+
+
+def put_input_file(table: Table, *, model: str, line_count: int) -> str:
+    """A batch input file's record, as validation would leave it (its content is never read here)."""
+    file_id = ids.new_id(ids.FILE)
+    info = BatchInputInfo(line_count=line_count, endpoint="/v1/chat/completions", model=model)
+    table.put_file(
+        FileRecord(
+            id=file_id,
+            owner="master",
+            purpose="batch",
+            filename="in.jsonl",
+            bytes=1,
+            created_at=int(time.time()),
+            s3_key=blob_key(file_id),
+            batch_input=info,
+        )
+    )
+    return file_id
+
+
+def batch_record(file_id: str, deployment: Deployment, line_count: int, **fields: Any) -> BatchRecord:
+    """A batch of `line_count` requests from `file_id` on `deployment`, with `fields` set."""
+    now = int(time.time())
+    return BatchRecord.model_validate(
+        {
+            "id": ids.new_id(ids.BATCH),
+            "owner": "master",
+            "endpoint": "/v1/chat/completions",
+            "input_file_id": file_id,
+            "created_at": now,
+            "expires_at": now + 86400,
+            "model": deployment.name,
+            "deployment": deployment.key,
+            "request_counts": Counts(total=line_count),
+            **fields,
+        }
+    )

@@ -13,15 +13,14 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import peak_rss_mb, reset_peak_rss, use_stack
+from bench.common import batch_record, peak_rss_mb, put_input_file, reset_peak_rss, use_stack
 from shared import ids
 from shared.completion import complete_batch
 from shared.context import Context, get_context
-from shared.files import blob_key, ids_key
+from shared.files import ids_key
 from shared.jsonl import iter_lines
 from shared.providers.base import BatchProvider, ProviderStatus, ResultLine, SubmitRequest
 from shared.providers.openai import result_line
-from shared.records import BatchInputInfo, BatchRecord, Counts, FileRecord
 
 READ_BYTES = 1024 * 1024
 
@@ -63,34 +62,10 @@ def prepare(path: Path) -> tuple[Context, str]:
     provider: BatchProvider = LocalOutputProvider(path)
     ctx = Context(base.settings, base.table, base.blobs, base.bus, base.routing, _providers={deployment.key: provider})
     custom_ids = [line.custom_id for line in LocalOutputProvider(path).results({}, None)]  # type: ignore[arg-type]
-    count = len(custom_ids)
-    file_id, batch_id = ids.new_id(ids.FILE), ids.new_id(ids.BATCH)
-    now = int(time.time())
+    file_id = put_input_file(ctx.table, model="gpt-4o-mini", line_count=len(custom_ids))
     ctx.blobs.put(ids_key(file_id), "\n".join(custom_ids).encode())
-    ctx.table.put_file(
-        FileRecord(
-            id=file_id,
-            owner="master",
-            purpose="batch",
-            filename="in.jsonl",
-            bytes=0,
-            created_at=now,
-            s3_key=blob_key(file_id),
-            batch_input=BatchInputInfo(line_count=count, endpoint="/v1/chat/completions", model="gpt-4o-mini"),
-        )
-    )
-    record = BatchRecord(
-        id=batch_id,
-        owner="master",
-        endpoint="/v1/chat/completions",
-        input_file_id=file_id,
-        created_at=now,
-        expires_at=now + 86400,
-        model="gpt-4o-mini",
-        deployment=deployment.key,
-        request_counts=Counts(total=count),
-        provider_refs={"batch_id": "local"},
-    )
+    record = batch_record(file_id, deployment, len(custom_ids), provider_refs={"batch_id": "local"})
+    batch_id, now = record.id, record.created_at
     ctx.table.create_batch(record)
     ctx.table.update_batch(
         batch_id,
@@ -98,7 +73,6 @@ def prepare(path: Path) -> tuple[Context, str]:
         fields={
             "status": "finalizing",
             "finalize_to": "completed",
-            "ended_at": now,
             "updated_at": now,
             "reserved_output_file_id": ids.new_id(ids.FILE),
             "reserved_error_file_id": ids.new_id(ids.FILE),

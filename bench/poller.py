@@ -15,12 +15,9 @@ from pathlib import Path
 import httpx
 import orjson
 
-from bench.common import free_port, use_stack
-from shared import ids
+from bench.common import batch_record, free_port, put_input_file, use_stack
 from shared.context import get_context
-from shared.files import blob_key
 from shared.polling import poll_batches
-from shared.records import BatchInputInfo, BatchRecord, Counts, FileRecord
 
 BATCHES = 1000
 
@@ -44,37 +41,17 @@ def start_provider() -> tuple[subprocess.Popen[bytes], str]:
 def seed(count: int) -> None:
     ctx = get_context()
     deployment = ctx.routing.models[0]
-    now = int(time.time())
-    file_id = ids.new_id(ids.FILE)
-    info = BatchInputInfo(line_count=10, endpoint="/v1/chat/completions", model=deployment.name)
-    ctx.table.put_file(
-        FileRecord(
-            id=file_id,
-            owner="master",
-            purpose="batch",
-            filename="in.jsonl",
-            bytes=1,
-            created_at=now,
-            s3_key=blob_key(file_id),
-            batch_input=info,
-        )
-    )
+    file_id = put_input_file(ctx.table, model=deployment.name, line_count=10)
     for n in range(count):
-        batch_id = ids.new_id(ids.BATCH)
-        record = BatchRecord(
-            id=batch_id,
-            owner="master",
-            endpoint="/v1/chat/completions",
-            input_file_id=file_id,
-            created_at=now,
-            expires_at=now + 86400,
-            model=deployment.name,
-            deployment=deployment.key,
+        now = int(time.time())
+        record = batch_record(
+            file_id,
+            deployment,
+            10,
             status="in_progress",
             in_progress_at=now,
-            request_counts=Counts(total=10),
-            provider_refs={"batch_id": f"batch_up_{n}"},
             updated_at=now,
+            provider_refs={"batch_id": f"batch_up_{n}"},
         )
         ctx.table.create_batch(record)
 
