@@ -44,15 +44,7 @@ _LIST_PAGES: Final = 1000
 
 
 def check_input(deployment: Deployment, info: BatchInputInfo) -> None:
-    """Refuse endpoints Vertex batch prediction does not serve, and a deployment that cannot run one."""
-    missing = [name for name in ("project", "gcs_bucket") if not getattr(deployment, name)]
-    if missing:
-        raise InvalidRequest(
-            f"The model '{info.model}' is routed to Vertex AI, but its deployment has no {' or '.join(missing)} "
-            "configured; the gateway's operator must set it in the routing file.",
-            code="invalid_deployment",
-            param="model",
-        )
+    """Refuse endpoints Vertex batch prediction does not serve (project and bucket the routing file requires)."""
     if info.endpoint not in ENDPOINTS:
         raise InvalidRequest(
             f"The model '{info.model}' runs on Vertex AI Gemini batch prediction, which does not take "

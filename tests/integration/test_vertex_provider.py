@@ -12,10 +12,8 @@ import orjson
 import pytest
 from google.auth.credentials import Credentials
 
-from shared.errors import InvalidRequest
 from shared.providers.base import SubmitRequest
-from shared.providers.vertex import VertexProvider, check_input
-from shared.records import BatchInputInfo
+from shared.providers.vertex import VertexProvider
 from shared.routing import Deployment
 from tests.fakes.faults import Faults
 from tests.fakes.journal import MemoryJournal
@@ -338,14 +336,6 @@ def test_an_upload_retried_after_503s_sends_the_whole_translated_input_again(ver
     uploaded = fake.objects[f"{BUCKET}/batchgw/batch_retry/input.jsonl"].splitlines()
     assert [orjson.loads(line)["request"]["labels"]["batchgw_line"] for line in uploaded] == [str(i) for i in range(50)]
     assert len(fake.jobs_named("batch_retry")) == 1
-
-
-def test_check_input_refuses_a_vertex_deployment_without_bucket() -> None:
-    deployment = Deployment.model_construct(name="g", provider="vertex", project="p", gcs_bucket=None)
-    info = BatchInputInfo(line_count=1, endpoint="/v1/chat/completions", model="g")
-    with pytest.raises(InvalidRequest) as caught:
-        check_input(deployment, info)
-    assert "gcs_bucket" in caught.value.message and caught.value.code == "invalid_deployment"
 
 
 def test_large_input_goes_up_in_256_kib_multiples_of_a_resumable_upload(

@@ -59,6 +59,24 @@ def test_invalid_files_name_the_problem(text: str, fragment: str) -> None:
     assert fragment in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("entry", "missing"),
+    [
+        ("{name: a, provider: azure}", "api_base"),
+        ("{name: a, provider: bedrock, role_arn: arn}", "s3_bucket"),
+        ("{name: a, provider: vertex, project: p}", "gcs_bucket"),
+    ],
+)
+def test_each_provider_s_required_settings_are_checked_when_the_file_loads(entry: str, missing: str) -> None:
+    with pytest.raises(RoutingError, match=f"needs {missing}"):
+        parse_routing(f"models: [{entry}]", source="routing.yaml")
+
+
+def test_unquoted_dates_are_read_as_the_api_version_written() -> None:
+    entry = "{name: a, provider: azure, api_base: 'https://x.openai.azure.com', api_version: 2024-10-21}"
+    assert parse_routing(f"models: [{entry}]", source="r").models[0].api_version == "2024-10-21"
+
+
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RoutingError, match=r"cannot read routing file"):
         load_routing(str(tmp_path / "absent.yaml"))
