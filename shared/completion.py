@@ -188,7 +188,16 @@ def _book(
     except StaleState:
         logger.info("batch already completed by another delivery; nothing booked", extra={"batch_id": batch.id})
         return None
-    finished = ctx.table.get_batch(batch.id)
-    if finished is not None:
-        notifications.completed(ctx.bus, finished, batch.status)
+    # what the transaction wrote, without reading it back
+    finished = batch.model_copy(
+        update={
+            "status": status,
+            "output_file_id": fields["output_file_id"],
+            "error_file_id": fields["error_file_id"],
+            "request_counts": counts,
+            "usage": usage,
+            "cost": cost,
+        }
+    )
+    notifications.completed(ctx.bus, finished, batch.status)
     return Completed(batch.id, status, counts, usage, cost, priced=pricer is not None and pricer.known)
