@@ -29,9 +29,9 @@ import orjson
 from botocore.exceptions import ClientError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from batchgw import template
-from shared.context import reset_context
+from batchgw import emulator, template
 from shared.http.app import error_response
+from shared.runtime import reset_runtime
 
 logger = logging.getLogger("batchgw.dev")
 
@@ -146,13 +146,7 @@ class DevStack:
         """Use AWS_ENDPOINT_URL if set, else start moto's server on 127.0.0.1; returns the endpoint."""
         endpoint = os.environ.get("AWS_ENDPOINT_URL")
         if not endpoint:
-            from moto.server import ThreadedMotoServer
-
-            logging.getLogger("werkzeug").setLevel(logging.ERROR)
-            self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-            self._moto.start()
-            host, port = self._moto.get_host_and_port()
-            endpoint = f"http://{host}:{port}"
+            self._moto, endpoint = emulator.start_server()
             os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
             os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         os.environ["AWS_ENDPOINT_URL"] = endpoint
@@ -172,7 +166,7 @@ class DevStack:
         os.environ.setdefault("BATCHGW_MASTER_KEY", DEV_MASTER_KEY)
         os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-        reset_context()
+        reset_runtime()
 
     def provision(self) -> dict[str, str]:
         """Create the table, bucket, bus, rules and delivery queues of template.yaml; returns queue URLs."""

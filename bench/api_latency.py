@@ -19,9 +19,9 @@ from bench.common import use_stack
 from functions.batches_api.app import handler
 from shared.auth import MASTER, Principal
 from shared.batches import Batches
-from shared.context import get_context
 from shared.files import Files
 from shared.keys import Keys
+from shared.runtime import runtime
 from shared.wire import CreateBatchRequest
 
 
@@ -44,14 +44,14 @@ def event(path: str, key: str) -> dict[str, Any]:
 
 def main(endpoint: str, calls: int) -> None:
     use_stack(endpoint)
-    ctx = get_context()
-    created = Keys(ctx.table).create(MASTER, name="bench", models=None, max_budget=None)
+    rt = runtime()
+    created = Keys(rt.key_store).create(MASTER, name="bench", models=None, max_budget=None)
     caller = Principal(owner=created.record.id)
-    files = Files(ctx.table, ctx.blobs)
+    files = Files(rt.file_store, rt.blobs)
     line = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "gpt-4o-mini"}}\n'
-    file = files.store(caller, purpose="batch", filename="a.jsonl", chunks=[line], expires_after=None)
+    file = files.store(caller.owner, purpose="batch", filename="a.jsonl", chunks=[line], expires_after=None)
     request = CreateBatchRequest(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
-    batch = Batches(ctx.table, files, ctx.bus, ctx.routing).create(caller, request)
+    batch = Batches(rt.batch_store, rt.key_store, rt.claim_store, files, rt.bus, rt.routing).create(caller, request)
 
     call = event(f"/v1/batches/{batch.id}", created.secret)
     context = LambdaContext("BatchesApiFunction")

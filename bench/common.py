@@ -21,7 +21,7 @@ from shared import ids
 from shared.files import blob_key
 from shared.records import BatchInputInfo, BatchRecord, Counts, FileRecord
 from shared.routing import BUILTIN_DEV, Deployment
-from shared.storage.table import Table
+from shared.storage.ports import FileStore
 
 
 def free_port() -> int:
@@ -157,11 +157,11 @@ def write_lines(path: Path, *, kind: str, lines: int, total_mb: float, model: st
     return path.stat().st_size
 
 
-def put_input_file(table: Table, *, model: str, line_count: int) -> str:
+def put_input_file(files: FileStore, *, model: str, line_count: int) -> str:
     """A batch input file's record, as validation would leave it (its content is never read here)."""
     file_id = ids.new_id(ids.FILE)
     info = BatchInputInfo(line_count=line_count, endpoint="/v1/chat/completions", model=model)
-    table.put_file(
+    files.put(
         FileRecord(
             id=file_id,
             owner="master",

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import orjson
 
 from bench.common import batch_record, peak_rss_mb, put_input_file, reset_peak_rss, use_stack
 from shared import ids
-from shared.completion import complete_batch
-from shared.context import Context, get_context
-from shared.files import ids_key
+from shared.completion import Completion
+from shared.files import encode_custom_ids, ids_key
 from shared.jsonl import iter_lines
-from shared.providers.base import BatchProvider, ProviderStatus, ResultLine, SubmitRequest
+from shared.providers.base import BatchProvider, ProviderStatus, ResultLine, SubmitRequest, Unreadable
 from shared.providers.openai import result_line
+from shared.routing import Deployment
+from shared.runtime import runtime
 
 READ_BYTES = 1024 * 1024
 
@@ -45,49 +46,56 @@ class LocalOutputProvider:
     def cancel(self, refs: Mapping[str, str]) -> None:
         raise NotImplementedError
 
-    def results(self, refs: Mapping[str, str], request: SubmitRequest) -> Iterator[ResultLine]:
+    def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
         for raw in iter_lines(self._chunks()):
             line = result_line(raw)
             if line is not None:
                 yield line
 
+    def cleanup(self, refs: Mapping[str, str]) -> None:
+        """Nothing to remove."""
+
     def close(self) -> None:
         """Nothing to close."""
 
 
-def prepare(path: Path) -> tuple[Context, str]:
+class OneProvider:
+    def __init__(self, provider: BatchProvider) -> None:
+        self._provider = provider
+
+    def get(self, deployment: Deployment) -> BatchProvider:
+        return self._provider
+
+
+def prepare(path: Path) -> tuple[Completion, str]:
     """A batch waiting for completion whose provider output is `path`."""
-    base = get_context()
-    deployment = base.routing.deployments_for("gpt-4o-mini")[0]
-    provider: BatchProvider = LocalOutputProvider(path)
-    ctx = Context(base.settings, base.table, base.blobs, base.bus, base.routing, _providers={deployment.key: provider})
-    custom_ids = [line.custom_id for line in LocalOutputProvider(path).results({}, None)]  # type: ignore[arg-type]
-    file_id = put_input_file(ctx.table, model="gpt-4o-mini", line_count=len(custom_ids))
-    ctx.blobs.put(ids_key(file_id), "\n".join(custom_ids).encode())
-    record = batch_record(file_id, deployment, len(custom_ids), provider_refs={"batch_id": "local"})
-    batch_id, now = record.id, record.created_at
-    ctx.table.create_batch(record)
-    ctx.table.update_batch(
-        batch_id,
-        expect={"validating"},
-        fields={
-            "status": "finalizing",
-            "finalize_to": "completed",
-            "updated_at": now,
-            "reserved_output_file_id": ids.new_id(ids.FILE),
-            "reserved_error_file_id": ids.new_id(ids.FILE),
-        },
+    rt = runtime()
+    deployment = rt.routing.deployments_for("gpt-4o-mini")[0]
+    provider = LocalOutputProvider(path)
+    custom_ids = [line.custom_id for line in provider.results({}, ()) if line.custom_id is not None]
+    file_id = put_input_file(rt.file_store, model="gpt-4o-mini", line_count=len(custom_ids))
+    rt.blobs.put(ids_key(file_id), encode_custom_ids(custom_ids))
+    record = batch_record(file_id, deployment, len(custom_ids), provider_refs={"batch_id": "local"}, rejected=0)
+    rt.batch_store.admit(record, max_budget=None)
+    started = rt.batch_store.start(record.id, now=record.created_at)
+    rt.batch_store.end_run(
+        started,
+        "completed",
+        errors=(),
+        output_file_id=ids.new_id(ids.FILE),
+        error_file_id=ids.new_id(ids.FILE),
+        now=record.created_at,
     )
-    return ctx, batch_id
+    return Completion(rt.batch_store, rt.blobs, rt.bus, OneProvider(provider), rt.routing), record.id
 
 
 def main(path: Path, endpoint: str) -> None:
     use_stack(endpoint)
-    ctx, batch_id = prepare(path)
+    completion, batch_id = prepare(path)
     size = path.stat().st_size
     baseline = reset_peak_rss()
     started, cpu_started = time.perf_counter(), time.process_time()
-    done = complete_batch(ctx, batch_id)
+    done = completion.complete(batch_id)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     assert done is not None and done.counts.failed == 0, done
     print(

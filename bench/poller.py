@@ -16,8 +16,9 @@ import httpx
 import orjson
 
 from bench.common import batch_record, free_port, put_input_file, use_stack
-from shared.context import get_context
-from shared.polling import poll_batches
+from functions.poller.app import compose
+from shared.deadline import Deadline
+from shared.runtime import runtime
 
 BATCHES = 1000
 
@@ -39,9 +40,9 @@ def start_provider() -> tuple[subprocess.Popen[bytes], str]:
 
 
 def seed(count: int) -> None:
-    ctx = get_context()
-    deployment = ctx.routing.models[0]
-    file_id = put_input_file(ctx.table, model=deployment.name, line_count=10)
+    rt = runtime()
+    deployment = rt.routing.models[0]
+    file_id = put_input_file(rt.file_store, model=deployment.name, line_count=10)
     for n in range(count):
         now = int(time.time())
         record = batch_record(
@@ -53,7 +54,7 @@ def seed(count: int) -> None:
             updated_at=now,
             provider_refs={"batch_id": f"batch_up_{n}"},
         )
-        ctx.table.create_batch(record)
+        rt.batch_store.admit(record, max_budget=None)
 
 
 def main(endpoint: str, runs: int) -> None:
@@ -66,17 +67,21 @@ def main(endpoint: str, runs: int) -> None:
             )
             use_stack(endpoint, str(config))
             seed(BATCHES)
-            ctx = get_context()
+            poller = compose()
             timings = []
             for _ in range(runs):
                 started = time.perf_counter()
-                outcomes = poll_batches(ctx)
+                outcomes = poller.tick(Deadline.after(600))
                 timings.append(time.perf_counter() - started)
                 assert outcomes["progressed"] == BATCHES, outcomes
     finally:
         provider.terminate()
         provider.wait(timeout=10)
-    print(orjson.dumps({"batches": BATCHES, "seconds": timings, "concurrency": ctx.settings.poll_concurrency}).decode())
+    print(
+        orjson.dumps(
+            {"batches": BATCHES, "seconds": timings, "concurrency": runtime().settings.poll_concurrency}
+        ).decode()
+    )
 
 
 if __name__ == "__main__":

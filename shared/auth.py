@@ -11,9 +11,9 @@ import hmac
 from dataclasses import dataclass
 from decimal import Decimal
 
-from shared.errors import AuthenticationFailed, PermissionDenied
+from shared.errors import AuthenticationFailed, PermissionDenied, UnreadableRecord
 from shared.records import MASTER_OWNER, KeyRecord
-from shared.storage.table import Table
+from shared.storage.ports import KeyStore
 
 KEY_PREFIX = "sk-"
 _MAX_KEY_CHARS = 256
@@ -71,13 +71,19 @@ def presented_key(authorization: str | None, api_key: str | None) -> str:
     )
 
 
-def authenticate(secret: str, *, master_key: str, table: Table) -> Principal:
+def authenticate(secret: str, *, master_key: str, keys: KeyStore) -> Principal:
     """The principal a presented key stands for; AuthenticationFailed for an unknown or revoked key."""
     if hmac.compare_digest(secret.encode(), master_key.encode()):
         return MASTER
     record: KeyRecord | None = None
     if secret.startswith(KEY_PREFIX) and len(secret) <= _MAX_KEY_CHARS:
-        record = table.find_key(hash_key(secret))
+        try:
+            record = keys.find(hash_key(secret))
+        except UnreadableRecord as exc:
+            raise AuthenticationFailed(
+                "This key's record cannot be read by the gateway; ask its operator to repair or reissue it.",
+                code="invalid_api_key",
+            ) from exc
     if record is None:
         raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
     return Principal(owner=record.id, models=record.models, max_budget=record.max_budget)

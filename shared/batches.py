@@ -1,25 +1,31 @@
-"""Batches use cases for the API: create (every check of CONTRACT.md sections 4 and 5), read, list, cancel.
+"""Batches use cases for the API: create (every check of CONTRACT.md sections 3 and 4), read, list, cancel.
 
-Creation never talks to a provider: it stores the batch as `validating` and puts "Batch Created" on
-the bus for the submitter. If that event is lost, the poller re-drives the batch.
+Creation never talks to a provider. It prices the batch's maximum (the bounds its file's validation
+recorded, at batch prices) and admits it in one transaction that stores the batch as `validating`, marks
+its input in use and holds the maximum against its key's budget, so concurrent creates cannot overspend.
+Then it puts "Batch Created" on the bus for the submitter; the table is the outbox: should that event be
+lost, the poller re-drives the batch from the table.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from decimal import Decimal
 
 from shared import ids, lifecycle, notifications
 from shared.auth import Principal
-from shared.errors import BudgetExceeded, InvalidRequest, NotFound, StaleState
-from shared.files import Files
+from shared.errors import AdmitRefused, BudgetExceeded, InvalidRequest, NotFound, PublishFailed, StaleState
+from shared.files import Files, readable
 from shared.jsonl import ENDPOINTS, normalize_endpoint
-from shared.providers import check_input
-from shared.records import BatchRecord, Counts
+from shared.pricing import max_cost
+from shared.providers.registry import check_input
+from shared.records import BatchInputInfo, BatchRecord, Counts, FileRecord
 from shared.routing import Deployment, RoutingConfig, place
-from shared.storage.bus import BATCH_CREATED, Bus, PublishFailed
-from shared.storage.table import Page, Table
+from shared.storage.bus import BATCH_CREATED
+from shared.storage.dynamo import money
+from shared.storage.ports import BatchStore, Bus, ClaimStore, KeyStore, Page
 from shared.wire import CreateBatchRequest
 
 logger = logging.getLogger(__name__)
@@ -28,50 +34,34 @@ COMPLETION_WINDOW_SECONDS = 24 * 3600
 
 
 class Batches:
-    def __init__(self, table: Table, files: Files, bus: Bus, routing: RoutingConfig) -> None:
-        self._table = table
+    def __init__(
+        self,
+        batches: BatchStore,
+        keys: KeyStore,
+        claims: ClaimStore,
+        files: Files,
+        bus: Bus,
+        routing: RoutingConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._batches = batches
+        self._keys = keys
+        self._claims = claims
         self._files = files
         self._bus = bus
         self._routing = routing
+        self._clock = clock
 
     def create(self, principal: Principal, request: CreateBatchRequest) -> BatchRecord:
-        file = self._files.get(principal, request.input_file_id, param="input_file_id")
-        info = file.batch_input
-        if file.purpose != "batch" or info is None:
-            raise InvalidRequest(
-                f"File {file.id} has purpose '{file.purpose}'; a batch needs a file uploaded with purpose 'batch'.",
-                code="invalid_input_file",
-                param="input_file_id",
-            )
-        endpoint = normalize_endpoint(request.endpoint)
-        if endpoint is None:
-            raise InvalidRequest(
-                f"Invalid endpoint '{request.endpoint}': expected one of {', '.join(ENDPOINTS)}.",
-                code="invalid_endpoint",
-                param="endpoint",
-            )
-        if endpoint != info.endpoint:
-            raise InvalidRequest(
-                f"The endpoint '{request.endpoint}' does not match the url of the file's requests ({info.endpoint}).",
-                code="url_mismatch",
-                param="endpoint",
-            )
-        deployments = self._routing.deployments_for(info.model)
-        if not deployments:
-            raise InvalidRequest(
-                f"The model '{info.model}' is not served by this gateway.",
-                code="model_not_found",
-                param="model",
-            )
-        principal.check_model(info.model)
-        self._check_budget(principal)
-        for deployment in deployments:
-            check_input(deployment, info)
-        now = int(time.time())
+        file, info, deployments = self._runnable(principal, request.input_file_id, request.endpoint)
+        maximum = money(max(max_cost(d, info.bounds) for d in deployments))
+        self._check_budget(principal, maximum)
+        now = int(self._clock())
         record = BatchRecord(
             id=ids.new_id(ids.BATCH),
             owner=principal.owner,
-            endpoint=endpoint,
+            endpoint=info.endpoint,
             input_file_id=file.id,
             created_at=now,
             expires_at=now + COMPLETION_WINDOW_SECONDS,
@@ -80,40 +70,94 @@ class Batches:
             deployment=place(deployments, avoid=self._failing(deployments, now)).key,
             request_counts=Counts(total=info.line_count),
             output_expires_after=request.output_expires_after.seconds if request.output_expires_after else None,
+            reserved=maximum,
             updated_at=now,
         )
         try:
-            self._table.create_batch(record)
-        except StaleState:
+            self._batches.admit(record, max_budget=principal.max_budget)
+        except AdmitRefused as exc:
+            if exc.reason == "budget":  # a concurrent batch took the room
+                raise self._over_budget(principal, maximum) from None
             raise NotFound(f"No such File object: {file.id}", param="input_file_id") from None
         notifications.status_changed(self._bus, record, None)
         try:
             self._bus.publish(BATCH_CREATED, {"batch_id": record.id})
         except PublishFailed:
             logger.warning(
-                "batch created but its event was not published; the poller will re-drive it",
+                "batch created but its event was not published; the poller will submit it",
                 extra={"batch_id": record.id},
             )
         return record
 
+    def _runnable(
+        self, principal: Principal, input_file_id: str, endpoint: str
+    ) -> tuple[FileRecord, BatchInputInfo, list[Deployment]]:
+        """The input file, what it holds and the deployments that may run it: every check a batch must pass."""
+        file = self._files.get(principal, input_file_id, param="input_file_id")
+        info = file.batch_input
+        if file.purpose != "batch" or info is None:
+            raise InvalidRequest(
+                f"File {file.id} has purpose '{file.purpose}'; a batch needs a file uploaded with purpose 'batch'.",
+                code="invalid_input_file",
+                param="input_file_id",
+            )
+        normalized = normalize_endpoint(endpoint)
+        if normalized is None:
+            raise InvalidRequest(
+                f"Invalid endpoint '{endpoint}': expected one of {', '.join(ENDPOINTS)}.",
+                code="invalid_endpoint",
+                param="endpoint",
+            )
+        if normalized != info.endpoint:
+            raise InvalidRequest(
+                f"The endpoint '{endpoint}' does not match the url of the file's requests ({info.endpoint}).",
+                code="url_mismatch",
+                param="endpoint",
+            )
+        deployments = self._routing.deployments_for(info.model)
+        if not deployments:
+            raise InvalidRequest(
+                f"The model '{info.model}' is not served by this gateway.", code="model_not_found", param="model"
+            )
+        principal.check_model(info.model)
+        for deployment in deployments:
+            check_input(deployment, info)
+        return file, info, deployments
+
     def _failing(self, deployments: list[Deployment], now: int) -> set[str]:
         """The deployments that failed a submission lately (looked up only when there is a choice)."""
-        return self._table.failing_deployments([d.key for d in deployments], now=now) if len(deployments) > 1 else set()
+        return self._claims.failing([d.key for d in deployments], now=now) if len(deployments) > 1 else set()
 
-    def _check_budget(self, principal: Principal) -> None:
-        if principal.max_budget is None:
-            return
-        key = self._table.get_key(principal.owner)
-        spend = key.spend if key else Decimal(0)
-        if spend >= principal.max_budget:
-            raise BudgetExceeded(
-                f"This key has spent ${spend:.4f} of its ${principal.max_budget:.2f} budget; "
-                "it cannot create batches until the budget is raised."
-            )
+    def _check_budget(self, principal: Principal, maximum: Decimal) -> None:
+        """Refuse a batch whose maximum does not fit in what the key's budget has left (a first look: the
+        admitting transaction decides)."""
+        if principal.max_budget is not None and maximum > self._budget_left(principal)[0]:
+            raise self._over_budget(principal, maximum)
+
+    def _budget_left(self, principal: Principal) -> tuple[Decimal, Decimal, Decimal]:
+        """(what is left, spend, reserved) of the key's budget."""
+        key = self._keys.get(principal.owner)
+        spend, reserved = (key.spend, key.reserved) if key else (Decimal(0), Decimal(0))
+        return (principal.max_budget or Decimal(0)) - spend - reserved, spend, reserved
+
+    def _over_budget(self, principal: Principal, maximum: Decimal) -> BudgetExceeded:
+        budget = principal.max_budget or Decimal(0)
+        left, spend, reserved = self._budget_left(principal)
+        left = max(Decimal(0), left)
+        return BudgetExceeded(
+            f"This batch may cost up to ${maximum:.6f} at batch prices, but this key has ${left:.6f} left of its "
+            f"${budget:.2f} budget (${spend:.6f} spent, ${reserved:.6f} held by unfinished batches). Set "
+            "max_tokens on the requests to lower the maximum, wait for running batches to finish, or raise "
+            "the budget."
+        )
 
     def get(self, principal: Principal, batch_id: str) -> BatchRecord:
         """The caller's batch; NotFound for a missing or someone else's batch alike."""
-        record = self._table.get_batch(batch_id) if ids.is_id(batch_id, ids.BATCH) else None
+        record = (
+            readable(principal, lambda: self._batches.get(batch_id), what="Batch", object_id=batch_id)
+            if ids.is_id(batch_id, ids.BATCH)
+            else None
+        )
         if record is None or not principal.can_see(record.owner):
             raise NotFound(f"No such Batch object: {batch_id}", param="batch_id")
         return record
@@ -121,7 +165,7 @@ class Batches:
     def list(self, principal: Principal, *, after: str | None, limit: int) -> Page[BatchRecord]:
         if after is not None and not ids.is_id(after, ids.BATCH):
             raise InvalidRequest(f"Invalid 'after' cursor: {after[:64]!r}", code="invalid_cursor", param="after")
-        return self._table.list_batches(principal.scope, after=after, limit=limit)
+        return self._batches.page(principal.scope, after=after, limit=limit)
 
     def cancel(self, principal: Principal, batch_id: str) -> BatchRecord:
         """Move the batch to `cancelling`; the poller tells the provider and waits for it to confirm."""
@@ -133,14 +177,8 @@ class Batches:
                 raise InvalidRequest(
                     f"Cannot cancel a batch with status '{record.status}'.", code="batch_not_cancellable"
                 )
-            now = int(time.time())
             try:
-                cancelling = self._table.update_batch(
-                    record.id,
-                    expect={record.status} & lifecycle.sources("cancelling"),
-                    fields={"status": "cancelling", "cancelling_at": now, "updated_at": now},
-                    when={"finalize_to": None},
-                )
+                cancelling = self._batches.request_cancel(record, now=int(self._clock()))
             except StaleState:
                 record = self.get(principal, batch_id)
                 continue

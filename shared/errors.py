@@ -53,6 +53,28 @@ class StaleState(Exception):
     """A conditional write lost: another worker already moved the object on. Log and move on."""
 
 
+class AdmitRefused(StaleState):
+    """A new batch was not stored: its input file is gone, or its key's budget cannot hold its maximum."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"batch not admitted: {reason}")
+        self.reason = reason
+
+
+class UnreadableRecord(Exception):
+    """A stored item exists but cannot be read back as a record. `owner` is its owner when that much is known."""
+
+    def __init__(self, key: str, reason: str, *, owner: str | None) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+        self.owner = owner
+
+
+class PublishFailed(Exception):
+    """An event could not be put on the bus; the state it reports stays, and the poller re-drives it."""
+
+
 class ProviderError(Exception):
     """A provider call failed. `retryable` says whether the same call may succeed later."""
 
@@ -61,3 +83,14 @@ class ProviderError(Exception):
         self.message = message
         self.retryable = retryable
         self.code = code
+
+
+class ProviderBusy(ProviderError):
+    """The provider asks to be asked again later (its queue is full, an uploaded file is not processed yet).
+
+    Not a failure: the batch waits, at least `retry_after` seconds, until its completion window closes.
+    """
+
+    def __init__(self, message: str, *, retry_after: float = 60.0, code: str = "provider_busy") -> None:
+        super().__init__(message, retryable=True, code=code)
+        self.retry_after = retry_after

@@ -13,6 +13,7 @@ from typing import NoReturn
 import orjson
 
 from shared.errors import InvalidBatchInput
+from shared.records import ModelBounds
 
 MAX_LINES = 50_000
 MAX_BYTES = 200 * 1000 * 1000
@@ -28,29 +29,83 @@ def normalize_endpoint(url: str) -> str | None:
     return _URLS.get(url)
 
 
-def iter_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Yield the lines of a chunked byte stream, without their line endings (LF or CRLF)."""
-    carry = b""
+class LineTooLong(bytes):
+    """The start of a line longer than the limit `iter_lines` was given (the rest is skipped)."""
+
+
+def _ending_stripped(line: bytes) -> bytes:
+    return line[:-1] if line.endswith(b"\r") else line
+
+
+def iter_lines(chunks: Iterable[bytes], *, max_bytes: int | None = None) -> Iterator[bytes]:
+    """Yield the lines of a chunked byte stream, without their line endings (LF or CRLF), in time linear in
+    the stream's size whatever the chunking. A line over `max_bytes` is yielded as a LineTooLong holding its
+    first `max_bytes` bytes."""
+    carry = bytearray()
+    too_long = False
     for chunk in chunks:
         if not chunk:
             continue
-        parts = (carry + chunk).split(b"\n") if carry else chunk.split(b"\n")
-        carry = parts.pop()
-        for part in parts:
-            yield part[:-1] if part.endswith(b"\r") else part
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            if too_long:
+                too_long = False
+            elif carry:
+                carry += chunk[start:end]
+                yield from _finished(bytes(carry), max_bytes)
+                carry.clear()
+            else:
+                yield from _finished(chunk[start:end], max_bytes)
+            start = end + 1
+        if start < len(chunk) and not too_long:
+            carry += chunk[start:] if start else chunk
+            if max_bytes is not None and len(carry) > max_bytes:
+                yield LineTooLong(bytes(carry[:max_bytes]))
+                carry.clear()
+                too_long = True
     if carry:
-        yield carry[:-1] if carry.endswith(b"\r") else carry
+        yield from _finished(bytes(carry), max_bytes)
+
+
+def _finished(line: bytes, max_bytes: int | None) -> Iterator[bytes]:
+    if max_bytes is not None and len(line) > max_bytes:
+        yield LineTooLong(line[:max_bytes])
+    else:
+        yield _ending_stripped(line)
 
 
 @dataclass(frozen=True, slots=True)
 class BatchInputSummary:
-    """What a valid batch input file holds: its request count, endpoint, model and custom_ids in order."""
+    """What a valid batch input file holds: its request count, endpoint, model, custom_ids in order, and
+    the bounds of what its requests may cost in tokens."""
 
     line_count: int
     endpoint: str
     model: str
     custom_ids: tuple[str, ...]
     bytes: int
+    bounds: ModelBounds
+
+
+# the request fields that cap a request's output tokens, by endpoint
+_OUTPUT_LIMITS = {
+    "/v1/chat/completions": ("max_completion_tokens", "max_tokens"),
+    "/v1/completions": ("max_tokens",),
+    "/v1/responses": ("max_output_tokens",),
+}
+
+
+def output_limit(endpoint: str, body: dict[str, object]) -> int | None:
+    """The most output tokens a request may produce by its own fields (0 for embeddings), None if unbounded."""
+    if endpoint == "/v1/embeddings":
+        return 0
+    choices = body.get("n")
+    copies = choices if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1 else 1
+    for name in _OUTPUT_LIMITS.get(endpoint, ()):
+        limit = body.get(name)
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            return limit * copies
+    return None
 
 
 class BatchInputValidator:
@@ -64,6 +119,9 @@ class BatchInputValidator:
         self._seen: dict[str, int] = {}
         self._endpoint: str | None = None
         self._model: str | None = None
+        self._input_tokens = 0
+        self._output_tokens = 0
+        self._unbounded = 0
 
     def feed(self, chunk: bytes) -> None:
         """Validate every line completed by `chunk`."""
@@ -98,6 +156,12 @@ class BatchInputValidator:
             model=self._model,
             custom_ids=tuple(self._seen),
             bytes=self._bytes,
+            bounds=ModelBounds(
+                lines=len(self._seen),
+                input_tokens=self._input_tokens,
+                output_tokens=self._output_tokens,
+                unbounded_lines=self._unbounded,
+            ),
         )
 
     def _fail(self, line: int, rule: str, detail: str) -> NoReturn:
@@ -122,6 +186,8 @@ class BatchInputValidator:
         if not isinstance(obj, dict):
             self._fail(self._line_no, "invalid_json_line", "each line must be a JSON object")
         self._check_request(obj)
+        # a byte-level tokenizer never makes more tokens than the bytes it reads
+        self._input_tokens += len(raw)
 
     def _check_request(self, obj: dict[str, object]) -> None:
         n = self._line_no
@@ -154,6 +220,14 @@ class BatchInputValidator:
         if len(self._seen) >= MAX_LINES:
             self._fail(n, "too_many_requests", f"the file has more than {MAX_LINES:,} requests")
         self._seen[custom_id] = n
+        self._bound_output(endpoint, body)
+
+    def _bound_output(self, endpoint: str, body: dict[str, object]) -> None:
+        limit = output_limit(endpoint, body)
+        if limit is None:
+            self._unbounded += 1
+        else:
+            self._output_tokens += limit
 
 
 def _decode_problem(raw: bytes, exc: orjson.JSONDecodeError) -> tuple[str, str]:

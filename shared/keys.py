@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 from shared import ids
 from shared.auth import KEY_PREFIX, Principal, hash_key
 from shared.errors import InvalidRequest, NotFound
-from shared.records import KeyRecord
-from shared.storage.table import Page, Table
+from shared.records import MASTER_OWNER, KeyRecord, SpendRow
+from shared.storage.ports import KeyStore, Page
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +22,9 @@ class NewKey:
 
 
 class Keys:
-    def __init__(self, table: Table) -> None:
-        self._table = table
+    def __init__(self, keys: KeyStore, *, clock: Callable[[], float] = time.time) -> None:
+        self._keys = keys
+        self._clock = clock
 
     def create(
         self, principal: Principal, *, name: str | None, models: list[str] | None, max_budget: float | None
@@ -36,15 +36,15 @@ class Keys:
             name=name,
             models=tuple(dict.fromkeys(models)) if models is not None else None,
             max_budget=Decimal(str(max_budget)) if max_budget is not None else None,
-            created_at=int(time.time()),
+            created_at=int(self._clock()),
             key_hash=hash_key(secret),
         )
-        self._table.put_key(record)
+        self._keys.put(record)
         return NewKey(record, secret)
 
     def get(self, principal: Principal, key_id: str) -> KeyRecord:
         principal.require_master()
-        record = self._table.get_key(key_id) if ids.is_id(key_id, ids.KEY) else None
+        record = self._keys.get(key_id) if ids.is_id(key_id, ids.KEY) else None
         if record is None:
             raise NotFound(f"No such key: {key_id}", param="key_id")
         return record
@@ -53,18 +53,18 @@ class Keys:
         principal.require_master()
         if after is not None and not ids.is_id(after, ids.KEY):
             raise InvalidRequest(f"Invalid 'after' cursor: {after[:64]!r}", code="invalid_cursor", param="after")
-        return self._table.list_keys(after=after, limit=limit)
+        return self._keys.page(after=after, limit=limit)
 
     def revoke(self, principal: Principal, key_id: str) -> KeyRecord:
         """Revoke a key: the next request with it is refused. Its objects and spend stay."""
         record = self.get(principal, key_id)
         if not record.revoked:
-            self._table.revoke_key(record)
+            self._keys.revoke(record)
         return record
 
-    def spend(self, principal: Principal, key_id: str) -> Sequence[dict[str, Any]]:
+    def spend(self, principal: Principal, key_id: str) -> Sequence[SpendRow]:
         """A key's spend per day and model (the master key's own under the id `master`)."""
         principal.require_master()
-        if key_id != "master":
+        if key_id != MASTER_OWNER:
             self.get(principal, key_id)
-        return sorted(self._table.spend_rows(key_id), key=lambda row: (row["day"], row["model"]))
+        return sorted(self._keys.spend(key_id), key=lambda row: (row.day, row.model))

@@ -1,6 +1,6 @@
-"""The batch state machine (CONTRACT.md section 6).
+"""The batch state machine (CONTRACT.md section 6): which status a batch may enter from which.
 
-Statuses move as OpenAI's do. Every change is a conditional write naming the statuses it may come from
+Statuses move as OpenAI's do. Every change is a conditional write whose condition comes from this table
 (`sources`), so a worker that lost a race finds out instead of overwriting. A batch whose provider run
 has ended carries `finalize_to` (its final status) until the completion step has written its files,
 usage and cost; only then does the status become terminal.
@@ -13,24 +13,27 @@ from typing import Final, Literal, get_args
 BatchStatus = Literal[
     "validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"
 ]
+# how a provider run ends: the final status the completion step will give the batch
+Outcome = Literal["completed", "failed", "expired", "cancelled"]
 
 STATUSES: Final = frozenset(get_args(BatchStatus))
-TERMINAL: Final = frozenset({"completed", "failed", "expired", "cancelled"})
+TERMINAL: Final[frozenset[BatchStatus]] = frozenset({"completed", "failed", "expired", "cancelled"})
+OUTCOMES: Final[frozenset[Outcome]] = frozenset(get_args(Outcome))
 
 # to -> the statuses it may be entered from
-_SOURCES: Final[dict[str, frozenset[str]]] = {
+_SOURCES: Final[dict[BatchStatus, frozenset[BatchStatus]]] = {
     "validating": frozenset(),
     "in_progress": frozenset({"validating"}),
     "cancelling": frozenset({"validating", "in_progress"}),
     "finalizing": frozenset({"in_progress", "cancelling"}),
     "completed": frozenset({"finalizing"}),
-    "expired": frozenset({"in_progress", "cancelling", "finalizing"}),
+    "expired": frozenset({"validating", "in_progress", "cancelling", "finalizing"}),
     "failed": frozenset({"validating", "in_progress", "cancelling", "finalizing"}),
     "cancelled": frozenset({"cancelling"}),
 }
 
 # the timestamp field stamped when a batch enters a status
-TIMESTAMP_FIELD: Final[dict[str, str]] = {
+TIMESTAMP_FIELD: Final[dict[BatchStatus, str]] = {
     "in_progress": "in_progress_at",
     "cancelling": "cancelling_at",
     "finalizing": "finalizing_at",
@@ -40,30 +43,38 @@ TIMESTAMP_FIELD: Final[dict[str, str]] = {
     "cancelled": "cancelled_at",
 }
 
+# statuses a batch is in while its provider run may still be going
+RUNNING: Final[frozenset[BatchStatus]] = frozenset({"validating", "in_progress", "cancelling"})
 
-def sources(status: str) -> frozenset[str]:
+
+def sources(status: BatchStatus) -> frozenset[BatchStatus]:
     """The statuses a batch may move to `status` from."""
     return _SOURCES[status]
 
 
-def can_move(frm: str, to: str) -> bool:
+def can_move(frm: BatchStatus, to: BatchStatus) -> bool:
     """Whether the state machine allows `frm` -> `to`."""
     return frm in _SOURCES[to]
 
 
-def is_terminal(status: str) -> bool:
+def is_terminal(status: BatchStatus) -> bool:
     return status in TERMINAL
 
 
-def shown_while_finalizing(status: str, outcome: str) -> str:
+def shown_while_finalizing(status: BatchStatus, outcome: Outcome) -> BatchStatus:
     """The status a batch shows between its provider run ending and its completion step.
 
-    OpenAI shows `finalizing` only on the way to `completed`; an expiring batch stays `in_progress`
-    and a cancelled one shows `cancelling` (even when it was cancelled at the provider) until its
-    files are written.
+    OpenAI shows `finalizing` only on the way to `completed`; an expiring batch keeps its status and a
+    cancelled one shows `cancelling` (even when it was cancelled at the provider) until its files are
+    written.
     """
     if outcome == "completed" and can_move(status, "finalizing"):
         return "finalizing"
     if outcome == "cancelled" and can_move(status, "cancelling"):
         return "cancelling"
     return status
+
+
+def final_status(shown: BatchStatus, outcome: Outcome) -> BatchStatus:
+    """The terminal status a batch showing `shown` takes for `outcome` (failed when the machine forbids it)."""
+    return outcome if can_move(shown, outcome) else "failed"

@@ -15,10 +15,9 @@ import logging
 import time
 from typing import Any, Final
 
-from botocore.exceptions import BotoCoreError, ClientError
-
+from shared.errors import PublishFailed
 from shared.records import BatchRecord
-from shared.storage.bus import Bus, PublishFailed
+from shared.storage.ports import Bus
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def _about(batch: BatchRecord) -> dict[str, Any]:
 def _publish(bus: Bus, detail_type: str, detail: dict[str, Any]) -> None:
     try:
         bus.publish(detail_type, detail)
-    except (PublishFailed, ClientError, BotoCoreError) as exc:
+    except PublishFailed as exc:
         logger.warning("could not publish %s: %s", detail_type, exc, extra={"batch_id": detail["batch_id"]})
 
 

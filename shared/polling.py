@@ -1,10 +1,13 @@
-"""Polling: refresh every active batch against its provider, on a schedule (EventBridge, or the dev stack's).
+"""Polling: move every unfinished batch forward against its provider, on a schedule, within a deadline.
 
-Active batches come from the sparse active index, never a Scan, and are refreshed concurrently
-(`poll_concurrency` at a time). Each status or count change is a conditional write; a provider that
-reports a terminal state hands the batch to the completion step. Batches whose submission or
-completion was lost are re-driven after a threshold and failed after `max_redrives` tries. One
-provider's outage or one broken batch never stops the rest: each batch is polled on its own.
+Batches come from the shards of the work index, never a Scan. Each is polled on its own, several at a
+time: a provider's outage, a hanging provider or an item that cannot be read stops only itself. Each
+provider call is bounded by what the invocation has left (shared/deadline.py); near the end no new batch
+is started and the rest waits for the next tick. Each status or count change is a conditional write; a
+provider that reports a terminal state hands the batch to the completion step. batchgw keeps the 24-hour
+window itself: past `expires_at` a batch is cancelled at its provider and ends `expired` with what
+finished. Batches whose submission or completion was lost are re-driven. Each tick also retries the
+removal of provider objects that failed at completion and sweeps expired files.
 """
 
 from __future__ import annotations
@@ -12,124 +15,206 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from dataclasses import dataclass
 
-from shared.context import Context
-from shared.errors import ProviderError, StaleState
-from shared.records import BatchRecord, ErrorEntry
-from shared.storage.bus import BATCH_CREATED, PublishFailed
-from shared.submission import end_batch, publish_ended
+from shared.deadline import Deadline, within
+from shared.errors import ProviderError, PublishFailed, StaleState
+from shared.files import Files
+from shared.lifecycle import Outcome
+from shared.providers.registry import ProviderSource
+from shared.records import BatchRecord, Counts, ErrorEntry
+from shared.routing import RoutingConfig
+from shared.settings import Settings
+from shared.storage.batch_store import WORK_SHARDS
+from shared.storage.bus import BATCH_CREATED
+from shared.storage.ports import BatchStore, Broken, Bus
+from shared.transitions import end_run, publish_ended
 
 logger = logging.getLogger(__name__)
 
+# seconds past `expires_at` before batchgw cancels a run, and past that before it stops waiting for the
+# provider to confirm and ends the batch with what it has
+EXPIRY_GRACE_SECONDS = 300
+EXPIRY_GIVE_UP_SECONDS = 3600
+# how long the poller keeps retrying the removal of a finished batch's provider objects
+CLEANUP_GIVE_UP_SECONDS = 7 * 24 * 3600
+# what a tick leaves of its deadline unstarted: one provider call's worth, for the calls under way
+_STOP_STARTING_SECONDS = 2.0
 
-def poll_batches(ctx: Context, *, now: int | None = None) -> Counter[str]:
-    """Poll every active batch once; returns how many ended up in each outcome."""
-    at = int(time.time()) if now is None else now
-    batches = list(ctx.table.active_batches())
-    outcomes: Counter[str] = Counter()
-    if not batches:
+
+@dataclass(frozen=True, slots=True)
+class Poller:
+    batches: BatchStore
+    files: Files
+    bus: Bus
+    providers: ProviderSource
+    routing: RoutingConfig
+    settings: Settings
+    clock: Callable[[], float] = time.time
+
+    def tick(self, deadline: Deadline) -> Counter[str]:
+        """One scheduled run: every shard's batches, then cleanups and the file sweep, while time allows."""
+        outcomes: Counter[str] = Counter()
+        batches: list[BatchRecord] = []
+        for shard in range(WORK_SHARDS):
+            for item in self.batches.work(shard):
+                if isinstance(item, Broken):
+                    logger.error("a batch item cannot be read; skipped", extra={"key": item.key, "why": item.reason})
+                    outcomes["unreadable"] += 1
+                else:
+                    batches.append(item)
+        if batches:
+            workers = min(self.settings.poll_concurrency, len(batches))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
+                outcomes.update(pool.map(lambda b: self._poll_isolated(b, deadline), batches))
+        with within(deadline):
+            if not deadline.passed():
+                outcomes["cleaned"] += self._retry_cleanups(deadline)
+            if not deadline.passed():
+                outcomes["files_swept"] += self.files.sweep()
         return outcomes
-    workers = min(ctx.settings.poll_concurrency, len(batches))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
-        outcomes.update(pool.map(partial(_poll_isolated, ctx, at), batches))
-    return outcomes
 
-
-def _poll_isolated(ctx: Context, now: int, batch: BatchRecord) -> str:
-    try:
-        return poll_batch(ctx, batch, now=now)
-    except ProviderError as exc:
-        logger.warning(
-            "provider call failed; will retry on the next poll",
-            extra={"batch_id": batch.id, "error": exc.message, "retryable": exc.retryable},
-        )
-        return "provider_error"
-    except Exception:
-        logger.exception("polling a batch failed", extra={"batch_id": batch.id})
-        return "error"
-
-
-def poll_batch(ctx: Context, batch: BatchRecord, *, now: int) -> str:
-    """Move one batch forward as far as its provider allows; returns what happened."""
-    if batch.finalize_to is not None:
-        return _redrive_completion(ctx, batch, now)
-    if batch.status == "validating":
-        return _redrive_submission(ctx, batch, now)
-    refs = batch.provider_refs
-    if "batch_id" not in refs:
-        # cancelled before the provider batch existed; wait out a submission under way
-        if batch.status == "cancelling" and batch.submit_lease_until < now:
-            return "ended" if end_batch(ctx, batch, "cancelled") else "raced"
-        return "waiting"
-    deployment = ctx.routing.deployment(batch.deployment)
-    if deployment is None:
-        error = ErrorEntry(code="deployment_removed", message=f"Deployment {batch.deployment} is no longer configured.")
-        return "ended" if end_batch(ctx, batch, "failed", errors=(error,), without_results=True) else "raced"
-    provider = ctx.provider(deployment)
-    if batch.status == "cancelling" and not batch.cancel_sent:
-        provider.cancel(refs)
+    def _poll_isolated(self, batch: BatchRecord, deadline: Deadline) -> str:
+        if deadline.remaining() < _STOP_STARTING_SECONDS:
+            return "deferred"
         try:
-            batch = ctx.table.update_batch(batch.id, expect={"cancelling"}, fields={"cancel_sent": True})
-        except StaleState:
-            return "raced"
-    status = provider.refresh(refs)
-    if status.terminal:
-        return "ended" if end_batch(ctx, batch, status.state, errors=status.errors) else "raced"
-    if status.counts is not None and status.counts != batch.request_counts and status.counts.total:
-        try:
-            ctx.table.update_batch(
-                batch.id,
-                expect={batch.status},
-                fields={"request_counts": status.counts.model_dump(), "updated_at": now},
-                when={"finalize_to": None},
+            with within(deadline):
+                return self.poll(batch, now=int(self.clock()))
+        except ProviderError as exc:
+            logger.warning(
+                "provider call failed; will retry on the next poll",
+                extra={"batch_id": batch.id, "error": exc.message, "retryable": exc.retryable},
             )
+            return "provider_error"
+        except Exception:
+            logger.exception("polling a batch failed", extra={"batch_id": batch.id})
+            return "error"
+
+    def poll(self, batch: BatchRecord, *, now: int) -> str:
+        """Move one batch forward as far as its provider allows; returns what happened."""
+        if batch.finalize_to is not None:
+            return self._redrive_completion(batch, now)
+        past_window = now >= batch.expires_at + EXPIRY_GRACE_SECONDS
+        if batch.status == "validating" and not past_window:
+            return self._redrive_submission(batch, now)
+        refs = batch.provider_refs
+        if "batch_id" not in refs:
+            # never reached its provider: wait out a submission under way, then end it
+            if batch.submit_lease_until >= now:
+                return "waiting"
+            if past_window:
+                return self._end(batch, "expired", now)
+            return self._end(batch, "cancelled", now) if batch.status == "cancelling" else "waiting"
+        return self._refresh(batch, now, past_window=past_window)
+
+    def _refresh(self, batch: BatchRecord, now: int, *, past_window: bool) -> str:
+        """Cancel at the provider what must be cancelled, then take the provider's word on the run."""
+        refs = batch.provider_refs
+        deployment = self.routing.deployment(batch.deployment)
+        if deployment is None:
+            error = ErrorEntry(code="deployment_removed", message=f"Deployment {batch.deployment} is gone.")
+            return self._end(batch, "failed", now, errors=(error,), without_results=True)
+        provider = self.providers.get(deployment)
+        if past_window and not batch.expiring:
+            provider.cancel(refs)
+            batch = self.batches.mark_cancel_sent(batch.id, expiring=True)
+        elif batch.status == "cancelling" and not batch.cancel_sent and not batch.expiring:
+            provider.cancel(refs)
+            batch = self.batches.mark_cancel_sent(batch.id, expiring=False)
+        status = provider.refresh(refs)
+        if status.terminal:
+            outcome: Outcome = status.state  # type: ignore[assignment]  # terminal: one of the outcomes
+            if batch.expiring and outcome == "cancelled":
+                outcome = "expired"
+            return self._end(batch, outcome, now, errors=status.errors)
+        if batch.expiring and now >= batch.expires_at + EXPIRY_GRACE_SECONDS + EXPIRY_GIVE_UP_SECONDS:
+            logger.warning(
+                "provider did not stop an expired batch; ending it with what it has", extra={"batch_id": batch.id}
+            )
+            return self._end(batch, "expired", now)
+        counts = self._counts(batch, status.counts)
+        if counts is not None and counts != batch.request_counts:
+            try:
+                self.batches.record_counts(batch, counts, now=now)
+            except StaleState:
+                return "raced"
+            return "progressed"
+        return "unchanged"
+
+    @staticmethod
+    def _counts(batch: BatchRecord, provider: Counts | None) -> Counts | None:
+        """The batch's progress: what its provider reports, plus the requests refused before the run."""
+        if provider is None or not provider.total:
+            return None
+        refused = max(batch.rejected, 0)
+        return Counts(total=batch.request_counts.total, completed=provider.completed, failed=provider.failed + refused)
+
+    def _end(
+        self,
+        batch: BatchRecord,
+        outcome: Outcome,
+        now: int,
+        *,
+        errors: tuple[ErrorEntry, ...] = (),
+        without_results: bool = False,
+    ) -> str:
+        ended = end_run(self.batches, self.bus, batch, outcome, now=now, errors=errors, without_results=without_results)
+        return "ended" if ended else "raced"
+
+    def _redrive_submission(self, batch: BatchRecord, now: int) -> str:
+        if batch.submit_lease_until >= now:
+            return "waiting"  # a submitter holds it
+        if batch.retry_at:
+            if now < batch.retry_at:
+                return "waiting"  # its provider asked to wait
+        elif now - batch.updated_at < self.settings.submit_stuck_seconds:
+            return "waiting"
+        elif batch.submit_redrives >= self.settings.max_redrives:
+            error = ErrorEntry(
+                code="submission_failed",
+                message=f"The batch could not be submitted to its provider after {batch.submit_redrives} tries.",
+            )
+            return self._end(batch, "failed", now, errors=(error,))
+        try:
+            self.batches.redrive_submission(batch, now=now)
+            self.bus.publish(BATCH_CREATED, {"batch_id": batch.id})
+        except (StaleState, PublishFailed):
+            return "raced"
+        logger.info("re-drove a submission", extra={"batch_id": batch.id})
+        return "redriven"
+
+    def _redrive_completion(self, batch: BatchRecord, now: int) -> str:
+        if now - batch.updated_at < self.settings.finalize_stuck_seconds:
+            return "waiting"
+        give_up = batch.finalize_redrives >= self.settings.max_redrives
+        try:
+            batch = self.batches.redrive_completion(batch, now=now)
         except StaleState:
             return "raced"
-        return "progressed"
-    return "unchanged"
+        publish_ended(self.bus, batch, without_results=give_up)
+        logger.info("re-drove a stuck completion", extra={"batch_id": batch.id, "without_results": give_up})
+        return "redriven"
 
-
-def _redrive_submission(ctx: Context, batch: BatchRecord, now: int) -> str:
-    stuck_for = now - max(batch.updated_at, batch.submit_lease_until)
-    if stuck_for < ctx.settings.submit_stuck_seconds:
-        return "waiting"
-    if batch.submit_redrives >= ctx.settings.max_redrives:
-        error = ErrorEntry(
-            code="submission_failed",
-            message=f"The batch could not be submitted to its provider after {batch.submit_redrives} tries.",
-        )
-        return "ended" if end_batch(ctx, batch, "failed", errors=(error,)) else "raced"
-    try:
-        ctx.table.update_batch(
-            batch.id,
-            expect={"validating"},
-            fields={"updated_at": now},
-            add={"submit_redrives": 1},
-            when={"finalize_to": None, "submit_lease_until": batch.submit_lease_until},
-        )
-        ctx.bus.publish(BATCH_CREATED, {"batch_id": batch.id})
-    except (StaleState, PublishFailed):
-        return "raced"
-    logger.info("re-drove a stuck submission", extra={"batch_id": batch.id})
-    return "redriven"
-
-
-def _redrive_completion(ctx: Context, batch: BatchRecord, now: int) -> str:
-    if now - batch.updated_at < ctx.settings.finalize_stuck_seconds:
-        return "waiting"
-    give_up = batch.finalize_redrives >= ctx.settings.max_redrives
-    try:
-        batch = ctx.table.update_batch(
-            batch.id,
-            expect={batch.status},
-            fields={"updated_at": now},
-            add={"finalize_redrives": 1},
-            when={"finalize_to": batch.finalize_to, "updated_at": batch.updated_at},
-        )
-    except StaleState:
-        return "raced"
-    publish_ended(ctx, batch, without_results=give_up)
-    logger.info("re-drove a stuck completion", extra={"batch_id": batch.id, "without_results": give_up})
-    return "redriven"
+    def _retry_cleanups(self, deadline: Deadline) -> int:
+        """Retry removing provider objects whose removal failed at completion; give up after a week."""
+        cleaned = 0
+        for batch_id in self.batches.cleanups():
+            if deadline.remaining() < _STOP_STARTING_SECONDS:
+                break
+            batch = self.batches.get(batch_id)
+            deployment = self.routing.deployment(batch.deployment) if batch else None
+            try:
+                if batch is not None and deployment is not None:
+                    self.providers.get(deployment).cleanup(batch.provider_refs)
+            except ProviderError as exc:
+                if batch is not None and self.clock() - batch.updated_at < CLEANUP_GIVE_UP_SECONDS:
+                    logger.warning(
+                        "provider objects still not removed", extra={"batch_id": batch_id, "error": exc.message}
+                    )
+                    continue
+                logger.error("gave up removing a batch's provider objects", extra={"batch_id": batch_id})
+            self.batches.cleaned(batch_id)
+            cleaned += 1
+        return cleaned

@@ -23,7 +23,7 @@ from genai_prices import calc_price
 from genai_prices.types import ModelPrice, TieredPrices
 
 from shared.providers.base import LineUsage
-from shared.records import Cost, Usage
+from shared.records import Cost, ModelBounds, Usage
 from shared.routing import Deployment
 
 logger = logging.getLogger(__name__)
@@ -33,16 +33,6 @@ _USAGE_FIELDS: Final = tuple(Usage.model_fields)
 BATCH_CONTEXT: Final = {"processing": "batch"}
 BATCH_DISCOUNT: Final = Decimal("0.5")
 _MTOK: Final = Decimal(1_000_000)
-
-# genai-prices provider ids, by routing provider; the mock is priced as whoever makes the model
-_PRICE_PROVIDER: Final[dict[str, str | None]] = {
-    "openai": "openai",
-    "azure": "azure",
-    "anthropic": "anthropic",
-    "vertex": "google",
-    "bedrock": "aws",
-    "mock": None,
-}
 
 
 def _price_usage(usage: Usage | LineUsage) -> PriceUsage:
@@ -80,7 +70,7 @@ class BatchPricer:
         self._override = deployment.pricing
         refs = (deployment.price_model, deployment.provider_model, deployment.name)
         models = tuple(dict.fromkeys(ref for ref in refs if ref))
-        found = None if self._override else _model_price(models, _PRICE_PROVIDER[deployment.provider])
+        found = None if self._override else _model_price(models, deployment.spec.price_provider)
         self._price: ModelPrice | None = found[0] if found else None
         self._factor = found[1] if found else Decimal(1)
         self._per_request = self._price is not None and _is_tiered(self._price)
@@ -133,3 +123,15 @@ class BatchPricer:
             input=(uncached * rates.input_per_mtok + usage.cached_tokens * cached_rate) / _MTOK,
             output=usage.output_tokens * rates.output_per_mtok / _MTOK,
         )
+
+
+def max_cost(deployment: Deployment, bounds: ModelBounds) -> Decimal:
+    """The most a batch with these bounds can cost on `deployment`, at batch prices: every input byte a token,
+    every request its whole output limit (the deployment's `max_output_tokens` where its line sets none).
+
+    Priced as one request, so a tiered model's long-context rate applies, which keeps it a bound.
+    """
+    pricer = BatchPricer(deployment)
+    output = bounds.output_tokens + bounds.unbounded_lines * deployment.output_bound
+    pricer.add(LineUsage(input_tokens=bounds.input_tokens, output_tokens=output))
+    return pricer.cost().total

@@ -1,6 +1,6 @@
 """Stored records: what the table holds about files, uploads, batches and keys.
 
-These are the domain's view; shared/storage/table.py maps them to DynamoDB items and shared/views.py
+These are the domain's view; the stores (shared/storage/) map them to DynamoDB items and shared/views.py
 to the OpenAI wire shapes. Money is Decimal (exact, and DynamoDB's number type).
 """
 
@@ -10,11 +10,27 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.lifecycle import BatchStatus, Outcome
+
 MASTER_OWNER = "master"
 
 
 class Record(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+
+class ModelBounds(Record):
+    """What one model's requests in a batch input file may cost at most, in tokens.
+
+    `input_tokens` bounds the prompt: the UTF-8 bytes of each request body (a byte-level tokenizer never
+    makes more tokens than bytes). `output_tokens` sums the lines' own `max_tokens`-like limits;
+    `unbounded_lines` have none, and are bounded by their deployment's `max_output_tokens` at creation.
+    """
+
+    lines: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    unbounded_lines: int = 0
 
 
 class BatchInputInfo(Record):
@@ -23,6 +39,7 @@ class BatchInputInfo(Record):
     line_count: int
     endpoint: str
     model: str
+    bounds: ModelBounds = ModelBounds()
 
 
 class FileRecord(Record):
@@ -51,6 +68,7 @@ class UploadRecord(Record):
     file_expires_after: int | None = None
     file_id: str | None = None
     parts: dict[str, int] = Field(default_factory=dict)  # part id -> bytes
+    received_bytes: int = 0
 
 
 class Counts(Record):
@@ -95,7 +113,7 @@ class BatchRecord(Record):
     endpoint: str
     input_file_id: str
     completion_window: str = "24h"
-    status: str = "validating"
+    status: BatchStatus = "validating"
     created_at: int
     expires_at: int
     in_progress_at: int | None = None
@@ -115,15 +133,21 @@ class BatchRecord(Record):
     output_expires_after: int | None = None
     usage: Usage | None = None
     cost: Cost | None = None
+    # the most this batch can cost, held against its key's budget until the batch is finished
+    reserved: Decimal = Decimal(0)
     # the provider side: ids the adapter recorded, step by step
     provider_refs: dict[str, str] = Field(default_factory=dict)
+    # requests refused before the provider run (they cannot be translated for the provider); -1: not screened
+    rejected: int = -1
     submit_attempts: int = 0
     submit_redrives: int = 0
     submit_lease_until: int = 0
+    retry_at: int = 0  # a provider asked to be asked again later (its queue is full, its file not ready)
     tried_deployments: tuple[str, ...] = ()  # deployments a submission failed on, in order
     cancel_sent: bool = False
+    expiring: bool = False  # past expires_at: cancelled at the provider, to end `expired`
     # set when the provider run has ended: the final status, and the ids the completion step will use
-    finalize_to: str | None = None
+    finalize_to: Outcome | None = None
     finalize_redrives: int = 0
     reserved_output_file_id: str | None = None
     reserved_error_file_id: str | None = None
@@ -136,6 +160,21 @@ class KeyRecord(Record):
     models: tuple[str, ...] | None = None
     max_budget: Decimal | None = None
     spend: Decimal = Decimal(0)
+    reserved: Decimal = Decimal(0)
     created_at: int
     revoked: bool = False
     key_hash: str
+
+
+class SpendRow(Record):
+    """One owner's spend on one day and model."""
+
+    day: str
+    model: str
+    cost: Decimal = Decimal(0)
+    input_cost: Decimal = Decimal(0)
+    output_cost: Decimal = Decimal(0)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    requests: int = 0
+    batches: int = 0

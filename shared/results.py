@@ -3,38 +3,105 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+import re
+from typing import Any, Final
 
 import orjson
 
 from shared.ids import REQUEST
-from shared.providers.base import LineUsage, ResultLine
+from shared.providers.base import LineUsage, ResultLine, Unreadable
+
+_CUSTOM_ID: Final = re.compile(rb'"custom_id"\s*:\s*("(?:[^"\\]|\\.)*")')
+
+
+class BadUsage(ValueError):
+    """A response's usage that cannot be priced: counts that are not whole, non-negative numbers."""
+
+
+def _count(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadUsage(f"token count {value!r} is not a non-negative integer")
+    return value
 
 
 def usage_from_openai(body: Any) -> LineUsage | None:
     """The usage of an OpenAI response body: chat and text completions, embeddings and responses.
 
-    None when the body has no usable usage. This runs once per result line, so it keeps to plain lookups.
+    None when the body reports no usage; BadUsage when it reports usage that cannot be priced. This runs
+    once per result line, so it keeps to plain lookups.
     """
-    try:
-        usage = body["usage"]
-        if "input_tokens" in usage:  # /v1/responses
-            return LineUsage(
-                int(usage["input_tokens"] or 0),
-                int((usage.get("input_tokens_details") or {}).get("cached_tokens") or 0),
-                0,
-                int(usage.get("output_tokens") or 0),
-                int((usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0),
-            )
-        return LineUsage(
-            int(usage.get("prompt_tokens") or 0),
-            int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
-            0,
-            int(usage.get("completion_tokens") or 0),
-            int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0),
-        )
-    except (KeyError, TypeError, ValueError, AttributeError):
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if usage is None:
         return None
+    if not isinstance(usage, dict):
+        raise BadUsage("usage is not an object")
+    if "input_tokens" in usage:  # /v1/responses
+        inputs, outputs = usage.get("input_tokens_details") or {}, usage.get("output_tokens_details") or {}
+        if not isinstance(inputs, dict) or not isinstance(outputs, dict):
+            raise BadUsage("usage details are not objects")
+        return LineUsage(
+            _count(usage["input_tokens"]),
+            _count(inputs.get("cached_tokens")),
+            0,
+            _count(usage.get("output_tokens")),
+            _count(outputs.get("reasoning_tokens")),
+        )
+    prompt, completion = usage.get("prompt_tokens_details") or {}, usage.get("completion_tokens_details") or {}
+    if not isinstance(prompt, dict) or not isinstance(completion, dict):
+        raise BadUsage("usage details are not objects")
+    return LineUsage(
+        _count(usage.get("prompt_tokens")),
+        _count(prompt.get("cached_tokens")),
+        0,
+        _count(usage.get("completion_tokens")),
+        _count(completion.get("reasoning_tokens")),
+    )
+
+
+def custom_id_in(prefix: bytes) -> str | None:
+    """The custom_id a (possibly cut-off) OpenAI-format line names, if its start shows one."""
+    found = _CUSTOM_ID.search(prefix)
+    if found is None:
+        return None
+    try:
+        value = orjson.loads(found.group(1))
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def checked(line: ResultLine) -> ResultLine | Unreadable:
+    """`line` if it is a well-formed output or error line whose usage can be priced; else why it is not.
+
+    Adapters build lines from what providers send; this is the last look before a line is written and
+    priced, so one malformed line fails alone instead of failing its batch.
+    """
+    response = line.response
+    if response is None and line.error is None:
+        return Unreadable(line.custom_id, "the line has neither a response nor an error")
+    if response is not None:
+        status = response.get("status_code")
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            return Unreadable(line.custom_id, f"the response's status_code {status!r} is not an HTTP status")
+        if not isinstance(response.get("body"), dict):
+            return Unreadable(line.custom_id, "the response's body is not a JSON object")
+    if line.usage is not None and any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in line.usage):
+        return Unreadable(line.custom_id, f"the usage {tuple(line.usage)!r} is not non-negative token counts")
+    return line
+
+
+def provider_error_line(custom_id: str, reason: str) -> ResultLine:
+    """The error line of a request whose provider result could not be read or priced."""
+    message = f"The provider's result for this request could not be read: {reason}"
+    return ResultLine(custom_id=custom_id, response=None, error={"code": "provider_error", "message": message})
+
+
+def invalid_request_line(custom_id: str, reason: str) -> ResultLine:
+    """The error line of a request its provider cannot take, refused before the batch ran."""
+    message = f"This request cannot be sent to the batch's provider: {reason}"
+    return ResultLine(custom_id=custom_id, response=None, error={"code": "invalid_request", "message": message})
 
 
 def request_id(batch_id: str, custom_id: str) -> str:

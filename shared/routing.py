@@ -9,12 +9,11 @@ from datetime import date
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-ProviderName = Literal["openai", "azure", "anthropic", "vertex", "bedrock", "mock"]
+from shared.providers.specs import SPECS, ProviderName, ProviderSpec
 
 
 class RoutingError(Exception):
@@ -46,6 +45,11 @@ class Deployment(BaseModel):
     timeout: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=10)
     pricing: Pricing | None = None
+    # the output bound of a request whose line sets none (the budget reservation's maximum); default per provider
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    # requests per batch this deployment takes (Bedrock's are per-model quotas); default per provider
+    min_requests: int | None = Field(default=None, ge=1)
+    max_requests: int | None = Field(default=None, ge=1)
     # the model genai-prices prices this deployment as, when neither `model` nor `name` is one it knows
     price_model: str | None = None
     # azure: api_base is the resource endpoint; api_version selects the legacy ?api-version= paths (else
@@ -75,11 +79,26 @@ class Deployment(BaseModel):
 
     @model_validator(mode="after")
     def _provider_needs(self) -> Deployment:
-        required = {"azure": ("api_base",), "bedrock": ("role_arn", "s3_bucket"), "vertex": ("project", "gcs_bucket")}
-        missing = [f for f in required.get(self.provider, ()) if not getattr(self, f)]
+        missing = [f for f in self.spec.required if not getattr(self, f)]
         if missing:
             raise ValueError(f"provider {self.provider} needs {', '.join(missing)}")
+        if self.request_limits[0] > self.request_limits[1]:
+            raise ValueError("min_requests is above max_requests")
         return self
+
+    @property
+    def spec(self) -> ProviderSpec:
+        return SPECS[self.provider]
+
+    @property
+    def output_bound(self) -> int:
+        """The most output tokens a request without its own limit may produce here."""
+        return self.max_output_tokens or self.spec.max_output_tokens
+
+    @property
+    def request_limits(self) -> tuple[int, int]:
+        """The fewest and most requests a batch may hold here."""
+        return self.min_requests or self.spec.min_requests, self.max_requests or self.spec.max_requests
 
     @property
     def provider_model(self) -> str:

@@ -1,36 +1,69 @@
 """Submission: move a `validating` batch onto its provider, out of the request path.
 
-The submitter takes a lease on the batch, so duplicate events do not submit twice at once, and the
-adapter records each provider id in the batch item before its next step, so a retry after a crash
-resumes where the last attempt stopped. A permanent refusal ends the batch `failed`; a transient
-fault is raised for Lambda's retry, and the poller re-drives a batch whose submission was lost.
+The submitter takes a lease on the batch, so duplicate events do not submit twice at once. It first
+screens the input against the provider (shared/providers/registry.py `screen`): a request the provider
+cannot take is set aside, to fail alone as `invalid_request`, and the rest runs. The adapter records each
+provider id in the batch item before its next step, so a retry after a crash resumes where the last
+attempt stopped. A provider that asks to wait (ProviderBusy) has the batch wait, with backoff, until its
+window closes; a permanent refusal moves it to another deployment of its model or ends it `failed`; a
+transient fault is raised for Lambda's retry, and the poller re-drives a submission that was lost.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 
-from shared import ids, lifecycle, notifications
-from shared.context import Context
-from shared.errors import ProviderError, StaleState
+import orjson
+
+from shared import notifications
+from shared.errors import ProviderBusy, ProviderError, StaleState
 from shared.files import blob_key
-from shared.providers.base import SubmitRequest
+from shared.jsonl import iter_lines
+from shared.providers.base import InputLine, SubmitRequest
+from shared.providers.registry import ProviderSource, screen
 from shared.records import BatchRecord, ErrorEntry
-from shared.routing import Deployment, place
-from shared.storage.bus import BATCH_ENDED, PublishFailed
+from shared.routing import Deployment, RoutingConfig, place
+from shared.settings import Settings
+from shared.storage.ports import BatchStore, Blobs, Bus, ClaimStore
+from shared.transitions import end_run
 
 logger = logging.getLogger(__name__)
 
 HEALTH_SECONDS = 300  # how long placement avoids a deployment that failed a submission
+MAX_WAIT_SECONDS = 1800  # the longest a busy provider makes a batch wait between two tries
+
+
+def rejections_key(batch_id: str) -> str:
+    """Where the requests refused before a batch's provider run are kept, with why, as JSON lines."""
+    return f"batches/{batch_id}/rejected.jsonl"
+
+
+def read_rejections(blobs: Blobs, batch: BatchRecord) -> dict[str, str]:
+    """custom_id -> why its provider cannot take it, for the requests screened out of `batch`."""
+    if batch.rejected <= 0:
+        return {}
+    raw = blobs.get(rejections_key(batch.id)) or b""
+    lines = (orjson.loads(line) for line in raw.split(b"\n") if line)
+    return {line["custom_id"]: line["reason"] for line in lines}
+
+
+def input_lines(blobs: Blobs, batch: BatchRecord) -> Iterator[InputLine]:
+    """The batch's requests, as stored (validated at upload)."""
+    for raw in iter_lines(blobs.read(blob_key(batch.input_file_id))):
+        if raw.strip():
+            line = orjson.loads(raw)
+            yield InputLine(line["custom_id"], line["body"])
 
 
 class BatchJournal:
     """Records provider ids on the batch item, only while the batch still waits for them."""
 
-    def __init__(self, ctx: Context, batch: BatchRecord) -> None:
-        self._ctx = ctx
+    def __init__(self, batches: BatchStore, claims: ClaimStore, batch: BatchRecord) -> None:
+        self._batches = batches
+        self._claims = claims
         self._batch_id = batch.id
         self._refs = dict(batch.provider_refs)
 
@@ -40,153 +73,151 @@ class BatchJournal:
 
     def record(self, **refs: str) -> None:
         provider_batch = refs.get("batch_id")
-        if provider_batch is not None and not self._ctx.table.claim_provider_batch(provider_batch, self._batch_id):
+        if provider_batch is not None and not self._claims.claim(provider_batch, self._batch_id):
             raise ProviderError(f"provider batch {provider_batch} belongs to another batch", retryable=True)
-        self._ctx.table.update_batch(
-            self._batch_id,
-            expect={"validating", "cancelling"},
-            fields={f"provider_refs.{name}": value for name, value in refs.items()},
-        )
+        self._batches.record_refs(self._batch_id, refs)
         self._refs.update(refs)
 
     def claimed_by_another(self, provider_batch_id: str) -> bool:
-        owner = self._ctx.table.provider_batch_owner(provider_batch_id)
+        owner = self._claims.owner(provider_batch_id)
         return owner is not None and owner != self._batch_id
 
 
-def submit_request(ctx: Context, batch: BatchRecord, model: str) -> SubmitRequest:
-    """What a provider needs to run `batch`; reading the input is deferred until the adapter streams it."""
-    file = ctx.table.get_file(batch.input_file_id)
-    key = file.s3_key if file else blob_key(batch.input_file_id)
-    return SubmitRequest(
-        batch_id=batch.id,
-        endpoint=batch.endpoint,
-        model=model,
-        line_count=batch.request_counts.total,
-        open_input=lambda: ctx.blobs.read(key),
-        metadata=batch.metadata or {},
-    )
+@dataclass(frozen=True, slots=True)
+class Submission:
+    batches: BatchStore
+    claims: ClaimStore
+    blobs: Blobs
+    bus: Bus
+    providers: ProviderSource
+    routing: RoutingConfig
+    settings: Settings
+    clock: Callable[[], float] = time.time
 
-
-def end_batch(
-    ctx: Context,
-    batch: BatchRecord,
-    outcome: str,
-    *,
-    errors: tuple[ErrorEntry, ...] = (),
-    without_results: bool = False,
-) -> BatchRecord | None:
-    """Record that the provider run is over (`outcome` is the final status) and hand over to completion.
-
-    Returns None when another worker ended the batch first.
-    """
-    now = int(time.time())
-    shown = lifecycle.shown_while_finalizing(batch.status, outcome)
-    fields: dict[str, object] = {
-        "finalize_to": outcome,
-        "status": shown,
-        "updated_at": now,
-        "reserved_output_file_id": ids.new_id(ids.FILE),
-        "reserved_error_file_id": ids.new_id(ids.FILE),
-    }
-    if shown != batch.status:
-        fields[lifecycle.TIMESTAMP_FIELD[shown]] = now
-    if errors:
-        fields["errors"] = [e.model_dump(exclude_none=True) for e in errors]
-    try:
-        ended = ctx.table.update_batch(batch.id, expect={batch.status}, fields=fields, when={"finalize_to": None})
-    except StaleState:
-        logger.info("batch already ended by another worker", extra={"batch_id": batch.id})
-        return None
-    notifications.status_changed(ctx.bus, ended, batch.status)
-    publish_ended(ctx, ended, without_results=without_results)
-    return ended
-
-
-def publish_ended(ctx: Context, batch: BatchRecord, *, without_results: bool = False) -> None:
-    try:
-        ctx.bus.publish(BATCH_ENDED, {"batch_id": batch.id, "without_results": without_results})
-    except PublishFailed:
-        logger.warning(
-            "batch ended but its event was not published; the poller will re-drive it", extra={"batch_id": batch.id}
-        )
-
-
-def submit_batch(ctx: Context, batch_id: str) -> None:
-    """Submit one batch to its provider; safe to call any number of times, concurrently.
-
-    A provider error moves the batch to the model's next deployment, unless the failed one may already
-    hold the batch (a create whose answer was lost), which would run it twice.
-    """
-    now = int(time.time())
-    try:
-        batch = ctx.table.claim_submission(batch_id, now=now, lease_seconds=ctx.settings.submit_lease_seconds)
-    except StaleState:
-        logger.info("batch not waiting for submission, or another submitter holds it", extra={"batch_id": batch_id})
-        return
-    while True:
-        deployment = ctx.routing.deployment(batch.deployment)
-        if deployment is None:
-            message = f"Deployment {batch.deployment} is no longer configured."
-            end_batch(ctx, batch, "failed", errors=(ErrorEntry(code="deployment_removed", message=message),))
-            return
-        journal = BatchJournal(ctx, batch)
+    def submit(self, batch_id: str) -> None:
+        """Submit one batch to its provider; safe to call any number of times, concurrently."""
+        now = int(self.clock())
         try:
-            ctx.provider(deployment).submit(submit_request(ctx, batch, deployment.provider_model), journal)
-            break
+            batch = self.batches.claim_submission(batch_id, now=now, lease_seconds=self.settings.submit_lease_seconds)
         except StaleState:
-            logger.info("batch left validating during submission", extra={"batch_id": batch.id})
+            logger.info("batch not waiting for submission, or another submitter holds it", extra={"batch_id": batch_id})
             return
-        except ProviderError as exc:
-            ctx.table.mark_deployment_failing(
-                deployment.key, until=int(time.time()) + HEALTH_SECONDS, error=exc.message
-            )
-            moved = _fail_over(ctx, batch, deployment, journal.refs, exc)
-            if moved is not None:
+        while True:
+            deployment = self.routing.deployment(batch.deployment)
+            if deployment is None:
+                error = ErrorEntry(code="deployment_removed", message=f"Deployment {batch.deployment} is gone.")
+                end_run(self.batches, self.bus, batch, "failed", now=int(self.clock()), errors=(error,))
+                return
+            journal = BatchJournal(self.batches, self.claims, batch)
+            try:
+                batch = self._screen(batch, deployment)
+                if batch.rejected == batch.request_counts.total:
+                    # nothing left to send: every request fails alone, and the batch is done
+                    end_run(self.batches, self.bus, batch, "completed", now=int(self.clock()))
+                    return
+                self.providers.get(deployment).submit(self._request(batch, deployment), journal)
+                break
+            except StaleState:
+                logger.info("batch left validating during submission", extra={"batch_id": batch.id})
+                return
+            except ProviderError as exc:
+                moved = self._after_failure(batch, deployment, journal.refs, exc)
+                if moved is None:
+                    return
                 batch = moved
-                continue
-            if exc.retryable and batch.submit_attempts < ctx.settings.max_redrives:
-                ctx.table.update_batch(batch.id, expect={"validating", "cancelling"}, fields={"submit_lease_until": 0})
-                raise
-            logger.warning("provider refused the batch", extra={"batch_id": batch.id, "code": exc.code})
-            end_batch(ctx, batch, "failed", errors=(ErrorEntry(code=exc.code, message=exc.message),))
+        self._start(batch)
+
+    def _screen(self, batch: BatchRecord, deployment: Deployment) -> BatchRecord:
+        """Set aside the requests `deployment`'s provider cannot take, once per deployment."""
+        if batch.rejected >= 0:
+            return batch
+        rejected = bytearray()
+        count = 0
+        for line in input_lines(self.blobs, batch):
+            reason = screen(deployment, line.body)
+            if reason is not None:
+                rejected += orjson.dumps(
+                    {"custom_id": line.custom_id, "reason": reason}, option=orjson.OPT_APPEND_NEWLINE
+                )
+                count += 1
+        if count:
+            self.blobs.put(rejections_key(batch.id), bytes(rejected), "application/jsonl")
+            logger.info("requests the provider cannot take will fail alone", extra={"batch_id": batch.id, "n": count})
+        return self.batches.record_screening(batch.id, count)
+
+    def _request(self, batch: BatchRecord, deployment: Deployment) -> SubmitRequest:
+        rejected = read_rejections(self.blobs, batch)
+
+        def open_lines() -> Iterator[InputLine]:
+            return (line for line in input_lines(self.blobs, batch) if line.custom_id not in rejected)
+
+        return SubmitRequest(
+            batch_id=batch.id,
+            endpoint=batch.endpoint,
+            model=deployment.provider_model,
+            line_count=batch.request_counts.total - len(rejected),
+            open_lines=open_lines,
+            expires_at=batch.expires_at,
+            metadata=batch.metadata or {},
+        )
+
+    def _after_failure(
+        self, batch: BatchRecord, deployment: Deployment, refs: Mapping[str, str], exc: ProviderError
+    ) -> BatchRecord | None:
+        """Where a failed submission goes next: another deployment (returned), a wait, a retry, or the end."""
+        now = int(self.clock())
+        if not isinstance(exc, ProviderBusy):
+            self.claims.mark_failing(deployment.key, until=now + HEALTH_SECONDS, error=exc.message)
+        moved = self._fail_over(batch, deployment, refs, exc)
+        if moved is not None:
+            return moved
+        if isinstance(exc, ProviderBusy):
+            wait = min(exc.retry_after * 2 ** min(batch.submit_attempts - 1, 10), MAX_WAIT_SECONDS)
+            logger.info("provider asks to wait", extra={"batch_id": batch.id, "seconds": wait, "why": exc.message})
+            self.batches.release_submission(batch.id, retry_at=now + int(wait), now=now)
+            return None
+        if exc.retryable and batch.submit_attempts < self.settings.max_redrives:
+            self.batches.release_submission(batch.id, retry_at=0, now=now)
+            raise exc
+        logger.warning("provider refused the batch", extra={"batch_id": batch.id, "code": exc.code})
+        error = ErrorEntry(code=exc.code, message=exc.message)
+        end_run(self.batches, self.bus, batch, "failed", now=now, errors=(error,))
+        return None
+
+    def _fail_over(
+        self, batch: BatchRecord, failed: Deployment, refs: Mapping[str, str], error: ProviderError
+    ) -> BatchRecord | None:
+        """Move `batch` to the next untried deployment of its model; None when there is none or it is unsafe
+        (the failed one may already hold the batch: a create whose answer was lost would run it twice)."""
+        busy = isinstance(error, ProviderBusy)  # a definite "not now": nothing was created
+        if error.retryable and not busy and ("create_started" in refs or "batch_id" in refs):
+            return None
+        tried = (*batch.tried_deployments, failed.key)
+        remaining = [d for d in self.routing.deployments_for(batch.model) if d.key not in tried]
+        if not remaining:
+            return None
+        now = int(self.clock())
+        chosen = place(remaining, avoid=self.claims.failing([d.key for d in remaining], now=now))
+        try:
+            moved = self.batches.move(batch.id, deployment=chosen.key, tried=tried, now=now)
+        except StaleState:
+            return None
+        if refs:
+            try:
+                self.providers.get(failed).cleanup(refs)
+            except ProviderError as exc:
+                logger.warning("could not remove the input left at the failed deployment", extra={"error": exc.message})
+        logger.warning(
+            "deployment failed the submission; trying the next one",
+            extra={"batch_id": batch.id, "failed": failed.key, "next": chosen.key, "error": error.message},
+        )
+        return moved
+
+    def _start(self, batch: BatchRecord) -> None:
+        try:
+            started = self.batches.start(batch.id, now=int(self.clock()))
+        except StaleState:
+            # cancelled meanwhile: the provider ids are recorded, so the poller cancels the provider batch
+            logger.info("batch was cancelled during submission", extra={"batch_id": batch.id})
             return
-    now = int(time.time())
-    try:
-        started = ctx.table.update_batch(
-            batch.id,
-            expect={"validating"},
-            fields={"status": "in_progress", "in_progress_at": now, "submit_lease_until": 0, "updated_at": now},
-        )
-    except StaleState:
-        # cancelled meanwhile: the provider ids are recorded, so the poller cancels the provider batch
-        logger.info("batch was cancelled during submission", extra={"batch_id": batch.id})
-        return
-    notifications.status_changed(ctx.bus, started, batch.status)
-
-
-def _fail_over(
-    ctx: Context, batch: BatchRecord, failed: Deployment, refs: Mapping[str, str], error: ProviderError
-) -> BatchRecord | None:
-    """Move `batch` to the next untried deployment of its model; None when there is none or it is unsafe."""
-    if error.retryable and ("create_started" in refs or "batch_id" in refs):
-        return None
-    tried = (*batch.tried_deployments, failed.key)
-    remaining = [d for d in ctx.routing.deployments_for(batch.model) if d.key not in tried]
-    if not remaining:
-        return None
-    now = int(time.time())
-    chosen = place(remaining, avoid=ctx.table.failing_deployments([d.key for d in remaining], now=now))
-    try:
-        moved = ctx.table.update_batch(
-            batch.id,
-            expect={"validating"},
-            fields={"deployment": chosen.key, "provider_refs": {}, "tried_deployments": list(tried), "updated_at": now},
-        )
-    except StaleState:
-        return None
-    logger.warning(
-        "deployment failed the submission; trying the next one",
-        extra={"batch_id": batch.id, "failed": failed.key, "next": chosen.key, "error": error.message},
-    )
-    return moved
+        notifications.status_changed(self.bus, started, batch.status)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from shared import ids
 from shared.auth import Principal
@@ -17,8 +17,7 @@ from shared.errors import InvalidRequest, NotFound, StaleState
 from shared.files import PURPOSES, Files, clean_filename
 from shared.jsonl import MAX_BYTES
 from shared.records import FileRecord, UploadRecord
-from shared.storage.blobs import Blobs
-from shared.storage.table import Table
+from shared.storage.ports import Blobs, FileStore, UploadStore
 from shared.wire import CreateUploadRequest
 
 UPLOAD_TTL = 3600
@@ -30,10 +29,20 @@ def part_key(upload_id: str, part_id: str) -> str:
 
 
 class Uploads:
-    def __init__(self, table: Table, blobs: Blobs, files: Files) -> None:
-        self._table = table
+    def __init__(
+        self,
+        uploads: UploadStore,
+        file_store: FileStore,
+        blobs: Blobs,
+        files: Files,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._uploads = uploads
+        self._file_store = file_store
         self._blobs = blobs
         self._files = files
+        self._clock = clock
 
     def create(self, principal: Principal, request: CreateUploadRequest) -> UploadRecord:
         if request.purpose not in PURPOSES:
@@ -44,7 +53,7 @@ class Uploads:
                 code="file_too_large",
                 param="bytes",
             )
-        now = int(time.time())
+        now = int(self._clock())
         record = UploadRecord(
             id=ids.new_id(ids.UPLOAD),
             owner=principal.owner,
@@ -56,20 +65,20 @@ class Uploads:
             expires_at=now + UPLOAD_TTL,
             file_expires_after=request.expires_after.seconds if request.expires_after else None,
         )
-        self._table.put_upload(record)
+        self._uploads.put(record)
         return record
 
     def get(self, principal: Principal, upload_id: str) -> UploadRecord:
         """The caller's upload, shown `expired` past its hour; NotFound for a missing or someone else's."""
-        record = self._table.get_upload(upload_id) if ids.is_id(upload_id, ids.UPLOAD) else None
+        record = self._uploads.get(upload_id) if ids.is_id(upload_id, ids.UPLOAD) else None
         if record is None or not principal.can_see(record.owner):
             raise NotFound(f"No such Upload object: {upload_id}", param="upload_id")
-        if record.status == "pending" and record.expires_at <= time.time():
+        if record.status == "pending" and record.expires_at <= self._clock():
             return record.model_copy(update={"status": "expired"})
         return record
 
     def file_of(self, record: UploadRecord) -> FileRecord | None:
-        return self._table.get_file(record.file_id) if record.file_id else None
+        return self._file_store.get(record.file_id) if record.file_id else None
 
     def _pending(self, principal: Principal, upload_id: str) -> UploadRecord:
         record = self.get(principal, upload_id)
@@ -80,24 +89,37 @@ class Uploads:
         return record
 
     def add_part(self, principal: Principal, upload_id: str, data: bytes) -> tuple[str, int]:
-        """Store one part; returns its id and creation time."""
+        """Store one part; returns its id and creation time.
+
+        The part counts only once the upload item admits it, in one conditional write that checks the upload
+        is pending and stays within its declared bytes and MAX_PARTS, so concurrent parts cannot overrun it.
+        """
         record = self._pending(principal, upload_id)
-        if len(record.parts) >= MAX_PARTS:
-            raise InvalidRequest(f"An upload can have at most {MAX_PARTS} parts.", code="too_many_parts")
-        if sum(record.parts.values()) + len(data) > record.bytes:
-            raise InvalidRequest(
-                f"The parts would exceed the {record.bytes:,} bytes declared for this upload.",
-                code="upload_too_large",
-                param="data",
-            )
+        if record.received_bytes + len(data) > record.bytes:
+            raise self._too_large(record)
         part_id = ids.new_id(ids.PART)
         self._blobs.put(part_key(upload_id, part_id), data)
         try:
-            self._table.add_upload_part(upload_id, part_id, len(data))
+            self._uploads.add_part(upload_id, part_id, len(data), declared=record.bytes, max_parts=MAX_PARTS)
         except StaleState:
             self._blobs.delete(part_key(upload_id, part_id))
-            raise InvalidRequest(f"Upload {upload_id} no longer accepts parts.", code="upload_not_pending") from None
-        return part_id, int(time.time())
+            now = self._uploads.get(upload_id) or record
+            if now.status != "pending":
+                raise InvalidRequest(
+                    f"Upload {upload_id} no longer accepts parts.", code="upload_not_pending"
+                ) from None
+            if len(now.parts) >= MAX_PARTS:
+                raise InvalidRequest(f"An upload can have at most {MAX_PARTS} parts.", code="too_many_parts") from None
+            raise self._too_large(now) from None
+        return part_id, int(self._clock())
+
+    @staticmethod
+    def _too_large(record: UploadRecord) -> InvalidRequest:
+        return InvalidRequest(
+            f"The parts would exceed the {record.bytes:,} bytes declared for this upload.",
+            code="upload_too_large",
+            param="data",
+        )
 
     def complete(self, principal: Principal, upload_id: str, part_ids: list[str], md5: str | None) -> UploadRecord:
         """Join the parts, in `part_ids` order, into a validated file."""
@@ -125,14 +147,14 @@ class Uploads:
                 raise InvalidRequest("The md5 of the parts does not match the md5 given.", code="md5_mismatch")
 
         file = self._files.store(
-            principal,
+            record.owner,  # the upload's owner, whoever completes it
             purpose=record.purpose,
             filename=record.filename,
             chunks=chunks(),
             expires_after=record.file_expires_after,
         )
         try:
-            completed = self._table.set_upload_status(upload_id, "completed", expect={"pending"}, file_id=file.id)
+            completed = self._uploads.set_status(upload_id, "completed", file_id=file.id)
         except StaleState:
             self._files.discard(file)
             raise InvalidRequest(
@@ -144,7 +166,7 @@ class Uploads:
     def cancel(self, principal: Principal, upload_id: str) -> UploadRecord:
         record = self._pending(principal, upload_id)
         try:
-            cancelled = self._table.set_upload_status(upload_id, "cancelled", expect={"pending"})
+            cancelled = self._uploads.set_status(upload_id, "cancelled")
         except StaleState:
             raise InvalidRequest(f"Upload {upload_id} is no longer pending.", code="upload_not_pending") from None
         self._blobs.delete(*(part_key(upload_id, p) for p in record.parts))

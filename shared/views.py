@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from shared import wire
-from shared.records import BatchRecord, FileRecord, KeyRecord, UploadRecord
+from shared.records import BatchRecord, FileRecord, KeyRecord, SpendRow, UploadRecord
 
 
 def file_object(record: FileRecord) -> wire.FileObject:
@@ -44,7 +41,7 @@ def batch_object(record: BatchRecord) -> wire.Batch:
         else None,
         input_file_id=record.input_file_id,
         completion_window=record.completion_window,
-        status=record.status,  # type: ignore[arg-type]
+        status=record.status,
         output_file_id=record.output_file_id,
         error_file_id=record.error_file_id,
         created_at=record.created_at,
@@ -72,17 +69,17 @@ def batch_object(record: BatchRecord) -> wire.Batch:
     )
 
 
-def spend_row(row: Mapping[str, Any]) -> wire.SpendRow:
+def spend_row(row: SpendRow) -> wire.SpendRow:
     return wire.SpendRow(
-        day=row["day"],
-        model=row["model"],
-        cost=float(row.get("cost", 0)),
-        input_cost=float(row.get("input_cost", 0)),
-        output_cost=float(row.get("output_cost", 0)),
-        input_tokens=int(row.get("input_tokens", 0)),
-        output_tokens=int(row.get("output_tokens", 0)),
-        requests=int(row.get("requests", 0)),
-        batches=int(row.get("batches", 0)),
+        day=row.day,
+        model=row.model,
+        cost=float(row.cost),
+        input_cost=float(row.input_cost),
+        output_cost=float(row.output_cost),
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        requests=row.requests,
+        batches=row.batches,
     )
 
 
@@ -93,6 +90,7 @@ def key_info(record: KeyRecord) -> wire.KeyInfo:
         models=list(record.models) if record.models is not None else None,
         max_budget=float(record.max_budget) if record.max_budget is not None else None,
         spend=float(record.spend),
+        reserved=float(record.reserved),
         created_at=record.created_at,
         revoked=record.revoked,
     )

@@ -27,7 +27,7 @@ StoredFilePurpose = Literal[
     "evals",
 ]
 
-MetadataKey = Annotated[str, StringConstraints(max_length=64)]
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 
 
@@ -240,6 +240,7 @@ class KeyInfo(Wire):
     models: list[str] | None
     max_budget: float | None
     spend: float
+    reserved: float
     created_at: int
     revoked: bool = False
 

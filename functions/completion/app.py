@@ -9,8 +9,9 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.completion import complete_batch
-from shared.context import Context, get_context
+from shared.completion import Completion
+from shared.deadline import Deadline, within
+from shared.runtime import runtime
 from shared.storage.bus import BatchEvent
 
 logger = Logger(service="batchgw")
@@ -26,14 +27,20 @@ _STATUS_METRIC = {
 }
 
 
+def compose() -> Completion:
+    rt = runtime()
+    return Completion(rt.batch_store, rt.blobs, rt.bus, rt.providers, rt.routing)
+
+
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
-def handler(event: dict[str, Any], context: LambdaContext, *, ctx: Context | None = None) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: LambdaContext, *, completion: Completion | None = None) -> dict[str, Any]:
     detail = BatchEvent.model_validate(event).detail
     logger.set_correlation_id(detail.batch_id)
     tracer.put_annotation(key="batch_id", value=detail.batch_id)
-    done = complete_batch(ctx or get_context(), detail.batch_id, without_results=detail.without_results)
+    with within(Deadline.of_invocation(context, reserve=10)):
+        done = (completion or compose()).complete(detail.batch_id, without_results=detail.without_results)
     if done is None:
         metrics.add_metric(name="CompletionsSkipped", unit=MetricUnit.Count, value=1)
         return {"batch_id": detail.batch_id, "booked": False}
@@ -43,6 +50,7 @@ def handler(event: dict[str, Any], context: LambdaContext, *, ctx: Context | Non
     metrics.add_metric(name="CostUSD", unit=MetricUnit.NoUnit, value=float(done.cost.total))
     if not done.priced:
         metrics.add_metric(name="UnpricedBatches", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="ResultLinesUnreadable", unit=MetricUnit.Count, value=done.unreadable)
     logger.info(
         "batch completed",
         extra={

@@ -12,7 +12,7 @@ from starlette.datastructures import UploadFile
 
 from shared import wire
 from shared.errors import InvalidRequest
-from shared.http.deps import CallerDep, ContextDep, FilesDep
+from shared.http.deps import CallerDep, FilesDep, RuntimeDep
 from shared.views import file_object
 
 router = APIRouter(prefix="/v1", tags=["files"])
@@ -80,7 +80,7 @@ async def create_file(request: Request, caller: CallerDep, files: FilesDep) -> w
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
         record = await run_in_threadpool(
             files.store,
-            caller,
+            caller.owner,
             purpose=purpose,
             filename=upload.filename,
             chunks=_chunks(upload),
@@ -115,12 +115,12 @@ def retrieve_file(file_id: FileId, caller: CallerDep, files: FilesDep) -> wire.F
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}, 307: {"description": "presigned S3 URL"}},
 )
-def file_content(file_id: FileId, caller: CallerDep, files: FilesDep, ctx: ContextDep) -> Response:
+def file_content(file_id: FileId, caller: CallerDep, files: FilesDep, rt: RuntimeDep) -> Response:
     download = files.download(
         caller,
         file_id,
-        inline_limit=ctx.settings.max_response_bytes,
-        url_seconds=ctx.settings.presign_seconds,
+        inline_limit=rt.settings.max_response_bytes,
+        url_seconds=rt.settings.presign_seconds,
     )
     if download.redirect_url is not None:
         return RedirectResponse(download.redirect_url, status_code=307)

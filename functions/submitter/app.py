@@ -9,9 +9,10 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.context import Context, get_context
+from shared.deadline import Deadline, within
+from shared.runtime import runtime
 from shared.storage.bus import BatchEvent
-from shared.submission import submit_batch
+from shared.submission import Submission
 
 logger = Logger(service="batchgw")
 tracer = Tracer(service="batchgw")
@@ -19,13 +20,19 @@ metrics = Metrics(namespace="batchgw", service="submitter")
 copy_config_to_registered_loggers(source_logger=logger)
 
 
+def compose() -> Submission:
+    rt = runtime()
+    return Submission(rt.batch_store, rt.claim_store, rt.blobs, rt.bus, rt.providers, rt.routing, rt.settings)
+
+
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
-def handler(event: dict[str, Any], context: LambdaContext, *, ctx: Context | None = None) -> dict[str, str]:
+def handler(event: dict[str, Any], context: LambdaContext, *, submission: Submission | None = None) -> dict[str, str]:
     detail = BatchEvent.model_validate(event).detail
     logger.set_correlation_id(detail.batch_id)
     tracer.put_annotation(key="batch_id", value=detail.batch_id)
     metrics.add_metric(name="SubmissionsAttempted", unit=MetricUnit.Count, value=1)
-    submit_batch(ctx or get_context(), detail.batch_id)
+    with within(Deadline.of_invocation(context, reserve=5)):
+        (submission or compose()).submit(detail.batch_id)
     return {"batch_id": detail.batch_id}

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import errors
-from shared.context import get_context
+from shared.runtime import runtime
 from shared.wire import ErrorBody, Health
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 class RequestLimits:
-    """Stamps a request id on every request and refuses bodies over the limit with 413, before reading them."""
+    """Stamps a request id on every request and refuses bodies over the limit with 413: declared ones before
+    reading them, chunked ones as soon as they pass it (whatever the app was doing with the body, its
+    answer is replaced by the 413)."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: Callable[[], int]) -> None:
         self.app = app
@@ -120,18 +122,39 @@ class RequestLimits:
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await self._too_large(scope, receive, send_with_id)
             return
+        await self._counted(scope, receive, send_with_id)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app on a body counted as it arrives; past the limit, the answer is the 413."""
         received = 0
+        over = False
+        answered = False
 
         async def counted_receive() -> Message:
-            nonlocal received
+            nonlocal received, over
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
+                    over = True
                     raise errors.PayloadTooLarge(self._message())
             return message
 
-        await self.app(scope, counted_receive, send_with_id)
+        async def send_or_too_large(message: Message) -> None:
+            nonlocal answered
+            if not over:
+                await send(message)
+            elif not answered:  # the app answered the broken body its own way: answer the 413 instead
+                answered = True
+                await self._too_large(scope, receive, send)
+
+        try:
+            await self.app(scope, counted_receive, send_or_too_large)
+        except Exception:
+            if not over:
+                raise
+            if not answered:
+                await self._too_large(scope, receive, send)
 
     def _message(self) -> str:
         return (
@@ -193,5 +216,5 @@ def create_app(*routers: APIRouter, title: str = "batchgw") -> FastAPI:
 
     for router in routers:
         app.include_router(router)
-    app.add_middleware(RequestLimits, max_body_bytes=lambda: get_context().settings.max_request_bytes)
+    app.add_middleware(RequestLimits, max_body_bytes=lambda: runtime().settings.max_request_bytes)
     return app

@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the caller's principal and the use cases, built from the cached context."""
+"""FastAPI dependencies: the caller's principal and the use cases, composed from the cached runtime."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from shared.auth import Principal, authenticate, presented_key
 from shared.batches import Batches
-from shared.context import Context, get_context
 from shared.files import Files
 from shared.keys import Keys
+from shared.runtime import Runtime, runtime
 from shared.secret_refs import resolve_secret
 from shared.uploads import Uploads
 
@@ -19,35 +19,31 @@ _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <key>"
 _api_key = APIKeyHeader(name="api-key", auto_error=False, description="api-key: <key>")
 
 
-def context() -> Context:
-    return get_context()
-
-
 def principal(
-    ctx: Annotated[Context, Depends(context)],
+    rt: Annotated[Runtime, Depends(runtime)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     api_key: Annotated[str | None, Security(_api_key)],
 ) -> Principal:
     """The caller, from `Authorization: Bearer <key>` or `api-key: <key>` (401 otherwise)."""
     authorization = f"{bearer.scheme} {bearer.credentials}" if bearer else None
     secret = presented_key(authorization, api_key)
-    return authenticate(secret, master_key=resolve_secret(ctx.settings.master_key_ref), table=ctx.table)
+    return authenticate(secret, master_key=resolve_secret(rt.settings.master_key_ref), keys=rt.key_store)
 
 
-def files(ctx: Annotated[Context, Depends(context)]) -> Files:
-    return Files(ctx.table, ctx.blobs)
+def files(rt: Annotated[Runtime, Depends(runtime)]) -> Files:
+    return Files(rt.file_store, rt.blobs)
 
 
-def batches(ctx: Annotated[Context, Depends(context)], files: Annotated[Files, Depends(files)]) -> Batches:
-    return Batches(ctx.table, files, ctx.bus, ctx.routing)
+def batches(rt: Annotated[Runtime, Depends(runtime)], files: Annotated[Files, Depends(files)]) -> Batches:
+    return Batches(rt.batch_store, rt.key_store, rt.claim_store, files, rt.bus, rt.routing)
 
 
-def keys(ctx: Annotated[Context, Depends(context)]) -> Keys:
-    return Keys(ctx.table)
+def keys(rt: Annotated[Runtime, Depends(runtime)]) -> Keys:
+    return Keys(rt.key_store)
 
 
-def uploads(ctx: Annotated[Context, Depends(context)], files: Annotated[Files, Depends(files)]) -> Uploads:
-    return Uploads(ctx.table, ctx.blobs, files)
+def uploads(rt: Annotated[Runtime, Depends(runtime)], files: Annotated[Files, Depends(files)]) -> Uploads:
+    return Uploads(rt.upload_store, rt.file_store, rt.blobs, files)
 
 
 CallerDep = Annotated[Principal, Depends(principal)]
@@ -55,4 +51,4 @@ KeysDep = Annotated[Keys, Depends(keys)]
 UploadsDep = Annotated[Uploads, Depends(uploads)]
 FilesDep = Annotated[Files, Depends(files)]
 BatchesDep = Annotated[Batches, Depends(batches)]
-ContextDep = Annotated[Context, Depends(context)]
+RuntimeDep = Annotated[Runtime, Depends(runtime)]

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
+import httpx
 import orjson
 
-from shared.errors import InvalidRequest, ProviderError
-from shared.jsonl import iter_lines
+from shared.errors import ProviderError
+from shared.jsonl import LineTooLong
 from shared.providers.anthropic_format import (
-    TranslationError,
     anthropic_custom_id,
     batch_status,
     hashed_custom_ids,
@@ -27,16 +27,25 @@ from shared.providers.anthropic_format import (
     to_params,
     unix_seconds,
 )
-from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest
-from shared.providers.http import build_client, cancel, create_once, json_of, send, stream_lines
-from shared.records import BatchInputInfo
+from shared.providers.base import (
+    Journal,
+    ProviderStatus,
+    ResultLine,
+    SubmitRequest,
+    TranslationError,
+    Unreadable,
+    guarded,
+)
+from shared.providers.http import LazyClients, build_client, cancel, create_once, json_of, send, stream_lines
+from shared.providers.registry import ProviderDeps
+from shared.results import custom_id_in
 from shared.routing import Deployment
+from shared.secret_refs import resolve_secret
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_API_BASE: Final = "https://api.anthropic.com"
 ANTHROPIC_VERSION: Final = "2023-06-01"
-ENDPOINTS: Final = ("/v1/chat/completions",)
 BATCHES: Final = "/v1/messages/batches"
 # how far before `create_started` a lost batch may carry its creation time (clock skew between us and Anthropic)
 FIND_SKEW_SECONDS: Final = 60
@@ -44,15 +53,13 @@ _FIND_PAGE_SIZE: Final = 100
 _FIND_PAGES: Final = 10
 
 
-def check_input(deployment: Deployment, info: BatchInputInfo) -> None:
-    """Refuse endpoints Anthropic's Message Batches cannot run: it serves chat completions only."""
-    if info.endpoint not in ENDPOINTS:
-        raise InvalidRequest(
-            f"The model '{info.model}' is served by Anthropic's Message Batches API (provider anthropic), which "
-            f"does not take {info.endpoint} batches (only {', '.join(ENDPOINTS)}).",
-            code="unsupported_endpoint",
-            param="endpoint",
-        )
+def build(deployment: Deployment, deps: ProviderDeps) -> AnthropicProvider:
+    return AnthropicProvider(deployment, resolve_secret(deployment.api_key) if deployment.api_key else None)
+
+
+def screen(deployment: Deployment, body: dict[str, Any]) -> None:
+    """Raise TranslationError for a request Anthropic's Messages API cannot take."""
+    to_params(body, deployment.provider_model)
 
 
 class _CreateBody:
@@ -65,19 +72,14 @@ class _CreateBody:
     def __iter__(self) -> Iterator[bytes]:
         yield b'{"requests":['
         separator = b""
-        for raw in iter_lines(self._request.open_input()):
-            if not raw.strip():
-                continue
-            line = orjson.loads(raw)
+        for custom_id, body in self._request.open_lines():
             try:
-                params = to_params(line["body"], self._model)
-            except TranslationError as exc:
+                params = to_params(body, self._model)
+            except TranslationError as exc:  # screened out before submission: only a changed translator gets here
                 raise ProviderError(
-                    f"Request {line['custom_id']!r} cannot be sent to Anthropic: {exc}",
-                    retryable=False,
-                    code="invalid_request",
+                    f"Request {custom_id!r} cannot be sent to Anthropic: {exc}", retryable=False, code="invalid_request"
                 ) from None
-            yield separator + orjson.dumps({"custom_id": anthropic_custom_id(line["custom_id"]), "params": params})
+            yield separator + orjson.dumps({"custom_id": anthropic_custom_id(custom_id), "params": params})
             separator = b","
         yield b"]}"
 
@@ -87,19 +89,28 @@ class AnthropicProvider:
 
     def __init__(self, deployment: Deployment, api_key: str | None) -> None:
         self._deployment = deployment
-        headers = {"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
+        self._headers = {"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
         if api_key:
-            headers["x-api-key"] = api_key
-        base_url = (deployment.api_base or DEFAULT_API_BASE).rstrip("/")
-        self._http = build_client(
-            base_url=base_url, headers=headers, timeout=deployment.timeout, max_retries=deployment.max_retries
+            self._headers["x-api-key"] = api_key
+        self._clients = LazyClients()
+
+    def _client(self, max_retries: int) -> httpx.Client:
+        base_url = (self._deployment.api_base or DEFAULT_API_BASE).rstrip("/")
+        return build_client(
+            base_url=base_url, headers=self._headers, timeout=self._deployment.timeout, max_retries=max_retries
         )
-        # creating is not idempotent: its retries look for the batch an earlier attempt made first
-        self._http_once = build_client(base_url=base_url, headers=headers, timeout=deployment.timeout, max_retries=0)
+
+    @property
+    def _http(self) -> httpx.Client:
+        return self._clients.get("retrying", lambda: self._client(self._deployment.max_retries))
+
+    @property
+    def _http_once(self) -> httpx.Client:
+        """For creating a batch, which is not idempotent: its retries look for what an earlier attempt made."""
+        return self._clients.get("once", lambda: self._client(0))
 
     def close(self) -> None:
-        self._http.close()
-        self._http_once.close()
+        self._clients.close()
 
     # --- submit ---------------------------------------------------------------------------------
 
@@ -186,7 +197,7 @@ class AnthropicProvider:
     def cancel(self, refs: Mapping[str, str]) -> None:
         cancel(self._http, f"{BATCHES}/{refs['batch_id']}/cancel", what="cancel message batch")
 
-    def results(self, refs: Mapping[str, str], request: SubmitRequest) -> Iterator[ResultLine]:
+    def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
         batch = self._batch(refs["batch_id"])
         results_url = batch.get("results_url")
         if not isinstance(results_url, str) or not results_url:
@@ -198,28 +209,31 @@ class AnthropicProvider:
         )
         for raw in lines:
             line = _parse(raw)
-            if line is None:
+            if line is None or isinstance(line, Unreadable):
+                if line is not None:
+                    yield line
                 continue
             custom_id: str = line["custom_id"]
             if is_hashed_custom_id(custom_id):
-                if hashed is None:  # read our input's ids only when a result needs one mapped back
-                    hashed = hashed_custom_ids(_input_custom_ids(request))
+                if hashed is None:  # map hashed ids back only when a result needs it
+                    hashed = hashed_custom_ids(custom_ids)
                 custom_id = hashed.get(custom_id, custom_id)
-            yield result_line(line, custom_id, created=created)
+            yield guarded(custom_id, result_line, line, custom_id, created=created)
+
+    def cleanup(self, refs: Mapping[str, str]) -> None:
+        """Nothing to remove: a message batch holds no files, and its results expire at Anthropic."""
 
 
-def _parse(raw: bytes) -> dict[str, Any] | None:
-    """A result line as a dict with a string custom_id, or None for a blank or broken line."""
+def _parse(raw: bytes) -> dict[str, Any] | Unreadable | None:
+    """A result line as a dict with a string custom_id; Unreadable for a broken one; None for a blank one."""
+    if isinstance(raw, LineTooLong):
+        return Unreadable(custom_id_in(raw), f"the line is longer than {len(raw):,} bytes")
+    if not raw.strip():
+        return None
     try:
         line = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return None
+        return Unreadable(custom_id_in(raw), "the line is not valid JSON")
     if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
-        return None
+        return Unreadable(None, "the line has no custom_id")
     return line
-
-
-def _input_custom_ids(request: SubmitRequest) -> Iterator[str]:
-    for raw in iter_lines(request.open_input()):
-        if raw.strip():
-            yield str(orjson.loads(raw)["custom_id"])

@@ -26,7 +26,8 @@ from typing import Any, Final
 
 import orjson
 
-from shared.providers.base import LineUsage, ResultLine
+from shared.lifecycle import BatchStatus
+from shared.providers.base import LineUsage, ResultLine, TranslationError
 from shared.records import Counts
 from shared.results import not_run
 
@@ -65,13 +66,9 @@ _ERROR_STATUS: Final = {
     "timeout_error": 504,
     "overloaded_error": 529,
 }
-_STATES: Final = {"in_progress": "in_progress", "canceling": "cancelling"}
+_STATES: Final[dict[str, BatchStatus]] = {"in_progress": "in_progress", "canceling": "cancelling"}
 
 JSONObject = dict[str, Any]
-
-
-class TranslationError(ValueError):
-    """A request that cannot be expressed as Anthropic Messages params."""
 
 
 # --- requests ---------------------------------------------------------------------------------------
@@ -319,7 +316,7 @@ def unix_seconds(timestamp: Any) -> int | None:
         return None
 
 
-def batch_status(batch: Mapping[str, Any]) -> tuple[str, Counts]:
+def batch_status(batch: Mapping[str, Any]) -> tuple[BatchStatus, Counts]:
     """A MessageBatch's state in OpenAI's vocabulary, and its request counts."""
     counts = batch.get("request_counts") or {}
     number = {k: _int(counts.get(k)) for k in ("processing", "succeeded", "errored", "canceled", "expired")}

@@ -9,25 +9,20 @@ empty error file on success, all of which the OpenAI adapter's parsing tolerates
 
 from __future__ import annotations
 
-from shared.errors import InvalidRequest
+from typing import Any
+
 from shared.providers.openai import OpenAIProvider
-from shared.records import BatchInputInfo
+from shared.providers.registry import ProviderDeps
 from shared.routing import Deployment
 from shared.secret_refs import resolve_secret
 
-# what Azure's Global-Batch takes (its FAQ: no embeddings, no legacy completions)
-ENDPOINTS = ("/v1/chat/completions", "/v1/responses")
+
+def build(deployment: Deployment, deps: ProviderDeps) -> AzureProvider:
+    return AzureProvider(deployment, resolve_secret(deployment.api_key) if deployment.api_key else None)
 
 
-def check_input(deployment: Deployment, info: BatchInputInfo) -> None:
-    """Refuse endpoints Azure batch deployments do not serve."""
-    if info.endpoint not in ENDPOINTS:
-        raise InvalidRequest(
-            f"The model '{info.model}' is served by an Azure OpenAI batch deployment, which does not take "
-            f"{info.endpoint} batches (only {', '.join(ENDPOINTS)}).",
-            code="unsupported_endpoint",
-            param="endpoint",
-        )
+def screen(deployment: Deployment, body: dict[str, Any]) -> None:
+    """Azure takes OpenAI requests as they are (with the deployment's name as model)."""
 
 
 class AzureProvider(OpenAIProvider):

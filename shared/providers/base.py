@@ -2,30 +2,45 @@
 
 An adapter submits a batch in steps and records each step's ids in a journal before taking the next,
 so a retried submission resumes instead of starting over; refreshes the provider's status; cancels;
-and streams results back as OpenAI output lines with their usage.
+streams results back as OpenAI output lines with their usage, given the custom_ids it was sent in order;
+and removes what it put at the provider once batchgw holds the results.
+
+A result line an adapter cannot read becomes an `Unreadable` for its custom_id (or for none, when even
+that cannot be read): one bad line never stops the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from shared.lifecycle import OUTCOMES, BatchStatus
 from shared.records import Counts, ErrorEntry
 
-# OpenAI statuses an adapter reports; the terminal ones end the provider run
-TERMINAL_STATES = frozenset({"completed", "failed", "expired", "cancelled"})
+
+class TranslationError(ValueError):
+    """A request that cannot be expressed in a provider's format; it fails alone, as `invalid_request`."""
+
+
+class InputLine(NamedTuple):
+    """One request of our input: its custom_id and its OpenAI request body."""
+
+    custom_id: str
+    body: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class SubmitRequest:
-    """What a provider needs to run one batch. `open_input` streams our stored input file, anew each call."""
+    """What a provider needs to run one batch. `open_lines` streams the requests to send, anew each call:
+    requests refused before the run (shared/screening.py) are not among them."""
 
     batch_id: str
     endpoint: str
     model: str
     line_count: int
-    open_input: Callable[[], Iterator[bytes]]
+    open_lines: Callable[[], Iterator[InputLine]]
+    expires_at: int = 0
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -50,13 +65,13 @@ class Journal(Protocol):
 class ProviderStatus:
     """A provider batch's state in OpenAI's vocabulary."""
 
-    state: str
+    state: BatchStatus
     counts: Counts | None = None
     errors: tuple[ErrorEntry, ...] = ()
 
     @property
     def terminal(self) -> bool:
-        return self.state in TERMINAL_STATES
+        return self.state in OUTCOMES
 
 
 class LineUsage(NamedTuple):
@@ -84,6 +99,24 @@ class ResultLine:
         return self.error is None and self.response is not None and 200 <= self.response["status_code"] < 300
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A provider result line that cannot be read or priced; `custom_id` when that much could be read."""
+
+    custom_id: str | None
+    reason: str
+
+
+def guarded[**P](
+    custom_id: str, translate: Callable[P, ResultLine], *args: P.args, **kwargs: P.kwargs
+) -> ResultLine | Unreadable:
+    """`translate(*args, **kwargs)`, or an Unreadable for `custom_id` if the provider's line broke it."""
+    try:
+        return translate(*args, **kwargs)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        return Unreadable(custom_id, f"the provider's line cannot be translated ({type(exc).__name__}: {exc})")
+
+
 class BatchProvider(Protocol):
     """A provider's batch API, behind batchgw's one interface."""
 
@@ -91,7 +124,7 @@ class BatchProvider(Protocol):
         """Upload the input and create the provider batch, recording ids in `journal` before each next step.
 
         Must be safe to call again after a crash at any point: it resumes from `journal.refs` and never
-        creates a second provider batch. Raises ProviderError.
+        creates a second provider batch. Raises ProviderError (ProviderBusy: ask again later).
         """
 
     def refresh(self, refs: Mapping[str, str]) -> ProviderStatus:
@@ -100,8 +133,13 @@ class BatchProvider(Protocol):
     def cancel(self, refs: Mapping[str, str]) -> None:
         """Ask the provider to cancel. Raises ProviderError."""
 
-    def results(self, refs: Mapping[str, str], request: SubmitRequest) -> Iterator[ResultLine]:
-        """Stream every result the provider has, as OpenAI output lines. Raises ProviderError."""
+    def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
+        """Stream every result the provider has, as OpenAI output lines; `custom_ids` are the requests
+        sent, in the order sent. Raises ProviderError when the results cannot be fetched at all."""
+
+    def cleanup(self, refs: Mapping[str, str]) -> None:
+        """Remove what batchgw put at the provider for this batch (input and result files, bucket objects).
+        Idempotent. Raises ProviderError."""
 
     def close(self) -> None:
         """Release connections."""

@@ -9,38 +9,40 @@ bucket with the configured `role_arn`. Results are the `.jsonl.out` files Bedroc
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final
 
-import boto3
 import orjson
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.errors import InvalidRequest, ProviderError
-from shared.jsonl import iter_lines
+from shared.errors import ProviderError
+from shared.jsonl import LineTooLong, iter_lines
+from shared.lifecycle import BatchStatus
 from shared.providers import anthropic_format, bedrock_format
-from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest
-from shared.records import BatchInputInfo, Counts, ErrorEntry
+from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable, guarded
+from shared.providers.http import MAX_RESULT_LINE_BYTES
+from shared.providers.registry import ProviderDeps
+from shared.records import Counts, ErrorEntry
 from shared.results import request_id
 from shared.routing import Deployment
-from shared.storage.blobs import Blobs, BlobWriter
+from shared.storage.blobs import BlobWriter, S3Blobs
 
 if TYPE_CHECKING:
+    from boto3.session import Session
     from mypy_boto3_bedrock import BedrockClient
     from mypy_boto3_s3 import S3Client
 
-# Bedrock's quota "minimum number of records per batch inference job" (reference/provider-apis.md section 6)
-MIN_RECORDS: Final = 100
-MAX_RECORDS: Final = 50_000
-_STATES: Final = {
+# Bedrock's statuses in OpenAI's: `PartiallyCompleted` is "not all of your records could be processed in
+# time" (botocore's service model), OpenAI's `expired` with partial results
+_STATES: Final[dict[str, BatchStatus]] = {
     "Submitted": "validating",
     "Validating": "validating",
     "Scheduled": "in_progress",
     "InProgress": "in_progress",
     "Completed": "completed",
-    "PartiallyCompleted": "completed",
+    "PartiallyCompleted": "expired",
     "Failed": "failed",
     "Stopping": "cancelling",
     "Stopped": "cancelled",
@@ -51,22 +53,22 @@ _RETRYABLE: Final = frozenset(
 )
 
 
-def check_input(deployment: Deployment, info: BatchInputInfo) -> None:
-    """Refuse what Bedrock batch inference would refuse: other endpoints, too few or too many records."""
-    if info.endpoint != "/v1/chat/completions":
-        raise InvalidRequest(
-            f"The model '{info.model}' runs on Bedrock batch inference, which takes only /v1/chat/completions "
-            f"batches, not {info.endpoint}.",
-            code="unsupported_endpoint",
-            param="endpoint",
-        )
-    if not MIN_RECORDS <= info.line_count <= MAX_RECORDS:
-        raise InvalidRequest(
-            f"Bedrock batch inference takes between {MIN_RECORDS} and {MAX_RECORDS:,} requests per batch; "
-            f"this file has {info.line_count}.",
-            code="batch_size_out_of_range",
-            param="input_file_id",
-        )
+def build(deployment: Deployment, deps: ProviderDeps) -> BedrockProvider:
+    return BedrockProvider(deployment, deps.session)
+
+
+def screen(deployment: Deployment, body: dict[str, Any]) -> None:
+    """Raise TranslationError for a request Bedrock cannot take."""
+    model_input(deployment, body)
+
+
+def model_input(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+    """A record's modelInput: an Anthropic model's native Messages body, else a Converse request."""
+    if not bedrock_format.is_anthropic(deployment.provider_model):
+        return bedrock_format.to_converse(body)
+    params = anthropic_format.to_params(body, deployment.provider_model)
+    del params["model"]  # the job names the model
+    return {"anthropic_version": bedrock_format.ANTHROPIC_VERSION, **params}
 
 
 def _provider_error(exc: ClientError | BotoCoreError, what: str) -> ProviderError:
@@ -82,8 +84,9 @@ def _job_id(job_arn: str) -> str:
 
 
 class BedrockProvider:
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Deployment, session: Session) -> None:
         self._deployment = deployment
+        self._session = session
         assert deployment.s3_bucket and deployment.role_arn  # the routing file requires them for bedrock
         self._bucket = deployment.s3_bucket
         self._converse = not bedrock_format.is_anthropic(deployment.provider_model)
@@ -99,29 +102,21 @@ class BedrockProvider:
     @cached_property
     def _bedrock(self) -> BedrockClient:
         # api_base, when set, is the control plane's endpoint (a VPC endpoint, or a test double)
-        return boto3.client("bedrock", config=self._config, endpoint_url=self._deployment.api_base)
+        return self._session.client("bedrock", config=self._config, endpoint_url=self._deployment.api_base)
 
     @cached_property
     def _s3(self) -> S3Client:
-        return boto3.client("s3", config=self._config)
+        return self._session.client("s3", config=self._config)
 
     # --- submit ---------------------------------------------------------------------------------
 
-    def _model_input(self, body: dict[str, Any]) -> dict[str, Any]:
-        if self._converse:
-            return bedrock_format.to_converse(body)
-        try:
-            params = anthropic_format.to_params(body, self._deployment.provider_model)
-        except anthropic_format.TranslationError as exc:
-            raise ProviderError(str(exc), retryable=False, code="untranslatable_request") from exc
-        del params["model"]  # the job names the model
-        return {"anthropic_version": bedrock_format.ANTHROPIC_VERSION, **params}
-
     def _write_input(self, request: SubmitRequest, key: str) -> None:
         with BlobWriter(self._s3, self._bucket, key, "application/jsonl") as out:
-            for index, raw in enumerate(line for line in iter_lines(request.open_input()) if line.strip()):
-                body = orjson.loads(raw)["body"]
-                record = {"recordId": bedrock_format.record_id(index), "modelInput": self._model_input(body)}
+            for index, line in enumerate(request.open_lines()):
+                record = {
+                    "recordId": bedrock_format.record_id(index),
+                    "modelInput": model_input(self._deployment, line.body),
+                }
                 out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 
     def submit(self, request: SubmitRequest, journal: Journal) -> None:
@@ -189,9 +184,6 @@ class BedrockProvider:
         except BotoCoreError as exc:
             raise _provider_error(exc, "stop the batch inference job") from exc
 
-    def _custom_ids(self, request: SubmitRequest) -> list[str]:
-        return [orjson.loads(raw)["custom_id"] for raw in iter_lines(request.open_input()) if raw.strip()]
-
     def _output_keys(self, refs: Mapping[str, str]) -> list[str]:
         """The result files Bedrock wrote: `{output prefix}{job id}/{input name}.out`."""
         prefix = f"{refs['output_prefix']}{_job_id(refs['batch_id'])}/"
@@ -200,27 +192,51 @@ class BedrockProvider:
             keys.extend(o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".jsonl.out"))
         return keys
 
-    def results(self, refs: Mapping[str, str], request: SubmitRequest) -> Iterator[ResultLine]:
-        custom_ids = self._custom_ids(request)
-        blobs = Blobs(self._s3, self._bucket)
+    def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
+        blobs = S3Blobs(self._s3, self._bucket)
+        batch_id = refs["batch_id"]
         try:
             for key in self._output_keys(refs):
-                for raw in iter_lines(blobs.read(key)):
-                    line = self._result(raw, custom_ids, request.batch_id)
+                for raw in iter_lines(blobs.read(key), max_bytes=MAX_RESULT_LINE_BYTES):
+                    line = self._result(raw, custom_ids, batch_id)
                     if line is not None:
                         yield line
         except (ClientError, BotoCoreError) as exc:
             raise _provider_error(exc, "read the batch inference output") from exc
 
-    def _result(self, raw: bytes, custom_ids: list[str], batch_id: str) -> ResultLine | None:
+    def cleanup(self, refs: Mapping[str, str]) -> None:
+        """Delete the input and output records batchgw and Bedrock wrote in `s3_bucket`."""
+        prefix = refs.get("output_prefix", "").removesuffix("output/")
+        if not prefix:
+            return
+        try:
+            keys = [
+                o["Key"]
+                for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=prefix)
+                for o in page.get("Contents", [])
+            ]
+            S3Blobs(self._s3, self._bucket).delete(*keys)
+        except (ClientError, BotoCoreError) as exc:
+            raise _provider_error(exc, "delete the batch's objects in S3") from exc
+
+    def _result(self, raw: bytes, custom_ids: Sequence[str], batch_id: str) -> ResultLine | Unreadable | None:
+        if isinstance(raw, LineTooLong):
+            return Unreadable(None, f"a record is longer than {len(raw):,} bytes")
         if not raw.strip():
             return None
-        record = orjson.loads(raw)
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return Unreadable(None, "a record is not valid JSON")
+        if not isinstance(record, dict):
+            return Unreadable(None, "a record is not a JSON object")
         index = bedrock_format.index_of(str(record.get("recordId", "")))
         if index is None or index >= len(custom_ids):
-            return None
+            return Unreadable(None, f"record {str(record.get('recordId'))[:40]!r} maps to no request")
         custom_id = custom_ids[index]
-        rid = request_id(batch_id, custom_id)
+        return guarded(custom_id, self._translated, record, custom_id, request_id(batch_id, custom_id))
+
+    def _translated(self, record: dict[str, Any], custom_id: str, rid: str) -> ResultLine:
         if "error" in record or "modelOutput" not in record:
             return ResultLine(custom_id, bedrock_format.error_response(record.get("error") or {}, rid))
         output = record["modelOutput"]

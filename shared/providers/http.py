@@ -12,11 +12,47 @@ import httpx
 import orjson
 from httpx_retries import Retry, RetryTransport
 
+from shared import deadline
 from shared.errors import ProviderError
+from shared.jsonl import iter_lines
 from shared.providers.base import Journal
 
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504, 529)  # 529: Anthropic's "overloaded"
 _NOT_RETRYABLE_4XX = range(400, 500)
+# the longest result line batchgw reads from a provider; a longer one becomes an error line of its own
+MAX_RESULT_LINE_BYTES = 16 * 1024 * 1024
+
+
+class OutOfTime(httpx.TimeoutException):
+    """The invocation's deadline (shared/deadline.py) leaves no time for another attempt."""
+
+
+class DeadlineTransport(httpx.HTTPTransport):
+    """Caps each attempt's timeouts by what the current deadline leaves, and refuses to start past it."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        left = deadline.remaining()
+        if left is not None:
+            if left <= 0:
+                raise OutOfTime("the invocation's deadline has passed", request=request)
+            timeouts = request.extensions.get("timeout") or {}
+            request.extensions["timeout"] = {
+                name: left if value is None else min(value, left) for name, value in timeouts.items()
+            } or dict.fromkeys(("connect", "read", "write", "pool"), left)
+        return super().handle_request(request)
+
+
+class DeadlineRetry(Retry):
+    """Retries that stop when the current deadline is gone and never sleep past it."""
+
+    def is_exhausted(self) -> bool:
+        left = deadline.remaining()
+        return super().is_exhausted() or (left is not None and left <= 0)
+
+    def _calculate_sleep(self, headers: httpx.Headers | Mapping[str, str]) -> float:
+        sleep = super()._calculate_sleep(headers)
+        left = deadline.remaining()
+        return sleep if left is None else max(0.0, min(sleep, left))
 
 
 def build_client(
@@ -32,7 +68,7 @@ def build_client(
     Only for calls that are safe to repeat; a call that creates something uses `build_client(max_retries=0)`
     and its adapter looks for what an earlier attempt may have created before trying again.
     """
-    retry = Retry(
+    retry = DeadlineRetry(
         total=max_retries,
         backoff_factor=0.5,
         max_backoff_wait=30.0,
@@ -44,7 +80,9 @@ def build_client(
         headers=dict(headers),
         params=dict(params or {}),
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-        transport=RetryTransport(retry=retry) if max_retries else httpx.HTTPTransport(retries=1),
+        transport=RetryTransport(transport=DeadlineTransport(), retry=retry)
+        if max_retries
+        else DeadlineTransport(retries=1),
         follow_redirects=True,
     )
 
@@ -118,7 +156,8 @@ def provider_error(response: httpx.Response, what: str) -> ProviderError:
         elif isinstance(detail, str):
             message = detail
     retryable = response.status_code in RETRY_STATUSES or response.status_code not in _NOT_RETRYABLE_4XX
-    return ProviderError(f"{what}: HTTP {response.status_code}: {message}", retryable=retryable)
+    code = "not_found" if response.status_code == 404 else "provider_error"
+    return ProviderError(f"{what}: HTTP {response.status_code}: {message}", retryable=retryable, code=code)
 
 
 def send(client: httpx.Client, method: str, url: str, *, what: str, **kwargs: Any) -> httpx.Response:
@@ -143,15 +182,14 @@ def json_of(response: httpx.Response, what: str) -> dict[str, Any]:
 
 
 def stream_lines(client: httpx.Client, url: str, *, what: str, **kwargs: Any) -> Iterator[bytes]:
-    """Stream a JSONL download line by line, never holding the whole body."""
-    from shared.jsonl import iter_lines
-
+    """Stream a JSONL download line by line, never holding the whole body; a line over MAX_RESULT_LINE_BYTES
+    comes as a LineTooLong holding its start."""
     try:
         with client.stream("GET", url, **kwargs) as response:
             if response.is_error:
                 response.read()
                 raise provider_error(response, what)
-            yield from iter_lines(response.iter_bytes())
+            yield from iter_lines(response.iter_bytes(), max_bytes=MAX_RESULT_LINE_BYTES)
     except httpx.TransportError as exc:
         raise ProviderError(f"{what}: {type(exc).__name__}: {exc}", retryable=True) from exc
 

@@ -12,18 +12,20 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from shared.errors import ProviderError
 from shared.jsonl import iter_lines
-from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest
+from shared.lifecycle import BatchStatus
+from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable
+from shared.providers.registry import ProviderDeps
 from shared.records import Counts
 from shared.results import usage_from_openai
 from shared.routing import Deployment
-from shared.storage.blobs import Blobs
+from shared.storage.ports import Blobs
 
 PREFIX = "providers/mock"
 
@@ -49,8 +51,16 @@ def _last_user_text(body: dict[str, Any]) -> str:
     return prompt if isinstance(prompt, str) else ""
 
 
+def build(deployment: Deployment, deps: ProviderDeps) -> MockProvider:
+    return MockProvider(deployment, deps.blobs, deps.clock)
+
+
+def screen(deployment: Deployment, body: dict[str, Any]) -> None:
+    """The mock takes any request."""
+
+
 class MockProvider:
-    def __init__(self, deployment: Deployment, blobs: Blobs, clock: Any = time.time) -> None:
+    def __init__(self, deployment: Deployment, blobs: Blobs, clock: Callable[[], float] = time.time) -> None:
         self._deployment = deployment
         self._blobs = blobs
         self._clock = clock
@@ -70,11 +80,11 @@ class MockProvider:
     def _save(self, state: dict[str, Any]) -> None:
         self._blobs.put(self._state_key(state["id"]), orjson.dumps(state), "application/json")
 
-    def _progress(self, state: dict[str, Any]) -> tuple[str, float]:
+    def _progress(self, state: dict[str, Any]) -> tuple[BatchStatus, float]:
         """(OpenAI state, share of requests done) at this moment."""
         now, created, delay = self._clock(), state["created_at"], state["delay"]
         finish = created + delay
-        stops = {"cancelled": state.get("cancelled_at"), "expired": None}
+        stops: dict[BatchStatus, float | None] = {"cancelled": state.get("cancelled_at"), "expired": None}
         if state.get("expire_after") is not None:
             stops["expired"] = created + state["expire_after"]
         ended = [(at, why) for why, at in stops.items() if at is not None and at < finish and at <= now]
@@ -92,8 +102,8 @@ class MockProvider:
             return
         batch_id = f"mockbatch_{request.batch_id}"
         with self._blobs.writer(f"{PREFIX}/{batch_id}/input.jsonl", "application/jsonl") as out:
-            for chunk in request.open_input():
-                out.write(chunk)
+            for custom_id, body in request.open_lines():
+                out.write(orjson.dumps({"custom_id": custom_id, "body": body}, option=orjson.OPT_APPEND_NEWLINE))
         self._save(
             {
                 "id": batch_id,
@@ -121,7 +131,7 @@ class MockProvider:
             state["cancelled_at"] = self._clock()
             self._save(state)
 
-    def results(self, refs: Mapping[str, str], request: SubmitRequest) -> Iterator[ResultLine]:
+    def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
         state = self._state(refs)
         _, share = self._progress(state)
         done = math.floor(state["total"] * share)
@@ -132,6 +142,12 @@ class MockProvider:
             if not raw.strip():
                 continue
             yield self._result(orjson.loads(raw), state)
+
+    def cleanup(self, refs: Mapping[str, str]) -> None:
+        """Remove the mock's copy of the input and its state."""
+        batch_id = refs.get("batch_id")
+        if batch_id is not None:
+            self._blobs.delete(f"{PREFIX}/{batch_id}/input.jsonl", self._state_key(batch_id))
 
     def close(self) -> None:
         """The mock holds no connections."""

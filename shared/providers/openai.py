@@ -7,15 +7,16 @@ file id before another is tried, so a retry never starts a second provider batch
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
 import orjson
 
 from shared.errors import ProviderError
-from shared.jsonl import iter_lines
-from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest
+from shared.jsonl import LineTooLong
+from shared.lifecycle import BatchStatus
+from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable
 from shared.providers.http import (
     LazyClients,
     ReopeningReader,
@@ -26,13 +27,16 @@ from shared.providers.http import (
     send,
     stream_lines,
 )
+from shared.providers.registry import ProviderDeps
 from shared.records import Counts, ErrorEntry
-from shared.results import usage_from_openai
+from shared.results import BadUsage, custom_id_in, usage_from_openai
 from shared.routing import Deployment
+from shared.secret_refs import resolve_secret
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
+_RESULT_FILES = ("output_file_id", "error_file_id")
 _FIND_PAGES = 5
-_STATES = {
+_STATES: dict[str, BatchStatus] = {
     "validating": "validating",
     "inprogress": "in_progress",
     "finalizing": "finalizing",
@@ -46,7 +50,15 @@ _STATES = {
 }
 
 
-def openai_state(status: object) -> str:
+def build(deployment: Deployment, deps: ProviderDeps) -> OpenAIProvider:
+    return OpenAIProvider(deployment, resolve_secret(deployment.api_key) if deployment.api_key else None)
+
+
+def screen(deployment: Deployment, body: dict[str, Any]) -> None:
+    """An OpenAI-compatible batch API takes any OpenAI request as it is."""
+
+
+def openai_state(status: object) -> BatchStatus:
     """An OpenAI-compatible status in OpenAI's spelling; Azure's older API answers `Validating`, `InProgress`."""
     state = _STATES.get(str(status).lower().replace("_", ""))
     if state is None:
@@ -80,26 +92,38 @@ def errors_of(batch: Mapping[str, Any]) -> tuple[ErrorEntry, ...]:
     )
 
 
-def result_line(raw: bytes) -> ResultLine | None:
-    """An OpenAI output or error line as a ResultLine, or None for a blank or broken line."""
+def result_line(raw: bytes) -> ResultLine | Unreadable | None:
+    """An OpenAI output or error line as a ResultLine; Unreadable for a line that cannot be read or priced
+    (with its custom_id when that much can be read); None for a blank line."""
+    if isinstance(raw, LineTooLong):
+        return Unreadable(custom_id_in(raw), f"the line is longer than {len(raw):,} bytes")
+    if not raw.strip():
+        return None
     try:
         line = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return None
-    if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
-        return None
-    response = line.get("response")
-    response = response if isinstance(response, dict) else None
+        return Unreadable(custom_id_in(raw), "the line is not valid JSON")
+    custom_id = line.get("custom_id") if isinstance(line, dict) else None
+    if not isinstance(custom_id, str):
+        return Unreadable(None, "the line has no custom_id")
+    response, error = line.get("response"), line.get("error")
+    if response is not None and not isinstance(response, dict):
+        return Unreadable(custom_id, "the line's response is not a JSON object")
+    if error is not None and not isinstance(error, dict):
+        return Unreadable(custom_id, "the line's error is not a JSON object")
     usage = None
     if response is not None and response.get("status_code") == 200:
-        usage = usage_from_openai(response.get("body"))
-    error = line.get("error")
+        try:
+            usage = usage_from_openai(response.get("body"))
+        except BadUsage as exc:
+            return Unreadable(custom_id, str(exc))
+    request_id = line.get("id")
     return ResultLine(
-        custom_id=line["custom_id"],
+        custom_id=custom_id,
         response=response,
-        error=error if isinstance(error, dict) else None,
+        error=error,
         usage=usage,
-        id=line.get("id") or None,
+        id=request_id if isinstance(request_id, str) and request_id else None,
     )
 
 
@@ -150,12 +174,8 @@ class OpenAIProvider:
     def _translated_input(self, request: SubmitRequest) -> Iterator[bytes]:
         """Our input with each line's model and url as the provider wants them."""
         model, url = self._deployment.provider_model, self._endpoint(request.endpoint)
-        for raw in iter_lines(request.open_input()):
-            if not raw.strip():
-                continue
-            line = orjson.loads(raw)
-            line["body"]["model"] = model
-            line["url"] = url
+        for custom_id, body in request.open_lines():
+            line = {"custom_id": custom_id, "method": "POST", "url": url, "body": {**body, "model": model}}
             yield orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
 
     def _upload(self, request: SubmitRequest) -> str:
@@ -231,9 +251,9 @@ class OpenAIProvider:
     def cancel(self, refs: Mapping[str, str]) -> None:
         cancel(self._http, f"/batches/{refs['batch_id']}/cancel", what="cancel batch")
 
-    def results(self, refs: Mapping[str, str], request: SubmitRequest) -> Iterator[ResultLine]:
+    def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
         batch = self._batch(refs["batch_id"])
-        for key in ("output_file_id", "error_file_id"):
+        for key in _RESULT_FILES:
             file_id = batch.get(key)
             if not isinstance(file_id, str) or not file_id:
                 continue
@@ -241,3 +261,22 @@ class OpenAIProvider:
                 line = result_line(raw)
                 if line is not None:
                     yield line
+
+    def cleanup(self, refs: Mapping[str, str]) -> None:
+        """Delete the uploaded input and the batch's output and error files (they count against the
+        provider's file quota: Azure's is 500 per resource)."""
+        files = [refs["input_file_id"]] if "input_file_id" in refs else []
+        if "batch_id" in refs:
+            try:
+                batch = self._batch(refs["batch_id"])
+            except ProviderError as exc:
+                if exc.code != "not_found":
+                    raise
+            else:
+                files += [f for key in _RESULT_FILES if isinstance(f := batch.get(key), str) and f]
+        for file_id in dict.fromkeys(files):
+            try:
+                send(self._http, "DELETE", f"/files/{file_id}", what="delete a provider file")
+            except ProviderError as exc:
+                if exc.code != "not_found":
+                    raise

@@ -14,26 +14,26 @@ Default Credentials (google-auth, loaded on first use, refreshed over urllib3: L
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 import httpx
 import orjson
 
-from shared.errors import InvalidRequest, ProviderError
-from shared.jsonl import iter_lines
-from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest
+from shared.errors import ProviderError
+from shared.jsonl import LineTooLong
+from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable, guarded
 from shared.providers.http import LazyClients, build_client, cancel, create_once, json_of, send, stream_lines
+from shared.providers.registry import ProviderDeps
 from shared.providers.vertex_format import input_line, job_status, line_index, result_line
-from shared.records import BatchInputInfo
 from shared.routing import Deployment
+from shared.secret_refs import resolve_secret
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
     from urllib3 import PoolManager
 
-ENDPOINTS: Final = ("/v1/chat/completions",)
 DEFAULT_LOCATION: Final = "us-central1"
 DEFAULT_STORAGE_BASE: Final = "https://storage.googleapis.com"
 SCOPE: Final = "https://www.googleapis.com/auth/cloud-platform"
@@ -41,17 +41,6 @@ PREFIX: Final = "batchgw"
 _FIND_PAGES: Final = 5
 UPLOAD_CHUNK: Final = 8 * 1024 * 1024  # resumable upload chunks must be multiples of 256 KiB
 _LIST_PAGES: Final = 1000
-
-
-def check_input(deployment: Deployment, info: BatchInputInfo) -> None:
-    """Refuse endpoints Vertex batch prediction does not serve (project and bucket the routing file requires)."""
-    if info.endpoint not in ENDPOINTS:
-        raise InvalidRequest(
-            f"The model '{info.model}' runs on Vertex AI Gemini batch prediction, which does not take "
-            f"{info.endpoint} batches (only {', '.join(ENDPOINTS)}).",
-            code="unsupported_endpoint",
-            param="endpoint",
-        )
 
 
 def split_gs_uri(uri: str) -> tuple[str, str]:
@@ -110,22 +99,24 @@ class _BearerAuth(httpx.Auth):
 
 
 class _TranslatedInput:
-    """Our input as Vertex lines, translated as they are read."""
+    """Our input as Vertex lines, translated as they are read; a line's position in what is sent is the
+    index its Vertex line is labelled with."""
 
     def __init__(self, request: SubmitRequest) -> None:
         self._request = request
 
     def __iter__(self) -> Iterator[bytes]:
-        for index, line in enumerate(_input_lines(self._request)):
-            yield input_line(line.get("body") or {}, index)
+        for index, line in enumerate(self._request.open_lines()):
+            yield input_line(line.body, index)
 
 
-def _input_lines(request: SubmitRequest) -> Iterator[dict[str, Any]]:
-    """Our input's requests in order; their position is the index their Vertex line is labelled with."""
-    for raw in iter_lines(request.open_input()):
-        if raw.strip():
-            line: dict[str, Any] = orjson.loads(raw)
-            yield line
+def build(deployment: Deployment, deps: ProviderDeps) -> VertexProvider:
+    return VertexProvider(deployment, resolve_secret(deployment.api_key) if deployment.api_key else None)
+
+
+def screen(deployment: Deployment, body: dict[str, Any]) -> None:
+    """Raise TranslationError for a request Gemini's batch prediction cannot take."""
+    input_line(body, 0)
 
 
 class VertexProvider:
@@ -275,6 +266,11 @@ class VertexProvider:
         cancel(self._http, f"/v1/{refs['batch_id']}:cancel", what="cancel job", json={})
 
     def _prediction_objects(self, bucket: str, prefix: str) -> Iterator[str]:
+        for name in self._objects(bucket, prefix):
+            if name.rsplit("/", 1)[-1].startswith("predictions") and name.endswith(".jsonl"):
+                yield name
+
+    def _objects(self, bucket: str, prefix: str) -> Iterator[str]:
         params: dict[str, str] = {"prefix": prefix}
         for _ in range(_LIST_PAGES):
             page = json_of(
@@ -283,29 +279,47 @@ class VertexProvider:
             )
             for item in page.get("items") or ():
                 name = item.get("name") if isinstance(item, dict) else None
-                if (
-                    isinstance(name, str)
-                    and name.rsplit("/", 1)[-1].startswith("predictions")
-                    and name.endswith(".jsonl")
-                ):
+                if isinstance(name, str):
                     yield name
             token = page.get("nextPageToken")
             if not token:
                 return
             params["pageToken"] = str(token)
 
-    def results(self, refs: Mapping[str, str], request: SubmitRequest) -> Iterator[ResultLine]:
-        custom_ids = [str(line.get("custom_id")) for line in _input_lines(request)]
-        bucket, prefix = split_gs_uri(refs.get("output_uri") or self._uri(request.batch_id, "output"))
+    def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
+        bucket, prefix = split_gs_uri(refs["output_uri"])
         model = self._deployment.provider_model
         for name in list(self._prediction_objects(bucket, prefix.rstrip("/") + "/")):
             url = f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}"
             for raw in stream_lines(self._storage, url, what="download results", params={"alt": "media"}):
+                if isinstance(raw, LineTooLong):
+                    yield Unreadable(None, f"a prediction line is longer than {len(raw):,} bytes")
+                    continue
+                if not raw.strip():
+                    continue
                 try:
                     prediction = orjson.loads(raw)
                 except orjson.JSONDecodeError:
+                    yield Unreadable(None, "a prediction line is not valid JSON")
                     continue
                 index = line_index(prediction) if isinstance(prediction, dict) else None
                 if index is None or index >= len(custom_ids):
-                    continue  # not a line of ours: nothing maps it to a request
-                yield result_line(prediction, custom_ids[index], model)
+                    yield Unreadable(None, "a prediction line maps to no request")
+                    continue
+                custom_id = custom_ids[index]
+                yield guarded(custom_id, result_line, prediction, custom_id, model)
+
+    def cleanup(self, refs: Mapping[str, str]) -> None:
+        """Delete the input and every object of the job's output prefix from the Cloud Storage bucket."""
+        names: list[tuple[str, str]] = []
+        if "input_uri" in refs:
+            names.append(split_gs_uri(refs["input_uri"]))
+        if "output_uri" in refs:
+            bucket, prefix = split_gs_uri(refs["output_uri"])
+            names.extend((bucket, name) for name in self._objects(bucket, prefix.rstrip("/") + "/"))
+        for bucket, name in names:
+            try:
+                send(self._storage, "DELETE", f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}", what="delete")
+            except ProviderError as exc:
+                if exc.code != "not_found":
+                    raise

@@ -20,12 +20,13 @@ from typing import Any, Final
 import orjson
 
 from shared.errors import ProviderError
+from shared.lifecycle import BatchStatus
 from shared.providers.base import LineUsage, ProviderStatus, ResultLine
 from shared.records import Counts, ErrorEntry
 
 LINE_LABEL: Final = "batchgw_line"
 
-_STATES: Final = {
+_STATES: Final[dict[str, BatchStatus]] = {
     "JOB_STATE_QUEUED": "validating",
     "JOB_STATE_PENDING": "validating",
     "JOB_STATE_RUNNING": "in_progress",
@@ -431,7 +432,7 @@ def result_line(prediction: Mapping[str, Any], custom_id: str, model: str) -> Re
 # --- jobs -------------------------------------------------------------------------------------------
 
 
-def openai_state(state: Any) -> str:
+def openai_state(state: Any) -> BatchStatus:
     """A Vertex JobState in OpenAI's batch vocabulary."""
     mapped = _STATES.get(str(state))
     if mapped is None:

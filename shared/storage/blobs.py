@@ -132,7 +132,7 @@ class BlobWriter:
             self.abort()
 
 
-class Blobs:
+class S3Blobs:
     """The bucket that holds every file body, upload part and provider scratch object."""
 
     def __init__(self, client: S3Client, bucket: str) -> None:

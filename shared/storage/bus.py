@@ -10,7 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
+
+from shared.errors import PublishFailed
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
@@ -39,25 +42,23 @@ class BatchEvent(BaseModel):
     detail: BatchEventDetail
 
 
-class PublishFailed(Exception):
-    """EventBridge refused an event; the caller's state stays as it was, so the poller re-drives it."""
+class EventBus:
+    """The stack's EventBridge bus; every failure to publish is a PublishFailed."""
 
-
-class Bus:
     def __init__(self, client: EventBridgeClient, bus_name: str) -> None:
         self._client = client
         self._bus_name = bus_name
 
     def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
-        response = self._client.put_events(
-            Entries=[
-                {
-                    "Source": SOURCE,
-                    "DetailType": detail_type,
-                    "Detail": orjson.dumps(detail).decode(),
-                    "EventBusName": self._bus_name,
-                }
-            ]
-        )
+        entry = {
+            "Source": SOURCE,
+            "DetailType": detail_type,
+            "Detail": orjson.dumps(detail).decode(),
+            "EventBusName": self._bus_name,
+        }
+        try:
+            response = self._client.put_events(Entries=[entry])  # type: ignore[list-item]
+        except (ClientError, BotoCoreError) as exc:
+            raise PublishFailed(f"{detail_type}: {exc}") from exc
         if response.get("FailedEntryCount"):
             raise PublishFailed(f"{detail_type}: {response['Entries'][0].get('ErrorMessage', 'failed')}")

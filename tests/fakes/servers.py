@@ -11,6 +11,8 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
+from batchgw import emulator
+
 
 @contextmanager
 def serve_in_thread(app: ASGIApp) -> Iterator[str]:
@@ -41,14 +43,10 @@ def aws_emulator() -> Iterator[dict[str, str]]:
 
     Its state is moto's, which is per process: servers started one after another in a test run share it.
     """
-    from moto.server import ThreadedMotoServer
-
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
+    moto, endpoint = emulator.start_server()
     try:
         yield {
-            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+            "AWS_ENDPOINT_URL": endpoint,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",

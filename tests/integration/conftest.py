@@ -6,7 +6,6 @@ routes EventBridge events into SQS queues, and lets a test deliver them to the r
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,13 +16,12 @@ import boto3
 import orjson
 import pytest
 from moto import mock_aws
-from moto.dynamodb.models import DynamoDBBackend
 from starlette.testclient import TestClient
 
-from batchgw import template
+from batchgw import emulator, template
 from batchgw.devstack import ApiGateway, DevStack, LambdaContext, import_handler, scheduled_event
-from shared.context import Context, get_context, reset_context
 from shared.records import BatchRecord
+from shared.runtime import Runtime, reset_runtime, runtime
 from tests.fakes.openai_upstream import API_KEY, FakeOpenAI
 from tests.fakes.servers import serve_in_thread
 
@@ -108,8 +106,8 @@ class Stack:
     failures: list[BaseException] = field(default_factory=list)
 
     @property
-    def ctx(self) -> Context:
-        return get_context()
+    def rt(self) -> Runtime:
+        return runtime()
 
     def pending(self, function: str) -> list[dict[str, Any]]:
         """The events waiting for `function` (SubmitterFunction, CompletionFunction), removed from its queue."""
@@ -168,22 +166,6 @@ def upstream() -> Iterator[tuple[FakeOpenAI, str]]:
         yield fake, url
 
 
-@pytest.fixture(autouse=True)
-def serialized_dynamodb_writes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DynamoDB applies each conditional write and transaction atomically; moto's in-process backend checks
-    and writes in separate steps, so concurrent writes from several threads can both pass a condition.
-    Serialize its writes, as the real service does, so concurrency tests test batchgw and not moto."""
-    lock = threading.RLock()
-    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
-        original = getattr(DynamoDBBackend, name)
-
-        def serialized(*args: Any, __original: Any = original, **kwargs: Any) -> Any:
-            with lock:
-                return __original(*args, **kwargs)
-
-        monkeypatch.setattr(DynamoDBBackend, name, serialized)
-
-
 @pytest.fixture
 def extra_routes() -> str:
     """More `models:` entries for the routing file; a test module overrides this to add its providers."""
@@ -208,13 +190,14 @@ def stack(
     monkeypatch.setenv("BATCHGW_FINALIZE_STUCK_SECONDS", "1")
     for name in ("BATCHGW_TABLE", "BATCHGW_BUCKET", "BATCHGW_EVENT_BUS", "BATCHGW_CONFIG"):
         monkeypatch.setenv(name, "set-by-the-stack")  # restored after the test
+    emulator.atomic_dynamodb_writes()
     with mock_aws():
         dev = DevStack(config=str(config))
         dev.configure()
         queues = dev.provision()
         with TestClient(ApiGateway(template.functions()), raise_server_exceptions=False) as api:
             yield Stack(queues=queues, upstream=fake, api=api)
-    reset_context()
+    reset_runtime()
 
 
 def batch_lines(n: int, model: str = "gpt-4o-mini", url: str = "/v1/chat/completions", prefix: str = "req") -> bytes:
@@ -259,7 +242,7 @@ def batch(stack: Stack, batch_id: str) -> dict[str, Any]:
 
 
 def record(stack: Stack, batch_id: str) -> BatchRecord:
-    found = stack.ctx.table.get_batch(batch_id)
+    found = stack.rt.batch_store.get(batch_id)
     assert found is not None
     return found
 

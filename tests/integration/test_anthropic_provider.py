@@ -15,10 +15,10 @@ import orjson
 import pytest
 
 from shared.providers.anthropic import AnthropicProvider
-from shared.providers.base import SubmitRequest
+from shared.providers.base import ResultLine, SubmitRequest
 from shared.routing import Deployment
 from tests.fakes.anthropic_upstream import API_KEY, Billed, FakeAnthropic, usage_for
-from tests.fakes.journal import MemoryJournal
+from tests.fakes.journal import MemoryJournal, custom_ids, submit_request
 from tests.fakes.servers import serve_in_thread
 from tests.integration.conftest import Stack, batch, batch_lines, finish, lines, start, started
 
@@ -60,7 +60,7 @@ def chat_line(custom_id: str, model: str = MODEL, **body: Any) -> bytes:
 
 
 def provider_batch_id(stack: Stack, batch_id: str) -> str:
-    record = stack.ctx.table.get_batch(batch_id)
+    record = stack.rt.batch_store.get(batch_id)
     assert record is not None
     return record.provider_refs["batch_id"]
 
@@ -118,8 +118,8 @@ def test_anthropic_batch_completes_with_openai_lines_usage_and_batch_price(
     assert done["usage"]["total_tokens"] == prompt_tokens(billed) + billed.output_tokens
     expected = sonnet_batch_cost(billed)
     assert done["cost"]["value"] == pytest.approx(float(expected), rel=1e-9) and done["cost"]["currency"] == "usd"
-    (row,) = stack.ctx.table.spend_rows("master")
-    assert float(row["cost"]) == pytest.approx(float(expected), rel=1e-9) and row["batches"] == 1
+    (row,) = stack.rt.key_store.spend("master")
+    assert float(row.cost) == pytest.approx(float(expected), rel=1e-9) and row.batches == 1
 
 
 def test_chat_features_reach_anthropic_as_valid_params_and_come_back_in_openai_shape(
@@ -186,19 +186,23 @@ def test_chat_features_reach_anthropic_as_valid_params_and_come_back_in_openai_s
     assert messages["schema"]["finish_reason"] == "stop" and "tool_calls" not in messages["schema"]["message"]
 
 
-def test_request_anthropic_cannot_take_fails_the_batch_naming_it(
+def test_request_anthropic_cannot_take_fails_alone_and_the_rest_runs(
     stack: Stack, anthropic: tuple[FakeAnthropic, str]
 ) -> None:
     fake, _ = anthropic
     audio = [{"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]
     batch_id = started(stack, chat_line("ok") + chat_line("speech-1", messages=[{"role": "user", "content": audio}]))
     finish(stack, batch_id)
-    failed = batch(stack, batch_id)
-    assert failed["status"] == "failed"
-    (error,) = failed["errors"]["data"]
-    assert "'speech-1'" in error["message"] and "input_audio" in error["message"]
-    assert {line["error"]["code"] for line in lines(stack, failed["error_file_id"])} == {"batch_failed"}
-    assert fake.batches == {}
+    done = batch(stack, batch_id)
+    assert done["status"] == "completed" and done["errors"] is None
+    assert done["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+    assert [line["custom_id"] for line in lines(stack, done["output_file_id"])] == ["ok"]
+    (refused,) = lines(stack, done["error_file_id"])
+    assert refused["custom_id"] == "speech-1" and refused["error"]["code"] == "invalid_request"
+    assert "input_audio" in refused["error"]["message"]
+    # only the request Anthropic can take was sent
+    (sent,) = fake.batches.values()
+    assert [r["custom_id"] for r in sent.requests] == ["ok"]
 
 
 def test_expired_batch_keeps_and_prices_its_partial_results(stack: Stack, anthropic: tuple[FakeAnthropic, str]) -> None:
@@ -279,7 +283,7 @@ def test_embeddings_batch_routed_to_anthropic_is_refused_at_creation(
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "unsupported_endpoint" and error["param"] == "endpoint"
-    assert "Anthropic" in error["message"] and "/v1/embeddings" in error["message"]
+    assert "provider anthropic" in error["message"] and "/v1/embeddings" in error["message"]
     assert stack.api.get("/v1/batches", headers=stack.auth()).json()["data"] == []
     assert not fake.calls
 
@@ -306,24 +310,17 @@ def test_provider_faults_still_end_every_batch_right_and_bill_once(
         ]
     assert all(fake.calls[f"fault:{kind}"] for kind in ("500", "529", "429", "hang")), fake.calls
     assert len(fake.batches) == 4
-    (row,) = stack.ctx.table.spend_rows("master")
-    assert row["batches"] == 4
+    (row,) = stack.rt.key_store.spend("master")
+    assert row.batches == 4
     expected = sum(sonnet_batch_cost(fake.batches[provider_batch_id(stack, b)].billed) for b in batch_ids)
-    assert float(row["cost"]) == pytest.approx(float(expected), rel=1e-9)
+    assert float(row.cost) == pytest.approx(float(expected), rel=1e-9)
 
 
 # --- finding a lost create again, on the adapter itself ---------------------------------------------
 
 
-def submit_request(n: int, prefix: str = "req") -> SubmitRequest:
-    content = batch_lines(n, model=MODEL, prefix=prefix)
-    return SubmitRequest(
-        batch_id=f"batch_{prefix}",
-        endpoint="/v1/chat/completions",
-        model="claude-sonnet-4-5",
-        line_count=n,
-        open_input=lambda: iter([content[:50], content[50:]]),
-    )
+def request_of(n: int, prefix: str = "req") -> SubmitRequest:
+    return submit_request(f"batch_{prefix}", "claude-sonnet-4-5", batch_lines(n, model=MODEL, prefix=prefix))
 
 
 def made_elsewhere(fake: FakeAnthropic, n: int) -> str:
@@ -358,7 +355,7 @@ def test_resumed_submission_adopts_the_batch_its_lost_create_made(
     lost = made_elsewhere(fake, 3)
     made_elsewhere(fake, 4)  # same time, another size: not ours
 
-    adapter.submit(submit_request(3), journal)
+    adapter.submit(request_of(3), journal)
 
     assert journal.refs["batch_id"] == lost and fake.calls["POST /v1/messages/batches"] == 0
 
@@ -369,7 +366,7 @@ def test_resumed_submission_does_not_take_a_batch_older_than_its_create(
     fake, _ = anthropic
     made_elsewhere(fake, 3)
     journal = MemoryJournal(create_started=str(int(time.time()) + 120))  # started well after that batch was made
-    adapter.submit(submit_request(3), journal)
+    adapter.submit(request_of(3), journal)
     assert fake.calls["POST /v1/messages/batches"] == 1 and len(fake.batches) == 2
     assert journal.refs["batch_id"] == max(fake.batches)
 
@@ -381,7 +378,7 @@ def test_resumed_submission_creates_anew_rather_than_guess_between_two_candidate
     first, second = made_elsewhere(fake, 3), made_elsewhere(fake, 3)
     journal = MemoryJournal(create_started=str(int(time.time())))
     with caplog.at_level(logging.WARNING):
-        adapter.submit(submit_request(3), journal)
+        adapter.submit(request_of(3), journal)
     assert journal.refs["batch_id"] not in (first, second) and len(fake.batches) == 3
     assert "several provider batches" in caplog.text
 
@@ -393,9 +390,9 @@ def test_a_batch_the_gateway_recorded_for_another_batch_is_never_adopted(
     fake, _ = anthropic
     claims: dict[str, str] = {}
     other = MemoryJournal("batch_other", claims)
-    adapter.submit(submit_request(3, prefix="other"), other)
+    adapter.submit(request_of(3, prefix="other"), other)
     journal = MemoryJournal("batch_mine", claims, create_started=str(int(time.time())))
-    adapter.submit(submit_request(3), journal)
+    adapter.submit(request_of(3), journal)
     assert journal.refs["batch_id"] != other.refs["batch_id"] and len(fake.batches) == 2
 
 
@@ -405,18 +402,16 @@ def test_results_map_hashed_custom_ids_back_and_carry_the_billed_usage(
     fake, _ = anthropic
     ids = ["plain-id", "with space", "x" * 300]
     content = b"".join(chat_line(custom_id) for custom_id in ids)
-    request = SubmitRequest(
-        batch_id="batch_x",
-        endpoint="/v1/chat/completions",
-        model="claude-sonnet-4-5",
-        line_count=3,
-        open_input=lambda: iter([content]),
-    )
+    request = submit_request("batch_x", "claude-sonnet-4-5", content)
     journal = MemoryJournal()
     adapter.submit(request, journal)
     while not adapter.refresh(journal.refs).terminal:
         time.sleep(0.05)
-    results = {line.custom_id: line for line in adapter.results(journal.refs, request)}
+    results = {
+        line.custom_id: line
+        for line in adapter.results(journal.refs, custom_ids(content))
+        if isinstance(line, ResultLine)
+    }
     assert sorted(results) == sorted(ids)
     assert all(line.succeeded for line in results.values())
     sent = fake.batches[journal.refs["batch_id"]].custom_ids

@@ -28,7 +28,7 @@ def test_create_file_event_stores_a_validated_batch_file(stack: Stack) -> None:
     assert response["statusCode"] == 200, response["body"]
     file = orjson.loads(response["body"])
     assert file["purpose"] == "batch" and file["filename"] == "requests.jsonl"
-    stored = stack.ctx.table.get_file(file["id"])
+    stored = stack.rt.file_store.get(file["id"])
     assert stored is not None and stored.batch_input is not None and stored.batch_input.line_count == 2
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from batchgw import artifacts, template
 from batchgw.devstack import DEV_MASTER_KEY, DevStack
-from shared.context import get_context, reset_context
+from shared.runtime import reset_runtime, runtime
 from tests.fakes.servers import aws_emulator
 from tests.integration.conftest import EVENTS
 
@@ -93,7 +93,7 @@ def _built(workdir: Path, aws: dict[str, str]) -> Iterator[Built]:
         stack.provision()
         env |= {k: v for k, v in os.environ.items() if k.startswith("BATCHGW_")}
         yield Built(artifacts.runtime_dir(workdir / "runtime"), env)
-        reset_context()
+        reset_runtime()
 
 
 def event(name: str, **changes: Any) -> dict[str, Any]:
@@ -117,7 +117,7 @@ def test_every_function_runs_from_its_artifact_through_a_whole_batch(built: Buil
 
     detail = {"batch_id": batch_id}
     assert built.run("SubmitterFunction", event("batch_created.json", detail=detail)) == {"batch_id": batch_id}
-    assert get_context().table.get_batch(batch_id).status == "in_progress"  # type: ignore[union-attr]
+    assert runtime().batch_store.get(batch_id).status == "in_progress"  # type: ignore[union-attr]
     assert built.run("PollerFunction", event("scheduled.json"))["ended"] == 1
     completed = built.run("CompletionFunction", event("batch_ended.json", detail=detail | {"without_results": False}))
     assert completed == {"batch_id": batch_id, "booked": True, "status": "completed"}

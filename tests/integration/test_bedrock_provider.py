@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import boto3
 import pytest
 
-from shared.providers.base import SubmitRequest
 from shared.providers.bedrock import BedrockProvider
 from shared.routing import Deployment
 from tests.fakes.bedrock_upstream import FakeBedrock
-from tests.fakes.journal import MemoryJournal
+from tests.fakes.journal import MemoryJournal, submit_request
 from tests.fakes.servers import serve_in_thread
 from tests.integration.conftest import Stack, batch_lines, finish, lines, start
 
@@ -68,7 +68,7 @@ def test_converse_models_and_partially_completed_jobs_keep_their_results(
     (done,) = finish(stack, start(stack, content).json()["id"])
     (job,) = fake.jobs.values()
     assert job.status == "PartiallyCompleted" and job.invocation_type == "Converse"
-    assert done["status"] == "completed" and done["request_counts"] == {"total": 100, "completed": 95, "failed": 5}
+    assert done["status"] == "expired" and done["request_counts"] == {"total": 100, "completed": 95, "failed": 5}
     errors = lines(stack, done["error_file_id"])
     assert sorted(line["custom_id"] for line in errors) == [f"fail-{i}" for i in range(5)]
     assert {line["response"]["status_code"] for line in errors} == {400}
@@ -109,12 +109,10 @@ def test_a_lost_create_answer_gets_the_same_job_back(stack: Stack, bedrock: tupl
         api_base=url,
     )
     content = batch_lines(100, model="c")
-    request = SubmitRequest(
-        "batch_019aa1b2c3d40000a1b2c3d4e5f6", "/v1/chat/completions", CLAUDE, 100, lambda: iter([content])
-    )
+    request = submit_request("batch_019aa1b2c3d40000a1b2c3d4e5f6", CLAUDE, content)
 
     first = MemoryJournal(request.batch_id)
-    provider = BedrockProvider(deployment)
+    provider = BedrockProvider(deployment, boto3.session.Session())
     provider.submit(request, first)
     # the answer never reached the journal
     retry = MemoryJournal(request.batch_id, first.claims, **{k: v for k, v in first.refs.items() if k != "batch_id"})

@@ -25,7 +25,7 @@ def upload(
 
 
 def stored_objects(stack: Stack) -> list[str]:
-    listing = boto3.client("s3").list_objects_v2(Bucket=stack.ctx.settings.bucket_name, Prefix="files/")
+    listing = boto3.client("s3").list_objects_v2(Bucket=stack.rt.settings.bucket_name, Prefix="files/")
     return [o["Key"] for o in listing.get("Contents", [])]
 
 
@@ -136,10 +136,10 @@ def test_delete_file_used_by_unfinished_batch_is_400(stack: Stack) -> None:
 
 
 def test_body_over_the_request_limit_is_413_pointing_to_uploads(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.context import reset_context
+    from shared.runtime import reset_runtime
 
     monkeypatch.setenv("BATCHGW_MAX_REQUEST_BYTES", "1000")
-    reset_context()
+    reset_runtime()
     response = stack.api.post(
         "/v1/files", headers=stack.auth(), data={"purpose": "batch"}, files={"file": ("big.jsonl", batch_lines(40))}
     )

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from shared.records import SpendRow
 from tests.integration.conftest import Stack, batch, batch_lines, finish, lines, load_event, record, started
 
 # OpenAI's published Batch API price for gpt-4o-mini, USD per million tokens
@@ -20,8 +21,8 @@ GPT_4O_MINI_BATCH_INPUT = Decimal("0.075")
 GPT_4O_MINI_BATCH_OUTPUT = Decimal("0.30")
 
 
-def spend_rows(stack: Stack) -> list[dict[str, Any]]:
-    return stack.ctx.table.spend_rows("master")
+def spend_rows(stack: Stack) -> list[SpendRow]:
+    return stack.rt.key_store.spend("master")
 
 
 def expected_cost(stack: Stack, provider_batch_id: str) -> Decimal:
@@ -63,7 +64,7 @@ def test_handlers_run_the_flow_from_sample_events_to_a_priced_completion(stack: 
     assert done["cost"]["value"] == pytest.approx(float(cost), rel=1e-9)
     assert done["cost"]["currency"] == "usd"
     (row,) = spend_rows(stack)
-    assert float(row["cost"]) == pytest.approx(float(cost), rel=1e-9) and row["batches"] == 1 and row["requests"] == 6
+    assert float(row.cost) == pytest.approx(float(cost), rel=1e-9) and row.batches == 1 and row.requests == 6
     output_file = stack.api.get(f"/v1/files/{done['output_file_id']}", headers=stack.auth()).json()
     assert output_file["purpose"] == "batch_output"
 
@@ -121,9 +122,9 @@ def test_completion_delivered_twice_and_concurrently_books_once(stack: Stack) ->
 
     assert sorted(r["booked"] for r in [*results, late]) == [False, False, True]
     (row,) = spend_rows(stack)
-    assert row["batches"] == 1
+    assert row.batches == 1
     provider_batch = record(stack, batch_id).provider_refs["batch_id"]
-    assert float(row["cost"]) == pytest.approx(float(expected_cost(stack, provider_batch)), rel=1e-9)
+    assert float(row.cost) == pytest.approx(float(expected_cost(stack, provider_batch)), rel=1e-9)
     assert len(lines(stack, batch(stack, batch_id)["output_file_id"])) == 4
 
 
@@ -149,17 +150,17 @@ def test_crash_between_output_file_and_transaction_is_healed_by_the_next_poll(
     reserved = record(stack, batch_id).reserved_output_file_id
 
     # the first completion dies after its files are written, before the transaction
-    from shared.storage.table import Table
+    from shared.storage.batch_store import DynamoBatchStore
 
-    real = Table.finish_batch
+    real = DynamoBatchStore.finish
 
     def crash(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("Lambda timed out")
 
-    monkeypatch.setattr(Table, "finish_batch", crash)
+    monkeypatch.setattr(DynamoBatchStore, "finish", crash)
     with pytest.raises(RuntimeError):
         stack.invoke("CompletionFunction", event)
-    monkeypatch.setattr(Table, "finish_batch", real)
+    monkeypatch.setattr(DynamoBatchStore, "finish", real)
     assert batch(stack, batch_id)["status"] == "finalizing" and spend_rows(stack) == []
 
     # the poller sees it stuck and re-drives the completion, which books it once
@@ -170,7 +171,7 @@ def test_crash_between_output_file_and_transaction_is_healed_by_the_next_poll(
     assert done["status"] == "completed" and done["output_file_id"] == reserved
     assert len(lines(stack, done["output_file_id"])) == 4
     (row,) = spend_rows(stack)
-    assert row["batches"] == 1
+    assert row.batches == 1
 
 
 def test_lost_create_answer_is_found_again_and_no_second_provider_batch_is_made(stack: Stack) -> None:
@@ -267,19 +268,19 @@ def test_provider_faults_still_end_every_batch_right_and_bill_once(stack: Stack)
         stack.upstream.calls["fault:500"] and stack.upstream.calls["fault:429"] and stack.upstream.calls["fault:hang"]
     )
     (row,) = spend_rows(stack)
-    assert row["batches"] == 4
+    assert row.batches == 4
     expected = sum(expected_cost(stack, record(stack, b).provider_refs["batch_id"]) for b in batch_ids)
-    assert float(row["cost"]) == pytest.approx(float(expected), rel=1e-9)
+    assert float(row.cost) == pytest.approx(float(expected), rel=1e-9)
     assert len(stack.upstream.batches) == 4
 
 
 def test_unreachable_provider_fails_its_batch_after_bounded_redrives_and_stops_nothing_else(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.context import reset_context
+    from shared.runtime import reset_runtime
 
     monkeypatch.setenv("BATCHGW_MAX_REDRIVES", "2")
-    reset_context()
+    reset_runtime()
     stranded = started(stack, batch_lines(3, model="dead-provider"))
     healthy = started(stack, batch_lines(3, model="upstream-gpt-4o-mini"))
     finish(stack, healthy)

@@ -19,7 +19,7 @@ def observer(stack: Stack) -> Iterator[Any]:
     queue = sqs.create_queue(QueueName="observer")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     pattern = {"source": ["batchgw"], "detail-type": ["Batch Status Changed", "Batch Completed"]}
-    bus = stack.ctx.settings.event_bus_name
+    bus = stack.rt.settings.event_bus_name
     events.put_rule(Name="observer", EventBusName=bus, EventPattern=orjson.dumps(pattern).decode())
     events.put_targets(Rule="observer", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
 

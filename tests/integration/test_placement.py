@@ -81,10 +81,10 @@ def test_placement_avoids_a_deployment_that_failed_lately(stack: Stack) -> None:
 def test_all_deployments_failing_fails_the_batch_with_the_providers_message(
     stack: Stack, upstream: tuple[FakeOpenAI, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.context import reset_context
+    from shared.runtime import reset_runtime
 
     monkeypatch.setenv("BATCHGW_MAX_REDRIVES", "2")
-    reset_context()
+    reset_runtime()
     good, _ = upstream
     good.faults.error_rate = 1.0
     try:

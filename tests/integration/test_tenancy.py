@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 
 from batchgw import template
 from batchgw.devstack import import_handler
+from shared.pricing import max_cost
+from shared.storage.dynamo import money
 from tests.integration.conftest import MASTER_KEY, Stack, batch_lines
 from tests.integration.test_authorization import batch_of, file_of, new_key
 
@@ -30,25 +34,73 @@ def test_key_limited_to_one_model_is_refused_another_with_403(stack: Stack) -> N
     assert error["type"] == "permission_error"
 
 
-def test_key_at_its_budget_is_refused_new_batches_but_its_running_batch_finishes(stack: Stack) -> None:
-    created = new_key(stack, name="tight", max_budget=0.000001)
+def bounded_lines(n: int, max_tokens: int = 100) -> bytes:
+    """`n` chat requests on the mock's gpt-4o-mini, each capped at `max_tokens` output tokens."""
+    return b"".join(
+        orjson.dumps(
+            {
+                "custom_id": f"b-{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": "gpt-4o-mini",
+                    "max_tokens": max_tokens,
+                    "messages": [{"role": "user", "content": "hi"}],
+                },
+            },
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+        for i in range(n)
+    )
+
+
+def maximum_of(stack: Stack, file_id: str) -> Decimal:
+    """What the budget holds for a batch of this file: its bounds at the mock's batch prices."""
+    file = stack.rt.file_store.get(file_id)
+    assert file is not None and file.batch_input is not None
+    (deployment,) = stack.rt.routing.deployments_for("gpt-4o-mini")
+    return money(max_cost(deployment, file.batch_input.bounds))
+
+
+def test_budget_holds_each_batchs_maximum_and_books_the_real_cost_at_the_end(stack: Stack) -> None:
+    # Given a key whose budget holds one batch's maximum and a half
+    probe = file_of(stack, MASTER_KEY, bounded_lines(2))
+    maximum = maximum_of(stack, probe)
+    created = new_key(stack, name="tight", max_budget=float(maximum * 3 / 2))
     key = created["key"]
-    running = create_batch(stack, key, file_of(stack, key, batch_lines(3, model="mock-slow"))).json()["id"]
-    first = create_batch(stack, key, file_of(stack, key)).json()["id"]
 
-    def done() -> bool:
-        status = stack.api.get(f"/v1/batches/{first}", headers=stack.auth(key)).json()["status"]
-        return bool(status == "completed")
+    # When it creates a first batch, the maximum is held against the budget
+    first = create_batch(stack, key, file_of(stack, key, bounded_lines(2)))
+    assert first.status_code == 200
+    held = stack.api.get(f"/admin/keys/{created['id']}", headers=stack.auth()).json()
+    assert held["reserved"] == pytest.approx(float(maximum)) and held["spend"] == 0
 
-    stack.run_until(done)
-    spent = stack.api.get(f"/admin/keys/{created['id']}", headers=stack.auth()).json()
-    assert spent["spend"] >= 0.000001 and spent["max_budget"] == 0.000001
+    # Then a second one whose maximum does not fit in what is left is refused, saying both
+    refused = create_batch(stack, key, file_of(stack, key, bounded_lines(2)))
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error["code"] == "budget_exceeded" and f"${maximum:.6f}" in error["message"]
+    assert f"${maximum * 3 / 2 - maximum:.6f} left" in error["message"]
 
-    refused = create_batch(stack, key, file_of(stack, key))
-    assert refused.status_code == 400 and refused.json()["error"]["code"] == "budget_exceeded"
-    # the batch already running is untouched, and can still be cancelled and finished
-    assert stack.api.get(f"/v1/batches/{running}", headers=stack.auth(key)).json()["status"] == "in_progress"
-    assert stack.api.post(f"/v1/batches/{running}/cancel", headers=stack.auth(key)).status_code == 200
+    # And once the first is finished, its real cost is booked and its reservation released, once
+    batch_id = first.json()["id"]
+    stack.run_until(
+        lambda: stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth(key)).json()["status"] == "completed"
+    )
+    done = stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth(key)).json()
+    booked = stack.api.get(f"/admin/keys/{created['id']}", headers=stack.auth()).json()
+    assert booked["reserved"] == 0 and booked["spend"] == pytest.approx(done["cost"]["value"])
+    assert 0 < booked["spend"] < float(maximum)
+    # so a batch that fits in the rest is admitted again
+    assert create_batch(stack, key, file_of(stack, key, bounded_lines(2))).status_code == 200
+
+
+def test_a_key_without_a_budget_holds_reservations_too(stack: Stack) -> None:
+    created = new_key(stack, name="open")
+    response = create_batch(stack, created["key"], file_of(stack, created["key"], bounded_lines(3)))
+    assert response.status_code == 200
+    shown = stack.api.get(f"/admin/keys/{created['id']}", headers=stack.auth()).json()
+    assert shown["reserved"] > 0 and shown["max_budget"] is None
 
 
 def test_list_cursors_never_reach_another_keys_objects(stack: Stack) -> None:
@@ -74,7 +126,7 @@ def test_provider_ids_are_not_accepted_in_place_of_ours(stack: Stack) -> None:
     key_a = new_key(stack, name="a")["key"]
     batch_id = create_batch(stack, key_a, file_of(stack, key_a, batch_lines(2, model="upstream-gpt-4o-mini"))).json()
     stack.deliver("SubmitterFunction")
-    record = stack.ctx.table.get_batch(batch_id["id"])
+    record = stack.rt.batch_store.get(batch_id["id"])
     assert record is not None
     provider_id = record.provider_refs["batch_id"]
     for path in (f"/v1/batches/{provider_id}", f"/v1/files/{record.provider_refs['input_file_id']}"):
@@ -96,7 +148,7 @@ def test_keys_are_stored_only_as_hashes(stack: Stack) -> None:
     import boto3
 
     created = new_key(stack, name="hashed")
-    items = boto3.client("dynamodb").scan(TableName=stack.ctx.settings.table_name)["Items"]
+    items = boto3.client("dynamodb").scan(TableName=stack.rt.settings.table_name)["Items"]
     assert created["key"] not in str(items)
 
 

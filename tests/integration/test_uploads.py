@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlparse
 import boto3
 import pytest
 
-from shared.context import reset_context
+from shared.runtime import reset_runtime
 from tests.integration.conftest import Stack, batch_lines
 
 
@@ -31,7 +31,7 @@ def complete(stack: Stack, upload_id: str, part_ids: list[str], md5: str | None 
 
 
 def file_objects(stack: Stack) -> list[str]:
-    listing = boto3.client("s3").list_objects_v2(Bucket=stack.ctx.settings.bucket_name, Prefix="files/")
+    listing = boto3.client("s3").list_objects_v2(Bucket=stack.rt.settings.bucket_name, Prefix="files/")
     return [o["Key"] for o in listing.get("Contents", [])]
 
 
@@ -49,10 +49,10 @@ def test_parts_join_in_the_order_given_into_one_validated_file(stack: Stack) -> 
     body = done.json()
     assert body["status"] == "completed" and body["file"]["bytes"] == len(whole) and body["file"]["purpose"] == "batch"
     assert stack.api.get(f"/v1/files/{body['file']['id']}/content", headers=stack.auth()).content == whole
-    stored = stack.ctx.table.get_file(body["file"]["id"])
+    stored = stack.rt.file_store.get(body["file"]["id"])
     assert stored is not None and stored.batch_input is not None and stored.batch_input.line_count == 30
     # the parts are gone once joined
-    parts_left = boto3.client("s3").list_objects_v2(Bucket=stack.ctx.settings.bucket_name, Prefix="uploads/")
+    parts_left = boto3.client("s3").list_objects_v2(Bucket=stack.rt.settings.bucket_name, Prefix="uploads/")
     assert parts_left.get("KeyCount", 0) == 0
 
 
@@ -116,7 +116,7 @@ def test_cancelled_upload_takes_no_more_parts(stack: Stack) -> None:
 def test_upload_past_its_hour_is_expired(stack: Stack) -> None:
     upload = create(stack, 10, purpose="user_data")
     boto3.client("dynamodb").update_item(
-        TableName=stack.ctx.settings.table_name,
+        TableName=stack.rt.settings.table_name,
         Key={"pk": {"S": f"UPLOAD#{upload['id']}"}, "sk": {"S": "UPLOAD"}},
         UpdateExpression="SET expires_at = :past",
         ExpressionAttributeValues={":past": {"N": "1"}},
@@ -129,7 +129,7 @@ def test_content_streams_up_to_the_limit_then_redirects_to_a_presigned_url(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BATCHGW_MAX_RESPONSE_BYTES", "1000")
-    reset_context()
+    reset_runtime()
     small, large = b"s" * 1000, b"l" * 1001
     ids = []
     for content in (small, large):

@@ -12,11 +12,10 @@ import orjson
 import pytest
 from google.auth.credentials import Credentials
 
-from shared.providers.base import SubmitRequest
 from shared.providers.vertex import VertexProvider
 from shared.routing import Deployment
 from tests.fakes.faults import Faults
-from tests.fakes.journal import MemoryJournal
+from tests.fakes.journal import MemoryJournal, submit_request
 from tests.fakes.servers import serve_in_thread
 from tests.fakes.vertex_upstream import TOKEN, BilledUsage, FakeJob, FakeVertex
 from tests.integration.conftest import Stack, batch, finish, lines, start, started
@@ -132,8 +131,8 @@ def test_vertex_batch_completes_with_openai_lines_right_custom_ids_usage_and_goo
     assert job.cached_tokens and job.thoughts_tokens
     cost = google_batch_cost(job)
     assert done["cost"]["value"] == pytest.approx(float(cost), rel=1e-9) and done["cost"]["currency"] == "usd"
-    (row,) = stack.ctx.table.spend_rows("master")
-    assert float(row["cost"]) == pytest.approx(float(cost), rel=1e-9) and row["batches"] == 1
+    (row,) = stack.rt.key_store.spend("master")
+    assert float(row.cost) == pytest.approx(float(cost), rel=1e-9) and row.batches == 1
 
 
 def test_vertex_input_is_translated_into_the_bucket_with_line_labels(
@@ -256,9 +255,9 @@ def test_faults_still_end_every_vertex_batch_right_and_billed_once(
         job = the_job(fake, batch_id)
         assert done["usage"]["input_tokens"] == job.prompt_tokens
         assert done["cost"]["value"] == pytest.approx(float(google_batch_cost(job)), rel=1e-9)
-    (row,) = stack.ctx.table.spend_rows("master")
-    assert row["batches"] == 3
-    assert float(row["cost"]) == pytest.approx(
+    (row,) = stack.rt.key_store.spend("master")
+    assert row.batches == 3
+    assert float(row.cost) == pytest.approx(
         float(sum(google_batch_cost(the_job(fake, b)) for b in batch_ids)), rel=1e-9
     )
 
@@ -292,7 +291,7 @@ def test_adc_credentials_are_refreshed_over_urllib3_when_expired(vertex: tuple[F
     credentials = MintingCredentials()
     provider = VertexProvider(deployment, None, credentials=credentials)
     content = questions("gemini-adc", 2)
-    request = SubmitRequest("batch_adc", "/v1/chat/completions", "gemini-2.5-flash", 2, lambda: iter([content]))
+    request = submit_request("batch_adc", "gemini-2.5-flash", content)
     journal = MemoryJournal()
     try:
         # When it submits, then polls after the token expired
@@ -325,8 +324,7 @@ def test_an_upload_retried_after_503s_sends_the_whole_translated_input_again(ver
         timeout=1,
     )
     content = questions("gemini-via-vertex", 50)
-    chunks = [content[i : i + 1000] for i in range(0, len(content), 1000)]
-    request = SubmitRequest("batch_retry", "/v1/chat/completions", "gemini-2.5-flash", 50, lambda: iter(chunks))
+    request = submit_request("batch_retry", "gemini-2.5-flash", content)
     provider = VertexProvider(deployment, TOKEN)
     try:
         provider.submit(request, MemoryJournal())
@@ -355,9 +353,7 @@ def test_large_input_goes_up_in_256_kib_multiples_of_a_resumable_upload(
         api_key=TOKEN,
     )
     content = b"".join(request_line(f"r{i}", "g", f"question {i} " + "x" * 500) for i in range(1500))
-    request = SubmitRequest(
-        "batch_019aa1b2c3d40000a1b2c3d4e5f6", "/v1/chat/completions", "gemini-2.5-flash", 1500, lambda: iter([content])
-    )
+    request = submit_request("batch_019aa1b2c3d40000a1b2c3d4e5f6", "gemini-2.5-flash", content)
 
     provider = VertexProvider(deployment, TOKEN)
     try:

@@ -10,6 +10,7 @@ ALLOWED = {
     ("validating", "in_progress"),
     ("validating", "cancelling"),
     ("validating", "failed"),
+    ("validating", "expired"),  # a batch whose provider kept it waiting (a full queue) past its window
     ("in_progress", "finalizing"),
     ("in_progress", "cancelling"),
     ("in_progress", "expired"),
@@ -26,7 +27,7 @@ ALLOWED = {
 
 @pytest.mark.parametrize("frm", sorted(lifecycle.STATUSES))
 @pytest.mark.parametrize("to", sorted(lifecycle.STATUSES))
-def test_transitions_are_exactly_the_allowed_ones(frm: str, to: str) -> None:
+def test_transitions_are_exactly_the_allowed_ones(frm: lifecycle.BatchStatus, to: lifecycle.BatchStatus) -> None:
     assert lifecycle.can_move(frm, to) == ((frm, to) in ALLOWED)
 
 
@@ -45,6 +46,8 @@ def test_terminal_statuses_never_move() -> None:
         ("validating", "failed", "validating"),
     ],
 )
-def test_status_shown_while_results_are_written(status: str, outcome: str, shown: str) -> None:
+def test_status_shown_while_results_are_written(
+    status: lifecycle.BatchStatus, outcome: lifecycle.Outcome, shown: lifecycle.BatchStatus
+) -> None:
     assert lifecycle.shown_while_finalizing(status, outcome) == shown
     assert lifecycle.can_move(shown, outcome)

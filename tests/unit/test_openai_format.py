@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from shared.errors import ProviderError
-from shared.providers.base import LineUsage
+from shared.providers.base import LineUsage, ResultLine, Unreadable
 from shared.providers.openai import counts_of, errors_of, openai_state, result_line
 from shared.records import Counts
 
@@ -93,10 +93,30 @@ def test_azure_output_line_without_id_reads_with_its_usage() -> None:
         }
     )
     parsed = result_line(line)
-    assert parsed is not None and parsed.id is None and parsed.succeeded
+    assert isinstance(parsed, ResultLine) and parsed.id is None and parsed.succeeded
     assert parsed.usage == LineUsage(input_tokens=27, output_tokens=5)
 
 
-@pytest.mark.parametrize("raw", [b"", b"not json", b"[1]", b'{"no_custom_id": 1}'])
-def test_broken_lines_are_skipped(raw: bytes) -> None:
-    assert result_line(raw) is None
+def test_blank_lines_are_skipped() -> None:
+    assert result_line(b"") is None and result_line(b"  ") is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "custom_id", "why"),
+    [
+        (b"not json", None, "not valid JSON"),
+        (b"[1]", None, "no custom_id"),
+        (b'{"no_custom_id": 1}', None, "no custom_id"),
+        (b'{"id": "x", "custom_id": "a\\nb", "response": {"status_code": 20', "a\nb", "not valid JSON"),
+        (b'{"custom_id": "c", "response": "ok"}', "c", "response is not a JSON object"),
+        (b'{"custom_id": "c", "response": null, "error": "boom"}', "c", "error is not a JSON object"),
+        (
+            b'{"custom_id": "c", "response": {"status_code": 200, "body": {"usage": {"prompt_tokens": -3}}}}',
+            "c",
+            "not a non-negative integer",
+        ),
+    ],
+)
+def test_broken_lines_are_unreadable_for_the_custom_id_they_show(raw: bytes, custom_id: str | None, why: str) -> None:
+    parsed = result_line(raw)
+    assert isinstance(parsed, Unreadable) and parsed.custom_id == custom_id and why in parsed.reason

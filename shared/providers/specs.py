@@ -1,0 +1,61 @@
+"""What batchgw knows about each provider, in one place: its adapter module, the routing keys it needs,
+the batch endpoints it serves, its genai-prices id, and its limits.
+
+Adapter modules are named, not imported: a function's cold start imports only the adapters its routing
+file uses (shared/providers/__init__.py). Each adapter module offers `build(deployment, deps)` and
+`screen(deployment, body)` (shared/providers/base.py has the interface they build).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+ProviderName = Literal["openai", "azure", "anthropic", "vertex", "bedrock", "mock"]
+
+ALL_ENDPOINTS: Final = ("/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/responses")
+CHAT: Final = ("/v1/chat/completions",)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    name: ProviderName
+    module: str
+    endpoints: tuple[str, ...]
+    # genai-prices' provider id (None: priced as whoever makes the model)
+    price_provider: str | None
+    # a request's output bound when its line sets none (routing key `max_output_tokens` overrides it)
+    max_output_tokens: int
+    required: tuple[str, ...] = ()
+    # requests per batch the provider takes (routing keys `min_requests`/`max_requests` override them)
+    min_requests: int = 1
+    max_requests: int = 50_000
+
+
+SPECS: Final[dict[ProviderName, ProviderSpec]] = {
+    spec.name: spec
+    for spec in (
+        # OpenAI's largest output among batch models it serves without reasoning (gpt-4.1: 32,768)
+        ProviderSpec("openai", "shared.providers.openai", ALL_ENDPOINTS, "openai", 32_768),
+        # Azure's Global-Batch serves chat and responses only (its batch FAQ)
+        ProviderSpec(
+            "azure", "shared.providers.azure", ("/v1/chat/completions", "/v1/responses"), "azure", 32_768, ("api_base",)
+        ),
+        # Anthropic requires max_tokens: batchgw sends this when a line sets none, so it is exact
+        ProviderSpec("anthropic", "shared.providers.anthropic", CHAT, "anthropic", 4_096),
+        # sent as generationConfig.maxOutputTokens when a line sets none, so it is exact
+        ProviderSpec("vertex", "shared.providers.vertex", CHAT, "google", 8_192, ("project", "gcs_bucket")),
+        # Bedrock's batch quota: at least 100 and at most 50,000 records per job, per model by default
+        ProviderSpec(
+            "bedrock",
+            "shared.providers.bedrock",
+            CHAT,
+            "aws",
+            4_096,
+            ("role_arn", "s3_bucket"),
+            min_requests=100,
+            max_requests=50_000,
+        ),
+        ProviderSpec("mock", "shared.providers.mock", ALL_ENDPOINTS, None, 1_024),
+    )
+}

@@ -1,0 +1,245 @@
+"""The DynamoDB BatchStore: batch items, whose updates are the transitions of shared/lifecycle.py.
+
+An unfinished batch sits in one shard of the work index (`WORK#{n}`, n from its id), so the poller reads
+shards in parallel and no partition takes every write. A finished batch whose provider objects are still to
+be removed sits under `CLEANUP` until they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
+from typing import Any, Final
+
+from shared import lifecycle
+from shared.errors import AdmitRefused, UnreadableRecord
+from shared.lifecycle import Outcome
+from shared.records import MASTER_OWNER, BatchRecord, Counts, ErrorEntry
+from shared.storage.dynamo import (
+    KIND_INDEX,
+    OWNER_INDEX,
+    WORK_INDEX,
+    Dynamo,
+    Item,
+    TransactionRefused,
+    Update,
+    key,
+    listing,
+    money,
+    parse,
+    picodollars,
+)
+from shared.storage.file_store import file_key, file_values
+from shared.storage.key_store import key_key, spend_update
+from shared.storage.ports import Booking, Broken, Page
+
+WORK_SHARDS: Final = 8
+CLEANUP: Final = "CLEANUP"
+
+
+def shard_of(batch_id: str) -> int:
+    """The work-index shard a batch lives in, fixed by its id."""
+    return int.from_bytes(hashlib.blake2b(batch_id.encode(), digest_size=2).digest()) % WORK_SHARDS
+
+
+def batch_key(batch_id: str) -> Item:
+    return key(f"BATCH#{batch_id}", "BATCH")
+
+
+def _errors(errors: tuple[ErrorEntry, ...]) -> list[dict[str, Any]] | None:
+    return [e.model_dump(exclude_none=True) for e in errors] or None
+
+
+def parse_batch(item: Mapping[str, Any]) -> BatchRecord:
+    return parse(BatchRecord, item)
+
+
+class DynamoBatchStore:
+    def __init__(self, db: Dynamo) -> None:
+        self._db = db
+
+    def _update(self, batch_id: str, update: Update) -> BatchRecord:
+        return parse_batch(self._db.update(batch_key(batch_id), update))
+
+    @staticmethod
+    def _waiting(update: Update, *statuses: lifecycle.BatchStatus) -> Update:
+        """The batch is in one of `statuses` and its provider run has not ended."""
+        return update.status_in(frozenset(statuses)).equals("finalize_to", None)
+
+    # --- reads --------------------------------------------------------------------------------------
+
+    def get(self, batch_id: str) -> BatchRecord | None:
+        item = self._db.get(batch_key(batch_id))
+        return parse_batch(item) if item else None
+
+    def page(self, owner: str | None, *, after: str | None, limit: int) -> Page[BatchRecord]:
+        if owner is None:
+            index, partition, sort = KIND_INDEX, ("gsi2pk", "BATCH"), "gsi2sk"
+        else:
+            index, partition, sort = OWNER_INDEX, ("gsi1pk", f"OWNER#{owner}#BATCH"), "gsi1sk"
+        page = self._db.page(
+            index=index, partition=partition, sort_name=sort, after=after, limit=limit, ascending=False
+        )
+        return Page([parse_batch(i) for i in page.items], page.has_more)
+
+    def work(self, shard: int) -> Iterator[BatchRecord | Broken]:
+        for item in self._db.query(
+            IndexName=WORK_INDEX,
+            KeyConditionExpression="gsi3pk = :shard",
+            ExpressionAttributeValues={":shard": {"S": f"WORK#{shard}"}},
+        ):
+            try:
+                yield parse_batch(item)
+            except UnreadableRecord as exc:
+                yield Broken(exc.key, exc.reason)
+
+    def cleanups(self) -> Iterator[str]:
+        for item in self._db.query(
+            IndexName=WORK_INDEX,
+            KeyConditionExpression="gsi3pk = :cleanup",
+            ExpressionAttributeValues={":cleanup": {"S": CLEANUP}},
+        ):
+            yield str(item["pk"]["S"]).removeprefix("BATCH#")
+
+    # --- transitions --------------------------------------------------------------------------------
+
+    def admit(self, batch: BatchRecord, *, max_budget: Decimal | None) -> None:
+        values = {
+            **batch.model_dump(mode="python", exclude_none=True),
+            "reserved": money(batch.reserved),
+            "pk": f"BATCH#{batch.id}",
+            "sk": "BATCH",
+            **listing("BATCH", batch.owner, batch.id),
+            "gsi3pk": f"WORK#{shard_of(batch.id)}",
+            "gsi3sk": batch.id,
+        }
+        in_use = Update().exists().add(in_use={batch.id})
+        expiry = in_use.path("expires_at")
+        in_use.when(f"attribute_not_exists({expiry}) OR {expiry} > {in_use.value(batch.created_at)}")
+        ops = [self._db.put_op(values, new=True), self._db.update_op(file_key(batch.input_file_id), in_use)]
+        if batch.owner != MASTER_OWNER:
+            held = picodollars(batch.reserved)
+            hold = Update().exists().add(reserved=held, committed=held)
+            if max_budget is not None:
+                room = picodollars(max_budget) - held
+                if room < 0:
+                    raise AdmitRefused("budget")
+                committed = hold.path("committed")
+                hold.when(f"attribute_not_exists({committed}) OR {committed} <= {hold.value(room)}")
+            ops.append(self._db.update_op(key_key(batch.owner), hold))
+        try:
+            self._db.transact(ops)
+        except TransactionRefused as exc:
+            reasons = {0: "exists", 1: "file", 2: "budget"}
+            raise AdmitRefused(reasons.get(min(exc.failed, default=-1), "conflict")) from exc
+
+    def claim_submission(self, batch_id: str, *, now: int, lease_seconds: int) -> BatchRecord:
+        update = self._waiting(Update(), "validating")
+        update.when(f"{update.path('submit_lease_until')} < {update.value(now)}")
+        update.when(f"{update.path('retry_at')} <= {update.value(now)}")
+        update.assign(submit_lease_until=now + lease_seconds, updated_at=now).add(submit_attempts=1)
+        return self._update(batch_id, update)
+
+    def record_refs(self, batch_id: str, refs: Mapping[str, str]) -> None:
+        update = self._waiting(Update(), "validating", "cancelling")
+        update.set_paths({f"provider_refs.{name}": value for name, value in refs.items()})
+        self._db.update(batch_key(batch_id), update)
+
+    def record_screening(self, batch_id: str, rejected: int) -> BatchRecord:
+        return self._update(batch_id, self._waiting(Update(), "validating", "cancelling").assign(rejected=rejected))
+
+    def move(self, batch_id: str, *, deployment: str, tried: Sequence[str], now: int) -> BatchRecord:
+        update = self._waiting(Update(), "validating")
+        update.assign(
+            deployment=deployment, provider_refs={}, tried_deployments=list(tried), rejected=-1, updated_at=now
+        )
+        return self._update(batch_id, update)
+
+    def release_submission(self, batch_id: str, *, retry_at: int, now: int) -> None:
+        update = self._waiting(Update(), "validating", "cancelling")
+        self._db.update(batch_key(batch_id), update.assign(submit_lease_until=0, retry_at=retry_at, updated_at=now))
+
+    def start(self, batch_id: str, *, now: int) -> BatchRecord:
+        update = self._waiting(Update(), *lifecycle.sources("in_progress"))
+        update.assign(status="in_progress", in_progress_at=now, submit_lease_until=0, retry_at=0, updated_at=now)
+        return self._update(batch_id, update)
+
+    def request_cancel(self, batch: BatchRecord, *, now: int) -> BatchRecord:
+        update = self._waiting(Update(), *({batch.status} & lifecycle.sources("cancelling")))
+        return self._update(batch.id, update.assign(status="cancelling", cancelling_at=now, updated_at=now))
+
+    def mark_cancel_sent(self, batch_id: str, *, expiring: bool) -> BatchRecord:
+        update = self._waiting(Update(), *lifecycle.RUNNING)
+        return self._update(batch_id, update.assign(expiring=True) if expiring else update.assign(cancel_sent=True))
+
+    def record_counts(self, batch: BatchRecord, counts: Counts, *, now: int) -> None:
+        update = self._waiting(Update(), batch.status).assign(request_counts=counts.model_dump(), updated_at=now)
+        self._db.update(batch_key(batch.id), update)
+
+    def end_run(
+        self,
+        batch: BatchRecord,
+        outcome: Outcome,
+        *,
+        errors: tuple[ErrorEntry, ...],
+        output_file_id: str,
+        error_file_id: str,
+        now: int,
+    ) -> BatchRecord:
+        shown = lifecycle.shown_while_finalizing(batch.status, outcome)
+        update = self._waiting(Update(), batch.status).assign(
+            finalize_to=outcome,
+            status=shown,
+            updated_at=now,
+            reserved_output_file_id=output_file_id,
+            reserved_error_file_id=error_file_id,
+        )
+        if shown != batch.status:
+            update.set_paths({lifecycle.TIMESTAMP_FIELD[shown]: now})
+        if errors:
+            update.assign(errors=_errors(errors))
+        return self._update(batch.id, update)
+
+    def redrive_submission(self, batch: BatchRecord, *, now: int) -> None:
+        update = self._waiting(Update(), "validating").equals("submit_lease_until", batch.submit_lease_until)
+        self._db.update(batch_key(batch.id), update.assign(updated_at=now).add(submit_redrives=1))
+
+    def redrive_completion(self, batch: BatchRecord, *, now: int) -> BatchRecord:
+        update = Update().status_in({batch.status}).equals("finalize_to", batch.finalize_to)
+        update.equals("updated_at", batch.updated_at).assign(updated_at=now).add(finalize_redrives=1)
+        return self._update(batch.id, update)
+
+    def finish(self, batch: BatchRecord, booking: Booking) -> None:
+        final = Update().status_in({batch.status}).equals("finalize_to", batch.finalize_to)
+        written = {f.id for f in booking.files}
+        final.set_paths(
+            {
+                "status": booking.status,
+                lifecycle.TIMESTAMP_FIELD[booking.status]: booking.at,
+                "output_file_id": batch.reserved_output_file_id if batch.reserved_output_file_id in written else None,
+                "error_file_id": batch.reserved_error_file_id if batch.reserved_error_file_id in written else None,
+                "request_counts": booking.counts.model_dump(),
+                "usage": booking.usage.model_dump(),
+                "cost": {"input": money(booking.cost.input), "output": money(booking.cost.output)},
+                "errors": _errors(booking.errors),
+                "finalize_to": None,
+                "reserved_output_file_id": None,
+                "reserved_error_file_id": None,
+                "updated_at": booking.at,
+            }
+        )
+        if booking.cleanup:
+            final.assign(gsi3pk=CLEANUP, gsi3sk=batch.id)
+        else:
+            final.remove("gsi3pk", "gsi3sk")
+        ops = [
+            self._db.update_op(batch_key(batch.id), final),
+            self._db.update_op(file_key(batch.input_file_id), Update().delete_from_set("in_use", {batch.id})),
+        ]
+        ops.extend(self._db.put_op(file_values(f)) for f in booking.files)
+        ops.extend(spend_update(self._db, booking.spend, released=batch.reserved))
+        self._db.transact(ops)
+
+    def cleaned(self, batch_id: str) -> None:
+        self._db.update(batch_key(batch_id), Update().exists().remove("gsi3pk", "gsi3sk"))
