@@ -2,23 +2,30 @@
 
 Requests: system and developer messages become the top-level `system`; tool calls and tool results become
 `tool_use` and `tool_result` blocks; consecutive turns of one role are merged, as Messages wants roles to
-alternate; `max_tokens`, which Anthropic requires, defaults to 4096. Sampling knobs Anthropic has no
-equivalent for (`n`, `seed`, penalties, `logprobs`, ...) are dropped; content it cannot take (audio, OpenAI
-file ids) raises TranslationError, since dropping it would silently change what is asked.
+alternate; `max_tokens`, which Anthropic requires, defaults to 4096. Anthropic checks each request's params
+only when it runs it, so a param it refuses fails that request at the end of the batch: the params sent stay
+within what it takes. `temperature` is clamped to its 0-1 range (OpenAI's is 0-2); `top_p` is sent only without
+`temperature`, since recent Claude models refuse the two together; stop sequences that are only whitespace,
+which it refuses, are dropped. Sampling knobs Anthropic has no equivalent for (`n`, `seed`, penalties,
+`logprobs`, ...) are dropped; content it cannot take (audio, OpenAI file ids) raises TranslationError, since
+dropping it would silently change what is asked.
 
 Structured output: `json_object` adds an instruction to `system`; `json_schema` becomes a forced tool whose
 `input_schema` is the schema, named with SCHEMA_TOOL_PREFIX so that the answer's `tool_use` input is
 recognised without the request and returned as the message content, a JSON string, as OpenAI does.
 
-Results: each Anthropic result line becomes an OpenAI output line; `canceled` and `expired` requests get
-OpenAI's own `batch_cancelled` and `batch_expired` errors. Custom ids Anthropic would refuse are sent
-hashed and mapped back by hashing the input's ids.
+Results: each Anthropic result line becomes an OpenAI output line; an `errored` one keeps Anthropic's error
+type and message under the HTTP status of that type; `canceled` and `expired` requests get OpenAI's own
+`batch_cancelled` and `batch_expired` errors; a line not shaped as Anthropic documents (its usage, above
+all, which is billed) becomes a `provider_error` line saying what is wrong. Custom ids Anthropic would
+refuse are sent hashed and mapped back by hashing the input's ids.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import reprlib
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -67,6 +74,13 @@ _ERROR_STATUS: Final = {
     "overloaded_error": 529,
 }
 _STATES: Final[dict[str, BatchStatus]] = {"in_progress": "in_progress", "canceling": "cancelling"}
+_TOKEN_COUNTS: Final = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+_REQUIRED_TOKEN_COUNTS: Final = frozenset({"input_tokens", "output_tokens"})
+# what to_chat_completion reads of each kind of content block, and the type it must have
+_READ_BLOCK_FIELDS: Final[dict[str, dict[str, type]]] = {
+    "text": {"text": str},
+    "tool_use": {"id": str, "name": str, "input": dict},
+}
 
 JSONObject = dict[str, Any]
 
@@ -82,11 +96,8 @@ def to_params(body: Mapping[str, Any], model: str) -> JSONObject:
         "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS,
         "messages": messages,
     }
-    for name in ("temperature", "top_p"):
-        if body.get(name) is not None:
-            params[name] = body[name]
-    stop = body.get("stop")
-    stops = [s for s in ([stop] if isinstance(stop, str) else stop or ()) if isinstance(s, str) and s]
+    params.update(_sampling(body))
+    stops = _stop_sequences(body.get("stop"))
     if stops:
         params["stop_sequences"] = stops
     response_format = body.get("response_format") or {}
@@ -101,6 +112,29 @@ def to_params(body: Mapping[str, Any], model: str) -> JSONObject:
     if isinstance(user, str) and user:
         params["metadata"] = {"user_id": user}
     return params
+
+
+def _sampling(body: Mapping[str, Any]) -> JSONObject:
+    """`temperature`, clamped to Anthropic's 0-1, or else `top_p`: recent Claude models refuse the two together."""
+    temperature, top_p = _number(body, "temperature"), _number(body, "top_p")
+    if temperature is not None:
+        return {"temperature": min(max(temperature, 0.0), 1.0)}
+    return {} if top_p is None else {"top_p": top_p}
+
+
+def _number(body: Mapping[str, Any], name: str) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TranslationError(f"{name} must be a number")
+    return float(value)
+
+
+def _stop_sequences(stop: Any) -> list[str]:
+    """OpenAI `stop`, a string or a list, without the sequences Anthropic refuses: empty or only whitespace."""
+    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    return [s for s in stops if isinstance(s, str) and s.strip()]
 
 
 def _tool_params(body: Mapping[str, Any], json_schema: Mapping[str, Any] | None) -> JSONObject:
@@ -335,30 +369,81 @@ def batch_status(batch: Mapping[str, Any]) -> tuple[BatchStatus, Counts]:
     raise TranslationError(f"unknown message batch processing_status {status!r}")
 
 
+class MalformedResult(ValueError):
+    """A result line not shaped as Anthropic documents it; the text says what is wrong."""
+
+
 def result_line(line: Mapping[str, Any], custom_id: str, *, created: int) -> ResultLine:
-    """One Anthropic result line (its custom_id already mapped back to `custom_id`) as an OpenAI output line."""
-    result = line.get("result") or {}
+    """One Anthropic result line (its custom_id already mapped back to `custom_id`) as an OpenAI output line.
+
+    A line that cannot be read becomes a `provider_error` line for `custom_id` saying what is wrong with it.
+    """
+    try:
+        return _result_line(line, custom_id, created)
+    except MalformedResult as exc:
+        message = f"Anthropic returned a result for this request that cannot be read: {exc}."
+        return ResultLine(custom_id=custom_id, response=None, error={"code": "provider_error", "message": message})
+
+
+def _result_line(line: Mapping[str, Any], custom_id: str, created: int) -> ResultLine:
+    result = line.get("result")
+    if not isinstance(result, dict):
+        raise MalformedResult(f"its result is {reprlib.repr(result)}, not an object")
     match result.get("type"):
         case "succeeded":
-            message = result.get("message") or {}
+            message = checked_message(result.get("message"))
             body, usage = to_chat_completion(message, custom_id, created=created)
             response = {"status_code": 200, "request_id": body["id"], "body": body}
             return ResultLine(custom_id=custom_id, response=response, usage=usage)
         case "errored":
-            return ResultLine(custom_id=custom_id, response=error_response(result.get("error") or {}, custom_id))
+            return ResultLine(custom_id=custom_id, response=error_response(result.get("error"), custom_id))
         case "canceled":
             return not_run(custom_id, "cancelled")
         case "expired":
             return not_run(custom_id, "expired")
         case other:
-            error = {"code": "provider_error", "message": f"Anthropic returned a result of unknown type {other!r}."}
-            return ResultLine(custom_id=custom_id, response=None, error=error)
+            raise MalformedResult(f"its result type {other!r} is unknown")
+
+
+def checked_message(message: Any) -> JSONObject:
+    """`message` if it reads as a Message (to_chat_completion's input), else MalformedResult saying why not.
+
+    Its usage is billed, so token counts that are missing, negative or not integers make it unreadable.
+    """
+    if not isinstance(message, dict):
+        raise MalformedResult(f"its message is {reprlib.repr(message)}, not an object")
+    for name in ("id", "model"):
+        if not isinstance(message.get(name), str):
+            raise MalformedResult(f"its message's {name} is {reprlib.repr(message.get(name))}, not a string")
+    content = message.get("content")
+    if not isinstance(content, list):
+        raise MalformedResult(f"its message's content is {reprlib.repr(content)}, not a list of content blocks")
+    for index, block in enumerate(content):
+        if not isinstance(block, dict):
+            raise MalformedResult(f"its message's content block {index} is {reprlib.repr(block)}, not an object")
+        fields = _READ_BLOCK_FIELDS.get(str(block.get("type")), {})  # other blocks (thinking, ...) are not read
+        wrong = [name for name, kind in fields.items() if not isinstance(block.get(name), kind)]
+        if wrong:
+            raise MalformedResult(f"its message's content block {index}, {block['type']}, has no valid {wrong[0]}")
+    usage = message.get("usage")
+    if not isinstance(usage, dict):
+        raise MalformedResult(f"its message's usage is {reprlib.repr(usage)}, not an object")
+    for name in _TOKEN_COUNTS:
+        value = usage.get(name)
+        if value is None and name not in _REQUIRED_TOKEN_COUNTS:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise MalformedResult(f"its usage.{name} is {reprlib.repr(value)}, not a count of tokens")
+    return message
 
 
 def to_chat_completion(
     message: Mapping[str, Any], custom_id: str, *, created: int | None = None
 ) -> tuple[JSONObject, LineUsage]:
-    """An Anthropic Message as an OpenAI `chat.completion` body (`created` defaults to now), and its usage."""
+    """An Anthropic Message as an OpenAI `chat.completion` body (`created` defaults to now), and its usage.
+
+    Check an untrusted message with checked_message first: this reads absent token counts as zero.
+    """
     texts: list[str] = []
     tool_calls: list[JSONObject] = []
     structured: str | None = None
@@ -417,14 +502,19 @@ def _usage(usage: Mapping[str, Any]) -> tuple[JSONObject, LineUsage]:
     )
 
 
-def error_response(error: Mapping[str, Any], custom_id: str) -> JSONObject:
-    """An `errored` result's ErrorResponse as the response of an OpenAI error line."""
-    detail = error.get("error") or {}
-    kind = str(detail.get("type") or "api_error")
+def error_response(error: Any, custom_id: str) -> JSONObject:
+    """An `errored` result's ErrorResponse as the response of an OpenAI error line: Anthropic's error type and
+    message, under the HTTP status Anthropic gives that type. Raises MalformedResult if it is no ErrorResponse.
+    """
+    detail = error.get("error") if isinstance(error, dict) else None
+    kind, message = (detail.get("type"), detail.get("message")) if isinstance(detail, dict) else (None, None)
+    if not isinstance(error, dict) or not isinstance(kind, str) or not isinstance(message, str):
+        raise MalformedResult(f"its error is {reprlib.repr(error)}, not an ErrorResponse with a type and a message")
+    request_id = error.get("request_id")  # null in the batch results seen
     return {
         "status_code": _ERROR_STATUS.get(kind, 500),
-        "request_id": error.get("request_id") or _stable_id("req_", custom_id),
-        "body": {"error": {"message": str(detail.get("message") or ""), "type": kind, "param": None, "code": None}},
+        "request_id": request_id if isinstance(request_id, str) and request_id else _stable_id("req_", custom_id),
+        "body": {"error": {"message": message, "type": kind, "param": None, "code": None}},
     }
 
 

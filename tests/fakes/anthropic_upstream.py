@@ -1,11 +1,16 @@
 """A fake Anthropic Message Batches API (reference/provider-apis.md section 3), served over real HTTP.
 
-It checks `x-api-key` and `anthropic-version`, and that every request's params are Messages params a
-real server would take (so a translation bug is a 400, not a quiet pass). It runs each batch by the
-clock: `in_progress` (only `processing` counted) for `processing_seconds`, or its model's entry in
-`model_seconds`, then `ended` with a `results_url` on itself.
+It checks `x-api-key` and `anthropic-version`. Like Anthropic (reference/provider-apis.md section 7), a
+create checks only the envelope: at least one request, each a custom_id matching `^[a-zA-Z0-9_-]{1,64}$`,
+unique in the batch, and an object of params; anything else is a 400. Each request's params are checked
+only when the batch processes it, as the Messages API would (unknown params, a missing `max_tokens`,
+`temperature` outside 0-1 or together with `top_p`, stop sequences that are only whitespace, roles that
+do not alternate, ...): a request they fail comes back `errored` with an `invalid_request_error` worded as
+Anthropic words it, while the rest of the batch succeeds. It runs each batch by the clock: `in_progress`
+(only `processing` counted) for `processing_seconds`, or its model's entry in `model_seconds`, then
+`ended` with a `results_url` on itself.
 
-A request whose custom_id contains "fail" comes back `errored`; a batch of model `claude-expire` ends
+A request whose custom_id contains "fail" comes back `errored` too; a batch of model `claude-expire` ends
 with its second half `expired`; a cancelled batch is `canceling` once, then ends with its second half
 `canceled`. Usage per request is deterministic and what each batch billed is recorded, so tests
 compute the expected cost on their own.
@@ -60,7 +65,7 @@ _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 
 class Invalid(Exception):
-    """A request's params that the Messages API would refuse."""
+    """A create body, or a request's params, that Anthropic would refuse; the text is its message."""
 
 
 @dataclass
@@ -156,29 +161,31 @@ class FakeAnthropic:
             },
         }
 
+    def _process(self, batch: FakeMessageBatch, index: int, request: dict[str, Any]) -> dict[str, Any]:
+        """The result of running one request: its params are checked only now, as Anthropic does."""
+        custom_id = request["custom_id"]
+        problem = _params_problem(request["params"])
+        if problem is None and "fail" in custom_id:
+            problem = f"fake: request {custom_id} is invalid"
+        if problem is not None:
+            error = {"type": "invalid_request_error", "message": problem}
+            request_id = f"req_fake{batch.seq:04d}{index:06d}"
+            return {"type": "errored", "error": {"type": "error", "error": error, "request_id": request_id}}
+        message = self._message(batch, index, request)
+        usage = message["usage"]
+        billed = batch.billed
+        billed.input_tokens += usage["input_tokens"]
+        billed.output_tokens += usage["output_tokens"]
+        billed.cache_read_input_tokens += usage["cache_read_input_tokens"]
+        billed.cache_creation_input_tokens += usage["cache_creation_input_tokens"]
+        billed.succeeded += 1
+        return {"type": "succeeded", "message": message}
+
     def _end(self, batch: FakeMessageBatch, done: int, unfinished: str) -> None:
         """End `batch` with its first `done` requests processed and the rest `unfinished`."""
         for index, request in enumerate(batch.requests):
-            custom_id = request["custom_id"]
-            if index >= done:
-                result: dict[str, Any] = {"type": unfinished}
-            elif "fail" in custom_id:
-                error = {"type": "invalid_request_error", "message": f"fake: request {custom_id} is invalid"}
-                result = {
-                    "type": "errored",
-                    "error": {"type": "error", "error": error, "request_id": f"req_fake{batch.seq:04d}{index:06d}"},
-                }
-            else:
-                message = self._message(batch, index, request)
-                usage = message["usage"]
-                billed = batch.billed
-                billed.input_tokens += usage["input_tokens"]
-                billed.output_tokens += usage["output_tokens"]
-                billed.cache_read_input_tokens += usage["cache_read_input_tokens"]
-                billed.cache_creation_input_tokens += usage["cache_creation_input_tokens"]
-                billed.succeeded += 1
-                result = {"type": "succeeded", "message": message}
-            batch.results.append({"custom_id": custom_id, "result": result})
+            result = self._process(batch, index, request) if index < done else {"type": unfinished}
+            batch.results.append({"custom_id": request["custom_id"], "result": result})
         random.Random(batch.seq).shuffle(batch.results)  # Anthropic's results come in no particular order
         batch.ended_at = datetime.now(UTC)
 
@@ -192,7 +199,7 @@ class FakeAnthropic:
                 return
             self._end(batch, half, "canceled")
             return
-        model = batch.requests[0]["params"]["model"]
+        model = batch.requests[0]["params"].get("model")
         if time.monotonic() - batch.started < self.model_seconds.get(model, self.processing_seconds):
             return
         if model == EXPIRING_MODEL:
@@ -255,33 +262,60 @@ class FakeAnthropic:
 # --- params checks, as the Messages API would make them ------------------------------------------
 
 
-def check_params(params: Any) -> None:
+def _params_problem(params: dict[str, Any]) -> str | None:
+    """Anthropic's message for the first thing the Messages API would refuse in `params`, or None."""
+    try:
+        _check_params(params)
+    except Invalid as exc:
+        return str(exc)
+    return None
+
+
+def _check_params(params: dict[str, Any]) -> None:
     """Raise Invalid naming the first thing the Messages API would refuse in `params`."""
-    if not isinstance(params, dict):
-        raise Invalid("params: Input should be an object")
     extra = sorted(set(params) - _PARAMS)
     if extra:
-        raise Invalid(f"params.{extra[0]}: Extra inputs are not permitted")
+        raise Invalid(f"{extra[0]}: Extra inputs are not permitted")
     if not isinstance(params.get("model"), str) or not params["model"]:
-        raise Invalid("params.model: Field required")
-    max_tokens = params.get("max_tokens")
+        raise Invalid("model: Field required")
+    if "max_tokens" not in params:
+        raise Invalid("max_tokens: Field required")
+    max_tokens = params["max_tokens"]
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise Invalid("params.max_tokens: Input should be an integer greater than or equal to 1")
+        raise Invalid("max_tokens: Input should be an integer greater than or equal to 1")
     system = params.get("system")
     if system is not None and not isinstance(system, str) and not _all_text_blocks(system):
-        raise Invalid("params.system: Input should be a string or a list of text blocks")
+        raise Invalid("system: Input should be a valid string or a list of text blocks")
     tool_names = _check_tools(params.get("tools"))
     _check_tool_choice(params.get("tool_choice"), tool_names)
-    stops = params.get("stop_sequences")
-    if stops is not None and (not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops)):
-        raise Invalid("params.stop_sequences: Input should be a list of non-empty strings")
+    _check_stop_sequences(params.get("stop_sequences"))
     metadata = params.get("metadata")
     if metadata is not None and (not isinstance(metadata, dict) or set(metadata) - {"user_id"}):
-        raise Invalid("params.metadata: only user_id is permitted")
-    for name in ("temperature", "top_p"):
-        if name in params and not isinstance(params[name], int | float):
-            raise Invalid(f"params.{name}: Input should be a number")
+        raise Invalid("metadata: Extra inputs are not permitted")
+    _check_sampling(params)
     _check_messages(params.get("messages"))
+
+
+def _check_stop_sequences(stops: Any) -> None:
+    if stops is None:
+        return
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise Invalid("stop_sequences: Input should be a valid list of strings")
+    if any(not s.strip() for s in stops):
+        raise Invalid("stop_sequences: each stop sequence must contain non-whitespace")
+
+
+def _check_sampling(params: dict[str, Any]) -> None:
+    for name in ("temperature", "top_p"):
+        if name not in params:
+            continue
+        value = params[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise Invalid(f"{name}: Input should be a valid number")
+        if not 0 <= value <= 1:
+            raise Invalid(f"{name}: range: 0..1")
+    if "temperature" in params and "top_p" in params:
+        raise Invalid("`temperature` and `top_p` cannot both be specified for this model.")
 
 
 def _all_text_blocks(blocks: Any) -> bool:
@@ -294,10 +328,10 @@ def _check_tools(tools: Any) -> set[str]:
     if tools is None:
         return set()
     if not isinstance(tools, list):
-        raise Invalid("params.tools: Input should be a list")
+        raise Invalid("tools: Input should be a list")
     names: set[str] = set()
     for i, tool in enumerate(tools):
-        where = f"params.tools.{i}"
+        where = f"tools.{i}"
         if not isinstance(tool, dict) or set(tool) - {"name", "description", "input_schema", "cache_control"}:
             raise Invalid(f"{where}: a custom tool takes name, description and input_schema only")
         if not isinstance(tool.get("name"), str) or not _TOOL_NAME.fullmatch(tool["name"]):
@@ -315,21 +349,21 @@ def _check_tool_choice(choice: Any, tool_names: set[str]) -> None:
     if choice is None:
         return
     if not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "none", "tool"):
-        raise Invalid("params.tool_choice: Input tag does not match any of 'auto', 'any', 'tool', 'none'")
+        raise Invalid("tool_choice: Input tag does not match any of 'auto', 'any', 'tool', 'none'")
     if set(choice) - {"type", "name", "disable_parallel_tool_use"}:
-        raise Invalid("params.tool_choice: Extra inputs are not permitted")
+        raise Invalid("tool_choice: Extra inputs are not permitted")
     if choice["type"] == "tool" and choice.get("name") not in tool_names:
-        raise Invalid("params.tool_choice.name: the named tool is not in tools")
+        raise Invalid("tool_choice.name: the named tool is not in tools")
     if choice["type"] != "none" and not tool_names:
-        raise Invalid("params.tool_choice: tool_choice may only be specified while providing tools")
+        raise Invalid("tool_choice: tool_choice may only be specified while providing tools")
 
 
 def _check_messages(messages: Any) -> None:
     if not isinstance(messages, list) or not messages:
-        raise Invalid("params.messages: at least one message is required")
+        raise Invalid("messages: at least one message is required")
     previous: dict[str, Any] | None = None
     for i, message in enumerate(messages):
-        where = f"params.messages.{i}"
+        where = f"messages.{i}"
         if not isinstance(message, dict) or set(message) != {"role", "content"}:
             raise Invalid(f"{where}: a message takes role and content only")
         role = message["role"]
@@ -388,7 +422,10 @@ def _check_source(source: Any, kind: str, where: str) -> None:
 
 
 def check_create(body: Any) -> list[dict[str, Any]]:
-    """The create body's requests, or Invalid naming the first problem."""
+    """The create body's requests, or Invalid naming the first problem with its envelope.
+
+    The params inside are not checked here: Anthropic checks them as it processes each request.
+    """
     requests = body.get("requests") if isinstance(body, dict) else None
     if not isinstance(requests, list) or not 1 <= len(requests) <= 100_000:
         raise Invalid("requests: between 1 and 100000 requests are required")
@@ -402,10 +439,8 @@ def check_create(body: Any) -> list[dict[str, Any]]:
         if custom_id in seen:
             raise Invalid(f"requests.{i}.custom_id: custom_id {custom_id!r} is not unique")
         seen.add(custom_id)
-        try:
-            check_params(request["params"])
-        except Invalid as exc:
-            raise Invalid(f"requests.{i}.{exc}") from None
+        if not isinstance(request["params"], dict):
+            raise Invalid(f"requests.{i}.params: Input should be a valid dictionary")
     return requests
 
 

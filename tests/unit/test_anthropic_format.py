@@ -11,7 +11,6 @@ from shared.providers.anthropic_format import (
     DEFAULT_MAX_TOKENS,
     JSON_OBJECT_INSTRUCTION,
     SCHEMA_TOOL_PREFIX,
-    TranslationError,
     anthropic_custom_id,
     batch_status,
     error_response,
@@ -22,7 +21,7 @@ from shared.providers.anthropic_format import (
     to_params,
     unix_seconds,
 )
-from shared.providers.base import LineUsage
+from shared.providers.base import LineUsage, TranslationError
 from shared.records import Counts
 
 MODEL = "claude-sonnet-4-5-20250929"
@@ -95,7 +94,6 @@ def test_sampling_fields_map_and_unsupported_fields_are_dropped() -> None:
         chat(
             user("Hi"),
             temperature=0.2,
-            top_p=0.9,
             stop="END",
             n=1,
             seed=42,
@@ -114,14 +112,37 @@ def test_sampling_fields_map_and_unsupported_fields_are_dropped() -> None:
         "max_tokens": 4096,
         "messages": [user("Hi")],
         "temperature": 0.2,
-        "top_p": 0.9,
         "stop_sequences": ["END"],
     }
 
 
+@pytest.mark.parametrize(("temperature", "sent"), [(1.7, 1.0), (2, 1.0), (1, 1.0), (0.3, 0.3), (0, 0.0), (-0.5, 0.0)])
+def test_temperature_is_clamped_to_anthropics_zero_to_one_range(temperature: float, sent: float) -> None:
+    assert to_params(chat(user("Hi"), temperature=temperature), MODEL)["temperature"] == sent
+
+
+def test_temperature_with_top_p_sends_only_temperature() -> None:
+    params = to_params(chat(user("Hi"), temperature=0.7, top_p=0.9), MODEL)
+    assert params["temperature"] == 0.7 and "top_p" not in params
+    assert to_params(chat(user("Hi"), top_p=0.9), MODEL)["top_p"] == 0.9
+    assert "top_p" not in to_params(chat(user("Hi"), temperature=None, top_p=None), MODEL)
+
+
+@pytest.mark.parametrize("temperature", ["0.5", True, [0.5]])
+def test_temperature_that_is_not_a_number_is_refused(temperature: Any) -> None:
+    with pytest.raises(TranslationError, match="temperature must be a number"):
+        to_params(chat(user("Hi"), temperature=temperature), MODEL)
+
+
 def test_stop_list_becomes_stop_sequences() -> None:
-    assert to_params(chat(user("Hi"), stop=["\n\n", "Human:"]), MODEL)["stop_sequences"] == ["\n\n", "Human:"]
+    assert to_params(chat(user("Hi"), stop=["\nHuman:", "END"]), MODEL)["stop_sequences"] == ["\nHuman:", "END"]
     assert "stop_sequences" not in to_params(chat(user("Hi"), stop=None), MODEL)
+
+
+def test_stop_sequences_of_only_whitespace_are_dropped_and_the_rest_kept() -> None:
+    params = to_params(chat(user("Hi"), stop=["\n\n", " ", "\t\r\n", "", "END", " Observation:"]), MODEL)
+    assert params["stop_sequences"] == ["END", " Observation:"]
+    assert "stop_sequences" not in to_params(chat(user("Hi"), stop="\n"), MODEL)
 
 
 def test_user_becomes_metadata_user_id() -> None:
@@ -432,11 +453,91 @@ def test_errored_result_becomes_an_openai_error_response(kind: str, status: int)
     }
 
 
+def test_errored_result_as_batches_send_it_keeps_anthropics_message_and_type() -> None:
+    # Given the nested ErrorResponse of a batch result, with request_id null and a `details` object
+    detail = {"details": {"error_visibility": "user_facing"}, "type": "invalid_request_error"}
+    error = {"type": "error", "error": {**detail, "message": "temperature: range: 0..1"}, "request_id": None}
+
+    line = result_line({"custom_id": "r", "result": {"type": "errored", "error": error}}, "r", created=0)
+
+    assert line.response is not None and line.response["status_code"] == 400
+    assert line.response["body"]["error"]["message"] == "temperature: range: 0..1"
+    assert line.response["body"]["error"]["type"] == "invalid_request_error"
+    assert line.response["request_id"].startswith("req_")
+
+
 def test_errored_result_without_request_id_gets_a_stable_one() -> None:
     error = {"type": "error", "error": {"type": "weird_error", "message": "?"}, "request_id": None}
     first, second = error_response(error, "r"), error_response(error, "r")
     assert first["status_code"] == 500 and first["request_id"] == second["request_id"]
     assert first["request_id"].startswith("req_")
+
+
+GOOD_USAGE = {"input_tokens": 3, "output_tokens": 2}
+
+
+@pytest.mark.parametrize(
+    ("result", "named"),
+    [
+        ("succeeded", "its result is 'succeeded', not an object"),
+        (None, "its result is None, not an object"),
+        ({"type": "succeeded", "message": "Hello"}, "its message is 'Hello', not an object"),
+        ({"type": "succeeded"}, "its message is None, not an object"),
+        ({"type": "succeeded", "message": {**MESSAGE, "content": None}}, "content is None, not a list"),
+        ({"type": "succeeded", "message": {k: v for k, v in MESSAGE.items() if k != "content"}}, "content is None"),
+        ({"type": "succeeded", "message": {**MESSAGE, "content": "Hello"}}, "content is 'Hello', not a list"),
+        ({"type": "succeeded", "message": {**MESSAGE, "content": ["Hello"]}}, "content block 0 is 'Hello'"),
+        (
+            {"type": "succeeded", "message": {**MESSAGE, "content": [{"type": "text"}]}},
+            "block 0, text, has no valid text",
+        ),
+        (
+            {"type": "succeeded", "message": {**MESSAGE, "content": [{"type": "tool_use", "id": "t", "name": "f"}]}},
+            "block 0, tool_use, has no valid input",
+        ),
+        ({"type": "succeeded", "message": {**MESSAGE, "model": None}}, "model is None, not a string"),
+        ({"type": "succeeded", "message": {**MESSAGE, "usage": "12 tokens"}}, "usage is '12 tokens', not an object"),
+        ({"type": "succeeded", "message": {**MESSAGE, "usage": None}}, "usage is None, not an object"),
+        (
+            {"type": "succeeded", "message": {**MESSAGE, "usage": {**GOOD_USAGE, "output_tokens": -3}}},
+            "usage.output_tokens is -3, not a count of tokens",
+        ),
+        (
+            {"type": "succeeded", "message": {**MESSAGE, "usage": {**GOOD_USAGE, "input_tokens": "12"}}},
+            "usage.input_tokens is '12', not a count of tokens",
+        ),
+        (
+            {"type": "succeeded", "message": {**MESSAGE, "usage": {**GOOD_USAGE, "input_tokens": True}}},
+            "usage.input_tokens is True",
+        ),
+        (
+            {"type": "succeeded", "message": {**MESSAGE, "usage": {**GOOD_USAGE, "cache_read_input_tokens": 1.5}}},
+            "usage.cache_read_input_tokens is 1.5",
+        ),
+        ({"type": "succeeded", "message": {**MESSAGE, "usage": {"input_tokens": 3}}}, "usage.output_tokens is None"),
+        ({"type": "errored", "error": "overloaded"}, "its error is 'overloaded', not an ErrorResponse"),
+        (
+            {"type": "errored", "error": {"type": "invalid_request_error", "message": "flat, not nested"}},
+            "not an ErrorResponse with a type and a message",
+        ),
+        ({"type": "paused"}, "its result type 'paused' is unknown"),
+    ],
+)
+def test_malformed_result_line_becomes_a_provider_error_line_saying_what_is_wrong(result: Any, named: str) -> None:
+    line = result_line({"custom_id": "r-1", "result": result}, "r 1", created=0)
+    assert line.custom_id == "r 1" and line.response is None and line.usage is None and not line.succeeded
+    assert line.error is not None and line.error["code"] == "provider_error"
+    assert line.error["message"].startswith("Anthropic returned a result for this request that cannot be read: ")
+    assert named in line.error["message"]
+
+
+def test_absent_or_null_cache_counts_are_read_as_no_cache_use() -> None:
+    usage = {"input_tokens": 7, "output_tokens": 2, "cache_read_input_tokens": None}
+    line = result_line(
+        {"custom_id": "r", "result": {"type": "succeeded", "message": {**MESSAGE, "usage": usage}}}, "r", created=0
+    )
+    assert line.succeeded
+    assert line.usage == LineUsage(input_tokens=7, cached_tokens=0, cache_write_tokens=0, output_tokens=2)
 
 
 def test_canceled_and_expired_results_carry_openais_error_codes_and_messages() -> None:
