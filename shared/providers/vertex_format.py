@@ -360,20 +360,28 @@ def _int(value: Any) -> int:
     return 0
 
 
+def _as_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # not JSON (an integer past 64 bits, say): nothing Vertex's JSON could hold
+        return repr(value)
+
+
 def _shown(value: Any) -> str:
-    return orjson.dumps(value).decode()[:80]
+    return _as_text(value)[:80]
 
 
 def _token_count(metadata: Mapping[str, Any], name: str) -> int:
-    """A usageMetadata count, a JSON number or (as int64 fields are) a string; 0 when absent."""
+    """A usageMetadata count (an int32), a JSON number or a string; 0 when absent."""
     value = metadata.get(name)
     if value is None:
         return 0
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    raise _MalformedPrediction(f"response.usageMetadata.{name} is not a token count: {_shown(value)}")
+    count = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= len(str(_INT32_MAX)):
+        count = int(value)
+    if count is None or not 0 <= count <= _INT32_MAX:
+        raise _MalformedPrediction(f"response.usageMetadata.{name} is not a token count: {_shown(value)}")
+    return count
 
 
 def _timestamp(value: Any) -> int:
@@ -381,7 +389,7 @@ def _timestamp(value: Any) -> int:
         return 0
     try:
         return int(datetime.fromisoformat(value).timestamp())
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         return 0
 
 
@@ -418,7 +426,7 @@ def _choice(candidate: Mapping[str, Any], position: int, line_key: str) -> dict[
             call_id = call.get("id")
             if not isinstance(call_id, str) or not call_id:
                 call_id = f"call_{line_key[:16]}_{position}_{len(tool_calls)}"
-            arguments = orjson.dumps(call.get("args") or {}).decode()
+            arguments = _as_text(call.get("args") or {})
             tool_calls.append(
                 {"id": call_id, "type": "function", "function": {"name": call["name"], "arguments": arguments}}
             )
@@ -494,7 +502,7 @@ def result_line(prediction: Mapping[str, Any], custom_id: str, model: str) -> Re
     response this cannot read becomes a `provider_error` line saying what was wrong. Never raises."""
     status = prediction.get("status")
     if status:
-        return _error_line(custom_id, status if isinstance(status, str) else orjson.dumps(status).decode())
+        return _error_line(custom_id, status if isinstance(status, str) else _as_text(status))
     response = prediction.get("response")
     if not isinstance(response, dict):
         return _malformed_line(custom_id, f"it has no status and its response is not an object: {_shown(response)}")
