@@ -5,7 +5,7 @@ Submission streams our input, translated line by line (shared/providers/vertex_f
 create is under way, then the job's resource name (as `batch_id`). A create whose answer was lost is
 found again by its display name, which is our batch id, before another is tried. Results are the
 `predictions*.jsonl` objects under the job's output prefix; their lines carry the input line's index
-as a label, which maps them back to custom_ids.
+spelt in digit labels (vertex_format.line_labels), which map them back to custom_ids.
 
 Auth is a bearer token: the deployment's `api_key` as a ready-made OAuth token, else Application
 Default Credentials (google-auth, loaded on first use, refreshed over urllib3: Lambda has no `requests`).

@@ -3,8 +3,17 @@
 Vertex input lines are `{"request": GenerateContentRequest}` and carry no custom id; output lines are
 `{"status", "processed_time", "request", "response"}` in no particular order. Vertex echoes the whole
 request in each output line, so every request carries its line's index (0-based, counting the non-blank
-lines of our input file) as the label `batchgw_line`. When it reads results, the adapter re-reads our
-input to map each index back to its custom_id; two identical requests still come back apart.
+lines of our input file) in its labels. When it reads results, the adapter re-reads our input to map each
+index back to its custom_id; two identical requests still come back apart.
+
+Google keeps at most 1,000 distinct values per label key over a billing account's life and may drop a key
+past that, so the index is not one label's value: it is spelt in decimal across the fixed keys
+`batchgw_d0` (units), `batchgw_d1` (tens), ..., each of which only ever takes the values "0" to "9".
+
+JSON schemas (`response_format.json_schema`, tool `parameters`) go to the fields that take JSON Schema as it
+is, `generationConfig.responseJsonSchema` and `FunctionDeclaration.parametersJsonSchema`: the older
+`responseSchema`/`parameters` are Vertex `Schema` objects (an OpenAPI subset), which refuse `$defs`, `$ref`,
+`"type": [...]` and the like that Pydantic and most clients generate.
 
 Fields a GenerateContentRequest has no place for (logprobs, penalties, user, ...) are dropped.
 """
@@ -20,11 +29,15 @@ from typing import Any, Final
 import orjson
 
 from shared.errors import ProviderError
+from shared.jsonl import MAX_LINES
 from shared.lifecycle import BatchStatus
 from shared.providers.base import LineUsage, ProviderStatus, ResultLine
 from shared.records import Counts, ErrorEntry
 
-LINE_LABEL: Final = "batchgw_line"
+# one label key per decimal digit of the largest line index, units first
+LINE_LABEL_KEYS: Final = tuple(f"batchgw_d{place}" for place in range(len(str(MAX_LINES - 1))))
+_DIGITS: Final = "0123456789"
+_INT32_MAX: Final = 2**31 - 1
 
 _STATES: Final[dict[str, BatchStatus]] = {
     "JOB_STATE_QUEUED": "validating",
@@ -215,21 +228,32 @@ def _contents(messages: Iterable[Any]) -> tuple[list[dict[str, Any]], list[dict[
     return [c for c in contents if c["parts"]], system
 
 
+def _integer(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _generation_config(body: Mapping[str, Any]) -> dict[str, Any]:
     config: dict[str, Any] = {}
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if isinstance(max_tokens, int):
+    max_tokens = _integer(body.get("max_completion_tokens"))
+    if max_tokens is None:
+        max_tokens = _integer(body.get("max_tokens"))
+    if max_tokens is not None:
         config["maxOutputTokens"] = max_tokens
-    for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("seed", "seed")):
-        if isinstance(body.get(ours), int | float):
+    for ours, theirs in (("temperature", "temperature"), ("top_p", "topP")):
+        if isinstance(body.get(ours), int | float) and not isinstance(body[ours], bool):
             config[theirs] = body[ours]
+    seed = _integer(body.get("seed"))
+    if seed is not None:
+        # Vertex's seed is an int32; OpenAI's may be larger. Folding keeps one seed giving one answer.
+        config["seed"] = seed if -(2**31) <= seed < 2**31 else seed & _INT32_MAX
     stop = body.get("stop")
     if isinstance(stop, str):
         config["stopSequences"] = [stop]
-    elif isinstance(stop, list) and stop:
+    elif isinstance(stop, list) and any(isinstance(s, str) for s in stop):
         config["stopSequences"] = [s for s in stop if isinstance(s, str)]
-    if isinstance(body.get("n"), int) and body["n"] != 1:
-        config["candidateCount"] = body["n"]
+    n = _integer(body.get("n"))
+    if n is not None and n != 1:
+        config["candidateCount"] = n
     response_format = body.get("response_format")
     kind = response_format.get("type") if isinstance(response_format, dict) else None
     if kind in ("json_object", "json_schema"):
@@ -238,7 +262,7 @@ def _generation_config(body: Mapping[str, Any]) -> dict[str, Any]:
         assert isinstance(response_format, dict)
         spec = response_format.get("json_schema")
         if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
-            config["responseSchema"] = spec["schema"]
+            config["responseJsonSchema"] = spec["schema"]
     return config
 
 
@@ -251,9 +275,10 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             continue
         declaration: dict[str, Any] = {"name": function["name"]}
-        for key in ("description", "parameters"):
-            if function.get(key) is not None:
-                declaration[key] = function[key]
+        if function.get("description") is not None:
+            declaration["description"] = function["description"]
+        if function.get("parameters") is not None:
+            declaration["parametersJsonSchema"] = function["parameters"]
         declarations.append(declaration)
     return [{"functionDeclarations": declarations}] if declarations else []
 
@@ -283,7 +308,7 @@ def generate_content_request(body: Mapping[str, Any], index: int) -> dict[str, A
         tool_config = _tool_config(body.get("tool_choice"))
         if tool_config:
             request["toolConfig"] = tool_config
-    request["labels"] = {LINE_LABEL: str(index)}
+    request["labels"] = line_labels(index)
     return request
 
 
@@ -292,17 +317,37 @@ def input_line(body: Mapping[str, Any], index: int) -> bytes:
     return orjson.dumps({"request": generate_content_request(body, index)}, option=orjson.OPT_APPEND_NEWLINE)
 
 
-# --- results ----------------------------------------------------------------------------------------
+# --- line labels ------------------------------------------------------------------------------------
+
+
+def line_labels(index: int) -> dict[str, str]:
+    """The labels that tag input line `index`: one decimal digit per key of LINE_LABEL_KEYS."""
+    if not 0 <= index < 10 ** len(LINE_LABEL_KEYS):
+        raise ValueError(f"line index {index} does not fit in {len(LINE_LABEL_KEYS)} digits")
+    return {key: _DIGITS[index // 10**place % 10] for place, key in enumerate(LINE_LABEL_KEYS)}
 
 
 def line_index(prediction: Mapping[str, Any]) -> int | None:
-    """The input line index a prediction line answers, from the label its request echoes."""
+    """The input line index a prediction line answers, from the labels its request echoes; None if they
+    are missing or malformed (a key Google dropped, a value that is not one digit)."""
     request = prediction.get("request")
     labels = request.get("labels") if isinstance(request, dict) else None
-    value = labels.get(LINE_LABEL) if isinstance(labels, dict) else None
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
+    if not isinstance(labels, dict):
+        return None
+    index = 0
+    for place, key in enumerate(LINE_LABEL_KEYS):
+        digit = labels.get(key)
+        if not isinstance(digit, str) or len(digit) != 1 or digit not in _DIGITS:
+            return None
+        index += int(digit) * 10**place
+    return index
+
+
+# --- results ----------------------------------------------------------------------------------------
+
+
+class _MalformedPrediction(ValueError):
+    """What is wrong with a prediction's response, in words for the error line."""
 
 
 def _int(value: Any) -> int:
@@ -316,29 +361,73 @@ def _int(value: Any) -> int:
     return 0
 
 
+def _as_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # not JSON (an integer past 64 bits, say): nothing Vertex's JSON could hold
+        return repr(value)
+
+
+def _shown(value: Any) -> str:
+    return _as_text(value)[:80]
+
+
+def _token_count(metadata: Mapping[str, Any], name: str) -> int:
+    """A usageMetadata count (an int32), a JSON number or a string; 0 when absent."""
+    value = metadata.get(name)
+    if value is None:
+        return 0
+    count = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= len(str(_INT32_MAX)):
+        count = int(value)
+    if count is None or not 0 <= count <= _INT32_MAX:
+        raise _MalformedPrediction(f"response.usageMetadata.{name} is not a token count: {_shown(value)}")
+    return count
+
+
 def _timestamp(value: Any) -> int:
     if not isinstance(value, str):
         return 0
     try:
         return int(datetime.fromisoformat(value).timestamp())
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         return 0
 
 
+def _candidates(candidates: Any) -> list[dict[str, Any]]:
+    """A response's candidates, checked down to their parts."""
+    if candidates is None:
+        return []
+    if not isinstance(candidates, list):
+        raise _MalformedPrediction(f"response.candidates is not a list: {_shown(candidates)}")
+    for position, candidate in enumerate(candidates):
+        where = f"response.candidates[{position}]"
+        if not isinstance(candidate, dict):
+            raise _MalformedPrediction(f"{where} is not an object: {_shown(candidate)}")
+        content = candidate.get("content")
+        if content is not None and not isinstance(content, dict):
+            raise _MalformedPrediction(f"{where}.content is not an object: {_shown(content)}")
+        parts = content.get("parts") if content else None
+        if parts is not None and not (isinstance(parts, list) and all(isinstance(p, dict) for p in parts)):
+            raise _MalformedPrediction(f"{where}.content.parts is not a list of objects: {_shown(parts)}")
+    return candidates
+
+
 def _choice(candidate: Mapping[str, Any], position: int, line_key: str) -> dict[str, Any]:
-    content = candidate.get("content")
-    parts = content.get("parts") if isinstance(content, dict) else None
+    parts = (candidate.get("content") or {}).get("parts") or ()
     texts: list[str] = []
     tool_calls: list[dict[str, Any]] = []
-    for part in parts if isinstance(parts, list) else ():
-        if not isinstance(part, dict) or part.get("thought"):
+    for part in parts:
+        if part.get("thought"):
             continue  # thought summaries are not the answer
         if isinstance(part.get("text"), str):
             texts.append(part["text"])
         call = part.get("functionCall")
         if isinstance(call, dict) and isinstance(call.get("name"), str):
-            call_id = call.get("id") or f"call_{line_key[:16]}_{position}_{len(tool_calls)}"
-            arguments = orjson.dumps(call.get("args") or {}).decode()
+            call_id = call.get("id")
+            if not isinstance(call_id, str) or not call_id:
+                call_id = f"call_{line_key[:16]}_{position}_{len(tool_calls)}"
+            arguments = _as_text(call.get("args") or {})
             tool_calls.append(
                 {"id": call_id, "type": "function", "function": {"name": call["name"], "arguments": arguments}}
             )
@@ -350,7 +439,7 @@ def _choice(candidate: Mapping[str, Any], position: int, line_key: str) -> dict[
         finish = "tool_calls"
     index = candidate.get("index")
     return {
-        "index": index if isinstance(index, int) else position,
+        "index": index if isinstance(index, int) and not isinstance(index, bool) else position,
         "message": message,
         "logprobs": None,
         "finish_reason": finish,
@@ -358,12 +447,17 @@ def _choice(candidate: Mapping[str, Any], position: int, line_key: str) -> dict[
 
 
 def _usage(metadata: Any) -> tuple[dict[str, Any], LineUsage]:
-    metadata = metadata if isinstance(metadata, dict) else {}
-    prompt = _int(metadata.get("promptTokenCount"))
-    cached = _int(metadata.get("cachedContentTokenCount"))
-    thoughts = _int(metadata.get("thoughtsTokenCount"))
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise _MalformedPrediction(f"response.usageMetadata is not an object: {_shown(metadata)}")
+    prompt = _token_count(metadata, "promptTokenCount")
+    cached = _token_count(metadata, "cachedContentTokenCount")
+    thoughts = _token_count(metadata, "thoughtsTokenCount")
+    if cached > prompt:
+        raise _MalformedPrediction(f"response.usageMetadata has {cached} cached tokens of {prompt} prompt tokens")
     # Gemini bills thinking as output, and counts it apart from the candidates
-    completion = _int(metadata.get("candidatesTokenCount")) + thoughts
+    completion = _token_count(metadata, "candidatesTokenCount") + thoughts
     usage = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -397,34 +491,47 @@ def _error_line(custom_id: str, message: str) -> ResultLine:
     return ResultLine(custom_id=custom_id, response={"status_code": status_code, "request_id": "", "body": body})
 
 
+def _malformed_line(custom_id: str, problem: str) -> ResultLine:
+    message = f"Vertex AI returned a prediction batchgw cannot read: {problem}."
+    return ResultLine(custom_id=custom_id, response=None, error={"code": "provider_error", "message": message})
+
+
 def result_line(prediction: Mapping[str, Any], custom_id: str, model: str) -> ResultLine:
-    """One Vertex prediction line as an OpenAI output line for `custom_id`; `model` if it names none."""
+    """One Vertex prediction line as an OpenAI output line for `custom_id`; `model` if it names none.
+
+    A non-empty `status` is Vertex's error for the request, kept as an HTTP-style error response; a
+    response this cannot read becomes a `provider_error` line saying what was wrong. Never raises."""
     status = prediction.get("status")
-    response = prediction.get("response")
     if status:
-        return _error_line(custom_id, status if isinstance(status, str) else orjson.dumps(status).decode())
+        return _error_line(custom_id, status if isinstance(status, str) else _as_text(status))
+    response = prediction.get("response")
     if not isinstance(response, dict):
-        return _error_line(custom_id, "The provider returned no response for this request.")
+        return _malformed_line(custom_id, f"it has no status and its response is not an object: {_shown(response)}")
     processed_time = str(prediction.get("processed_time") or "")
     line_key = hashlib.blake2b(f"{custom_id}\0{processed_time}".encode(), digest_size=12).hexdigest()
-    candidates = [c for c in response.get("candidates") or () if isinstance(c, dict)]
+    try:
+        candidates = _candidates(response.get("candidates"))
+        usage, line_usage = _usage(response.get("usageMetadata"))
+    except _MalformedPrediction as exc:
+        return _malformed_line(custom_id, str(exc))
     choices = [_choice(candidate, position, line_key) for position, candidate in enumerate(candidates)]
     if not choices:  # the prompt itself was blocked
         choices = [_choice({"finishReason": "PROHIBITED_CONTENT"}, 0, line_key)]
-    usage, line_usage = _usage(response.get("usageMetadata"))
     response_id = response.get("responseId")
+    response_id = response_id if isinstance(response_id, str) else ""
+    model_version = response.get("modelVersion")
     body = {
         "id": f"chatcmpl-{response_id or line_key}",
         "object": "chat.completion",
         "created": _timestamp(processed_time) or _timestamp(response.get("createTime")),
-        "model": response.get("modelVersion") or model,
+        "model": model_version if isinstance(model_version, str) and model_version else model,
         "choices": choices,
         "usage": usage,
         "system_fingerprint": None,
     }
     return ResultLine(
         custom_id=custom_id,
-        response={"status_code": 200, "request_id": str(response_id or ""), "body": body},
+        response={"status_code": 200, "request_id": response_id, "body": body},
         usage=line_usage,
     )
 

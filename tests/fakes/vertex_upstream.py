@@ -2,11 +2,21 @@
 
 Objects live in memory. A job reads its input object when created and refuses (400 INVALID_ARGUMENT,
 naming the line) any line that is not `{"request": {...}}` with non-empty contents, roles `user` and
-`model` only, non-empty parts and a `labels.batchgw_line`, so a translation bug fails loudly. Jobs run by
-the clock: JOB_STATE_PENDING, then RUNNING, then SUCCEEDED with `{prefix}/prediction-model-<ts>/
+`model` only and non-empty parts, so a translation bug fails loudly. It also refuses what Vertex's proto
+parser refuses (reference/provider-apis.md section 7): JSON-Schema-only constructs (`$ref`, `$defs`, any
+`$` keyword, `additionalProperties`, a list-valued `type`) in the `Schema` fields `responseSchema` and
+`parameters`, with Vertex's "Invalid JSON payload received. Unknown name ..." message, while
+`responseJsonSchema` (which needs `responseMimeType: application/json`) and `parametersJsonSchema` take
+any JSON Schema; and labels that break Google's label rules. Like Google, it counts the distinct values
+each label key has had across every job it has seen, and once a key has had more than 1,000 it drops that
+key from the requests its predictions echo.
+
+Jobs run by the clock: JOB_STATE_PENDING, then RUNNING, then SUCCEEDED with `{prefix}/prediction-model-<ts>/
 predictions.jsonl` holding one line per input line in shuffled order, each echoing its request. A request
-whose text contains "fail" gets a non-empty `status`; a job of model `gemini-expire` ends EXPIRED with
-the first half of its lines written; a cancelled job is CANCELLING once, then CANCELLED with half written.
+whose text contains "fail" gets a non-empty `status`; a request that declares functions with function
+calling mode ANY is answered with a call to the first function it allows; a job of model `gemini-expire`
+ends EXPIRED with the first half of its lines written; a cancelled job is CANCELLING once, then CANCELLED
+with half written.
 Usage is deterministic per line and what each job billed is recorded, so tests compute the expected
 cost. `Faults` makes a share of calls answer 500, 429 with Retry-After, or hang past the client's
 timeout; `fail_next` fails the next calls to a path with 503; `lose_next_create` makes the next create
@@ -23,11 +33,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from tests.fakes.faults import Faults
 
@@ -37,6 +49,31 @@ _MODEL = re.compile(r"^publishers/google/models/(?P<model>[\w.-]+)$")
 _DISPLAY_NAME_FILTER = re.compile(r'^display_name\s*=\s*"(?P<name>[^"]*)"$')
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED"}
 _STATUS |= {500: "INTERNAL", 503: "UNAVAILABLE", 412: "FAILED_PRECONDITION"}
+# Google keeps this many distinct values per label key over a billing account's life, then may drop the key
+LABEL_VALUES_LIMIT = 1000
+_LABELS_PER_REQUEST = 64
+_LABEL_TEXT_MAX = 63
+
+
+class Unit(StrEnum):
+    CELSIUS = "celsius"
+    FAHRENHEIT = "fahrenheit"
+
+
+class Place(BaseModel):
+    city: str
+    country: str | None = None
+
+
+class Forecast(BaseModel):
+    """A model whose JSON schema, as Pydantic makes it, holds what Vertex's `Schema` refuses: `$defs` and
+    `$ref`, `anyOf` with null for optional fields, enums and arrays."""
+
+    place: Place
+    unit: Unit
+    highs: list[float]
+    note: str | None = None
+    alternatives: list[Place] = []
 
 
 def rfc3339(at: float | None = None) -> str:
@@ -104,6 +141,86 @@ def request_text(request: dict[str, Any]) -> str:
     )
 
 
+def function_to_call(request: dict[str, Any]) -> str | None:
+    """The function a request forces a call to (function calling mode ANY), or None."""
+    config = (request.get("toolConfig") or {}).get("functionCallingConfig") or {}
+    if config.get("mode") != "ANY":
+        return None
+    declared = [d["name"] for tool in request.get("tools") or () for d in tool.get("functionDeclarations") or ()]
+    allowed = config.get("allowedFunctionNames") or declared
+    return str(allowed[0]) if allowed else None
+
+
+def _schema_problem(schema: Any, where: str) -> str | None:
+    """Why Vertex's proto parser refuses `schema` as a `Schema` message, or None."""
+    if not isinstance(schema, dict):
+        return None
+    for key, value in schema.items():
+        if key.startswith("$") or key == "additionalProperties":
+            return f"Invalid JSON payload received. Unknown name \"{key}\" at '{where}': Cannot find field."
+        if key == "type" and isinstance(value, list):
+            return (
+                f"Invalid JSON payload received. Unknown name \"type\" at '{where}': "
+                "Proto field is not repeating, cannot start list."
+            )
+    nested: list[tuple[Any, str]] = [(schema.get("items"), f"{where}.items")]
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        nested += [(value, f"{where}.properties[{name!r}].value") for name, value in properties.items()]
+    any_of = schema.get("anyOf")
+    if isinstance(any_of, list):
+        nested += [(value, f"{where}.any_of[{n}]") for n, value in enumerate(any_of)]
+    return next((problem for value, path in nested if (problem := _schema_problem(value, path))), None)
+
+
+def _generation_config_problem(config: Any) -> str | None:
+    if not isinstance(config, dict):
+        return None
+    if "responseJsonSchema" in config:
+        if "responseSchema" in config:
+            return "responseSchema and responseJsonSchema cannot both be set"
+        if config.get("responseMimeType") != "application/json":
+            return "responseJsonSchema requires responseMimeType application/json"
+    return _schema_problem(config.get("responseSchema"), "generation_config.response_schema")
+
+
+def _tools_problem(tools: Any) -> str | None:
+    for t, tool in enumerate(tools if isinstance(tools, list) else ()):
+        declarations = tool.get("functionDeclarations") if isinstance(tool, dict) else None
+        for d, declaration in enumerate(declarations if isinstance(declarations, list) else ()):
+            if not isinstance(declaration, dict):
+                continue
+            if "parameters" in declaration and "parametersJsonSchema" in declaration:
+                return f"tools[{t}].function_declarations[{d}]: parameters and parametersJsonSchema are exclusive"
+            where = f"tools[{t}].function_declarations[{d}].parameters"
+            if problem := _schema_problem(declaration.get("parameters"), where):
+                return problem
+    return None
+
+
+def _label_text_ok(text: str, *, key: bool) -> bool:
+    """Google's label syntax: lowercase letters (international ones too), digits, `_` and `-`, at most 63
+    characters; a key is not empty and starts with a lowercase letter."""
+    if len(text) > _LABEL_TEXT_MAX or (key and not (text and text[0].isalpha() and not text[0].isupper())):
+        return False
+    return all(c in "_-" or (c.isalnum() and not c.isupper()) for c in text)
+
+
+def _labels_problem(labels: Any) -> str | None:
+    if labels is None:
+        return None
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        return "labels must map strings to strings"
+    if len(labels) > _LABELS_PER_REQUEST:
+        return f"a request can have at most {_LABELS_PER_REQUEST} labels, not {len(labels)}"
+    for key, value in labels.items():
+        if not _label_text_ok(key, key=True):
+            return f"invalid label key {key!r}"
+        if not _label_text_ok(value, key=False):
+            return f"invalid value {value!r} of label {key!r}"
+    return None
+
+
 def line_problem(line: Any) -> str | None:
     """Why Vertex would refuse this input line, or None."""
     request = line.get("request") if isinstance(line, dict) else None
@@ -118,10 +235,11 @@ def line_problem(line: Any) -> str | None:
         parts = content.get("parts")
         if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) and p for p in parts):
             return "every content needs non-empty parts"
-    labels = request.get("labels")
-    if not isinstance(labels, dict) or not str(labels.get("batchgw_line", "")).isdigit():
-        return "labels.batchgw_line is missing"
-    return None
+    return (
+        _generation_config_problem(request.get("generationConfig"))
+        or _tools_problem(request.get("tools"))
+        or _labels_problem(request.get("labels"))
+    )
 
 
 class FakeVertex:
@@ -139,6 +257,7 @@ class FakeVertex:
         self.fail_next: Counter[str] = Counter()
         self.page_size = 2  # small, so clients must follow nextPageToken
         self.shard_lines: int | None = None  # write predictions in files of this many lines
+        self.label_values: dict[str, set[str]] = {}  # label key -> every value the jobs' lines gave it
         self._rng = random.Random(seed)
         self._seq = 1_000_000
         self.app = self._build()
@@ -148,8 +267,22 @@ class FakeVertex:
 
     # --- job life ------------------------------------------------------------------------------
 
+    def see_labels(self, lines: list[dict[str, Any]]) -> None:
+        for line in lines:
+            for key, value in (line["request"].get("labels") or {}).items():
+                self.label_values.setdefault(key, set()).add(value)
+
+    def _echoed(self, request: dict[str, Any]) -> dict[str, Any]:
+        """`request` as a prediction echoes it: without the label keys that have had too many values."""
+        labels = request.get("labels")
+        if labels is None:
+            return request
+        kept = {k: v for k, v in labels.items() if len(self.label_values.get(k, ())) <= LABEL_VALUES_LIMIT}
+        return {**request, "labels": kept}
+
     def _prediction(self, job: FakeJob, index: int) -> dict[str, Any]:
         request = job.lines[index]["request"]
+        echoed = self._echoed(request)
         processed_time = rfc3339()
         if "fail" in request_text(request):
             job.failed += 1
@@ -159,7 +292,7 @@ class FakeVertex:
             return {
                 "status": f"Bad Request: {orjson.dumps(error).decode()}",
                 "processed_time": processed_time,
-                "request": request,
+                "request": echoed,
             }
         usage = BilledUsage.of(index)
         job.succeeded += 1
@@ -177,14 +310,20 @@ class FakeVertex:
             metadata["cachedContentTokenCount"] = usage.cached
         if usage.thoughts:
             metadata["thoughtsTokenCount"] = usage.thoughts
+        function = function_to_call(request)
+        answer = (
+            {"functionCall": {"name": function, "args": {}}}
+            if function
+            else {"text": f"answer to {request_text(request)}"}
+        )
         return {
             "status": "",
             "processed_time": processed_time,
-            "request": request,
+            "request": echoed,
             "response": {
                 "candidates": [
                     {
-                        "content": {"role": "model", "parts": [{"text": f"answer to {request_text(request)}"}]},
+                        "content": {"role": "model", "parts": [answer]},
                         "finishReason": "STOP",
                         "avgLogprobs": -0.25,
                     }
@@ -420,6 +559,7 @@ async def _create_job(project: str, location: str, request: Request) -> Response
         lines = _job_lines(fake, body)
         if isinstance(lines, str):
             return _error(400, lines)
+        fake.see_labels(lines)
         fake._seq += 1
         job = FakeJob(
             name=f"projects/{project}/locations/{location}/batchPredictionJobs/{fake._seq}",

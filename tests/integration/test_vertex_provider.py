@@ -13,11 +13,20 @@ import pytest
 from google.auth.credentials import Credentials
 
 from shared.providers.vertex import VertexProvider
+from shared.providers.vertex_format import line_index, line_labels
 from shared.routing import Deployment
 from tests.fakes.faults import Faults
 from tests.fakes.journal import MemoryJournal, submit_request
 from tests.fakes.servers import serve_in_thread
-from tests.fakes.vertex_upstream import TOKEN, BilledUsage, FakeJob, FakeVertex
+from tests.fakes.vertex_upstream import (
+    LABEL_VALUES_LIMIT,
+    TOKEN,
+    BilledUsage,
+    FakeJob,
+    FakeVertex,
+    Forecast,
+    line_problem,
+)
 from tests.integration.conftest import Stack, batch, finish, lines, start, started
 
 BUCKET = "test-bucket"
@@ -142,7 +151,7 @@ def test_vertex_input_is_translated_into_the_bucket_with_line_labels(
     batch_id = started(stack, questions("gemini-via-vertex", 3))
     finish(stack, batch_id)
     uploaded = [orjson.loads(raw) for raw in fake.objects[f"{BUCKET}/batchgw/{batch_id}/input.jsonl"].splitlines()]
-    assert [line["request"]["labels"] for line in uploaded] == [{"batchgw_line": str(i)} for i in range(3)]
+    assert [line["request"]["labels"] for line in uploaded] == [line_labels(i) for i in range(3)]
     assert uploaded[1]["request"]["contents"] == [{"role": "user", "parts": [{"text": "question 1"}]}]
     assert uploaded[1]["request"]["systemInstruction"] == {"parts": [{"text": "Answer briefly."}]}
     assert uploaded[1]["request"]["generationConfig"] == {"maxOutputTokens": 64, "temperature": 0.2}
@@ -150,6 +159,133 @@ def test_vertex_input_is_translated_into_the_bucket_with_line_labels(
     assert job.body["model"] == "publishers/google/models/gemini-2.5-flash"
     assert job.body["inputConfig"]["gcsSource"]["uris"] == [f"gs://{BUCKET}/batchgw/{batch_id}/input.jsonl"]
     assert job.output_prefix == f"gs://{BUCKET}/batchgw/{batch_id}/output"
+
+
+def test_a_batch_past_googles_label_value_limit_still_maps_every_result_to_its_custom_id(
+    stack: Stack, vertex: tuple[FakeVertex, str]
+) -> None:
+    # Given more lines than Google keeps values for one label key (the fake then drops such a key)
+    fake, _ = vertex
+    n = LABEL_VALUES_LIMIT + 50
+    batch_id = started(stack, questions("gemini-via-vertex", n))
+
+    # When the stack runs it to its end
+    (done,) = finish(stack, batch_id)
+
+    # Then every answer came back to the request that asked for it
+    assert done["status"] == "completed" and done["request_counts"] == {"total": n, "completed": n, "failed": 0}
+    output = lines(stack, done["output_file_id"])
+    answers = {line["custom_id"]: line["response"]["body"]["choices"][0]["message"]["content"] for line in output}
+    assert answers == {f"req-{i}": f"answer to question {i}" for i in range(n)}
+    assert max(len(values) for values in fake.label_values.values()) <= 10
+
+
+def test_the_fake_drops_a_label_key_that_took_more_values_than_google_keeps() -> None:
+    # the trap the test above guards against: one key whose value is the line index
+    fake = FakeVertex(processing_seconds=0)
+    indexed = [
+        {"request": {"contents": [{"role": "user", "parts": [{"text": f"q{i}"}]}], "labels": {"line": str(i)}}}
+        for i in range(LABEL_VALUES_LIMIT + 1)
+    ]
+    assert all(line_problem(line) is None for line in indexed)
+    fake.see_labels(indexed)
+    job = FakeJob(
+        name="projects/p/locations/l/batchPredictionJobs/1",
+        display_name="b",
+        model="gemini-2.5-flash",
+        body={},
+        output_prefix="gs://b/out",
+        lines=indexed,
+    )
+    fake.advance(job)
+    (predictions,) = [v for k, v in fake.objects.items() if k.endswith("predictions.jsonl")]
+    echoed = [orjson.loads(raw)["request"]["labels"] for raw in predictions.splitlines()]
+    assert len(echoed) == LABEL_VALUES_LIMIT + 1 and all(labels == {} for labels in echoed)
+
+
+def test_vertex_batch_with_pydantic_json_schemas_in_tools_and_response_format_completes(
+    stack: Stack, vertex: tuple[FakeVertex, str]
+) -> None:
+    # Given a JSON-schema answer and a forced tool call, both with Pydantic schemas ($defs, $ref, anyOf null)
+    fake, _ = vertex
+    schema = Forecast.model_json_schema()
+    structured = {
+        "model": "gemini-via-vertex",
+        "messages": [{"role": "user", "content": "Forecast for Paris"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "forecast", "schema": schema}},
+    }
+    tool = {"type": "function", "function": {"name": "record_forecast", "parameters": schema}}
+    calling = {
+        "model": "gemini-via-vertex",
+        "messages": [{"role": "user", "content": "Record the forecast"}],
+        "tools": [tool],
+        "tool_choice": "required",
+    }
+    content = b"".join(
+        orjson.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}) + b"\n"
+        for custom_id, body in (("structured", structured), ("calling", calling))
+    )
+    batch_id = started(stack, content)
+
+    # When it runs to its end
+    (done,) = finish(stack, batch_id)
+
+    # Then Vertex took the schemas (as JSON Schema) and both requests were answered
+    assert done["status"] == "completed", done
+    output = {line["custom_id"]: line["response"]["body"] for line in lines(stack, done["output_file_id"])}
+    assert output["structured"]["choices"][0]["message"]["content"] == "answer to Forecast for Paris"
+    (called,) = output["calling"]["choices"]
+    assert called["finish_reason"] == "tool_calls"
+    assert [call["function"]["name"] for call in called["message"]["tool_calls"]] == ["record_forecast"]
+    sent = [
+        orjson.loads(raw)["request"] for raw in fake.objects[f"{BUCKET}/batchgw/{batch_id}/input.jsonl"].splitlines()
+    ]
+    assert sent[0]["generationConfig"]["responseJsonSchema"] == schema
+    assert sent[1]["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"] == schema
+
+
+def test_the_fake_refuses_json_schema_where_vertex_wants_its_own_schema_type_and_takes_it_as_json_schema() -> None:
+    contents = [{"role": "user", "parts": [{"text": "hi"}]}]
+    pydantic = Forecast.model_json_schema()
+    nullable = {"type": "object", "properties": {"note": {"type": ["string", "null"]}}}
+    closed = {"type": "object", "properties": {"n": {"type": "integer"}}, "additionalProperties": False}
+    for schema, name in ((pydantic, "$defs"), (nullable, "type"), (closed, "additionalProperties")):
+        json_mode = {"responseMimeType": "application/json"}
+        as_response = {"contents": contents, "generationConfig": {**json_mode, "responseSchema": schema}}
+        as_parameters = {
+            "contents": contents,
+            "tools": [{"functionDeclarations": [{"name": "f", "parameters": schema}]}],
+        }
+        for request in (as_response, as_parameters):
+            problem = line_problem({"request": request})
+            assert problem is not None
+            assert problem.startswith(f'Invalid JSON payload received. Unknown name "{name}"'), problem
+        taken = {
+            "contents": contents,
+            "generationConfig": {**json_mode, "responseJsonSchema": schema},
+            "tools": [{"functionDeclarations": [{"name": "f", "parametersJsonSchema": schema}]}],
+        }
+        assert line_problem({"request": taken}) is None
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {"Line": "1"},  # keys and values are lowercase
+        {"line": "A"},
+        {"1line": "1"},  # keys start with a letter
+        {"": "1"},
+        {"line": "1.5"},  # letters, digits, "_" and "-" only
+        {"line": "x" * 64},  # at most 63 characters
+        {"l" * 64: "1"},
+        {f"k{i}": "1" for i in range(65)},  # at most 64 labels
+        {"line": 1},
+    ],
+)
+def test_the_fake_refuses_labels_that_break_googles_label_rules(labels: dict[str, Any]) -> None:
+    request = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "labels": labels}
+    assert line_problem({"request": request}) is not None
+    assert line_problem({"request": {**request, "labels": {"line": "1", "team-ü": "ü_1"}}}) is None
 
 
 def test_expired_vertex_job_keeps_and_prices_its_partial_results(stack: Stack, vertex: tuple[FakeVertex, str]) -> None:
@@ -332,7 +468,7 @@ def test_an_upload_retried_after_503s_sends_the_whole_translated_input_again(ver
         provider.close()
     assert fake.calls[f"POST /upload/storage/v1/b/{BUCKET}/o"] == 3
     uploaded = fake.objects[f"{BUCKET}/batchgw/batch_retry/input.jsonl"].splitlines()
-    assert [orjson.loads(line)["request"]["labels"]["batchgw_line"] for line in uploaded] == [str(i) for i in range(50)]
+    assert [line_index(orjson.loads(line)) for line in uploaded] == list(range(50))
     assert len(fake.jobs_named("batch_retry")) == 1
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 import pytest
 
 from shared.errors import ProviderError
+from shared.jsonl import MAX_LINES
 from shared.providers.base import LineUsage
 from shared.providers.vertex_format import (
     error_status_code,
@@ -15,10 +17,12 @@ from shared.providers.vertex_format import (
     input_line,
     job_status,
     line_index,
+    line_labels,
     openai_state,
     result_line,
 )
 from shared.records import Counts, ErrorEntry
+from tests.fakes.vertex_upstream import Forecast
 
 WEATHER_PARAMETERS = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 WEATHER_TOOL = {
@@ -48,15 +52,13 @@ def test_request_with_system_and_turns_maps_roles_and_labels_the_line() -> None:
             {"role": "user", "parts": [{"text": "How are "}, {"text": "you?"}]},
         ],
         "systemInstruction": {"parts": [{"text": "Be brief."}, {"text": "Answer in French."}]},
-        "labels": {"batchgw_line": "7"},
+        "labels": {"batchgw_d0": "7", "batchgw_d1": "0", "batchgw_d2": "0", "batchgw_d3": "0", "batchgw_d4": "0"},
     }
 
 
 def test_input_line_wraps_the_request_as_vertex_wants_it() -> None:
     line = orjson.loads(input_line({"messages": [{"role": "user", "content": "hi"}]}, 0))
-    assert line == {
-        "request": {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "labels": {"batchgw_line": "0"}}
-    }
+    assert line == {"request": {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "labels": line_labels(0)}}
     assert input_line({"messages": [{"role": "user", "content": "hi"}]}, 0).endswith(b"\n")
 
 
@@ -128,7 +130,11 @@ def test_tool_calls_and_tool_answers_become_function_call_and_response_parts() -
     assert request["tools"] == [
         {
             "functionDeclarations": [
-                {"name": "get_weather", "description": "The weather in a city", "parameters": WEATHER_PARAMETERS},
+                {
+                    "name": "get_weather",
+                    "description": "The weather in a city",
+                    "parametersJsonSchema": WEATHER_PARAMETERS,
+                },
                 {"name": "get_time"},
             ]
         }
@@ -198,13 +204,60 @@ def test_generation_config_reads_max_tokens_a_single_stop_and_a_json_schema() ->
         "temperature": 0,
         "stopSequences": ["END"],
         "responseMimeType": "application/json",
-        "responseSchema": schema,
+        "responseJsonSchema": schema,
     }
+
+
+def test_generation_config_skips_values_of_the_wrong_type_and_reads_max_tokens_past_a_null() -> None:
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_completion_tokens": None,
+        "max_tokens": 20,
+        "temperature": True,
+        "top_p": "0.9",
+        "seed": 1.5,
+        "n": True,
+        "stop": [1, None],
+    }
+    assert generate_content_request(body, 0)["generationConfig"] == {"maxOutputTokens": 20}
+
+
+@pytest.mark.parametrize(("seed", "sent"), [(7, 7), (-(2**31), -(2**31)), (2**31, 0), (2**40 + 5, 5), (-1, -1)])
+def test_a_seed_is_folded_into_the_int32_vertex_takes(seed: int, sent: int) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "seed": seed}
+    assert generate_content_request(body, 0)["generationConfig"] == {"seed": sent}
 
 
 def test_text_response_format_and_no_sampling_fields_leave_no_generation_config() -> None:
     body = {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "text"}}
     assert "generationConfig" not in generate_content_request(body, 0)
+
+
+# what Pydantic makes of it: $defs/$ref, anyOf with null, enums, arrays; Vertex's `Schema` takes none of these
+FORECAST_SCHEMA = Forecast.model_json_schema()
+
+
+def test_pydantic_schema_has_the_json_schema_constructs_vertex_schema_refuses() -> None:
+    assert set(FORECAST_SCHEMA["$defs"]) == {"Place", "Unit"}
+    assert FORECAST_SCHEMA["properties"]["place"] == {"$ref": "#/$defs/Place"}
+    assert {"type": "null"} in FORECAST_SCHEMA["properties"]["note"]["anyOf"]
+    assert FORECAST_SCHEMA["properties"]["highs"]["type"] == "array"
+
+
+def test_json_schema_response_format_goes_unchanged_to_response_json_schema_not_response_schema() -> None:
+    response_format = {"type": "json_schema", "json_schema": {"name": "forecast", "schema": FORECAST_SCHEMA}}
+    body = {"messages": [{"role": "user", "content": "Weather?"}], "response_format": response_format}
+    config = generate_content_request(body, 0)["generationConfig"]
+    assert config == {"responseMimeType": "application/json", "responseJsonSchema": FORECAST_SCHEMA}
+    assert config["responseJsonSchema"] == Forecast.model_json_schema()  # not altered in place either
+
+
+def test_tool_parameters_go_unchanged_to_parameters_json_schema_not_parameters() -> None:
+    tool = {"type": "function", "function": {"name": "forecast", "parameters": FORECAST_SCHEMA, "strict": True}}
+    body = {"messages": [{"role": "user", "content": "Weather?"}], "tools": [tool]}
+    (declaration,) = generate_content_request(body, 0)["tools"][0]["functionDeclarations"]
+    assert declaration == {"name": "forecast", "parametersJsonSchema": FORECAST_SCHEMA}
+    assert Forecast.model_json_schema() == FORECAST_SCHEMA  # not altered in place
 
 
 # --- results ----------------------------------------------------------------------------------------
@@ -215,7 +268,7 @@ def prediction(**response: Any) -> dict[str, Any]:
     return {
         "status": "",
         "processed_time": "2025-06-01T10:00:05.123456Z",
-        "request": {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "labels": {"batchgw_line": "3"}},
+        "request": {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "labels": line_labels(3)},
         "response": {
             "candidates": [
                 {"content": {"role": "model", "parts": [{"text": "Hello"}, {"text": " there"}]}, "finishReason": "STOP"}
@@ -379,7 +432,7 @@ def test_model_falls_back_to_the_deployment_model_when_vertex_names_none() -> No
     ],
 )
 def test_a_line_with_a_status_is_an_error_line(status: str, status_code: int, error_type: str) -> None:
-    raw = {"status": status, "processed_time": "2025-06-01T10:00:05Z", "request": {"labels": {"batchgw_line": "0"}}}
+    raw = {"status": status, "processed_time": "2025-06-01T10:00:05Z", "request": {"labels": line_labels(0)}}
     line = result_line(raw, "bad-1", "m")
     assert not line.succeeded and line.usage is None and line.custom_id == "bad-1"
     assert line.response == {
@@ -390,17 +443,136 @@ def test_a_line_with_a_status_is_an_error_line(status: str, status_code: int, er
     assert error_status_code(status) == status_code
 
 
-def test_a_line_without_status_or_response_is_a_server_error_line() -> None:
-    line = result_line({"status": "", "request": {}}, "a", "m")
-    assert not line.succeeded and line.response is not None and line.response["status_code"] == 500
+def usage(**counts: Any) -> dict[str, Any]:
+    return {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15, **counts}
 
 
-def test_line_index_comes_from_the_echoed_label() -> None:
+def candidate(**fields: Any) -> dict[str, Any]:
+    return {"content": {"role": "model", "parts": [{"text": "x"}]}, "finishReason": "STOP", **fields}
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ({"status": "", "request": {}}, "response is not an object: null"),
+        ({"status": "", "response": "oops"}, 'response is not an object: "oops"'),
+        ({"status": "", "response": [{"candidates": []}]}, "response is not an object"),
+        (prediction(candidates="Hello"), 'response.candidates is not a list: "Hello"'),
+        (prediction(candidates={"content": {}}), "response.candidates is not a list"),
+        (prediction(candidates=[candidate(), "Hello"]), "response.candidates[1] is not an object"),
+        (prediction(candidates=[candidate(content="Hello")]), "response.candidates[0].content is not an object"),
+        (prediction(candidates=[candidate(content={"parts": "Hello"})]), "candidates[0].content.parts is not"),
+        (prediction(candidates=[candidate(content={"parts": ["Hello"]})]), "candidates[0].content.parts is not"),
+        (prediction(usageMetadata="lots"), "response.usageMetadata is not an object"),
+        (prediction(usageMetadata=usage(promptTokenCount=-5)), "usageMetadata.promptTokenCount is not a token count"),
+        (prediction(usageMetadata=usage(candidatesTokenCount="-3")), "candidatesTokenCount is not a token count"),
+        (prediction(usageMetadata=usage(thoughtsTokenCount=1.5)), "thoughtsTokenCount is not a token count"),
+        (prediction(usageMetadata=usage(promptTokenCount=True)), "promptTokenCount is not a token count"),
+        (prediction(usageMetadata=usage(promptTokenCount="9" * 30)), "promptTokenCount is not a token count"),
+        (prediction(usageMetadata=usage(promptTokenCount=2**31)), "promptTokenCount is not a token count"),
+        (prediction(candidates=10**30), "response.candidates is not a list: 1000000000"),
+        (prediction(usageMetadata=usage(cachedContentTokenCount="ten")), "cachedContentTokenCount is not a token"),
+        (prediction(usageMetadata=usage(cachedContentTokenCount=11)), "11 cached tokens of 10 prompt tokens"),
+    ],
+)
+def test_a_malformed_prediction_is_a_provider_error_line_saying_what_was_wrong(raw: dict[str, Any], named: str) -> None:
+    line = result_line(raw, "odd-1", "m")
+    assert line.custom_id == "odd-1" and not line.succeeded
+    assert line.response is None and line.usage is None
+    assert line.error is not None and line.error["code"] == "provider_error"
+    assert named in line.error["message"] and line.error["message"].startswith("Vertex AI returned a prediction")
+
+
+def test_odd_but_readable_fields_fall_back_instead_of_failing_the_line() -> None:
+    line = result_line(
+        prediction(
+            candidates=[candidate(index=True, content={"parts": [{"functionCall": {"name": "f", "id": 7}}]})],
+            modelVersion=["gemini"],
+            responseId=12,
+            usageMetadata=None,
+        ),
+        "a",
+        "gemini-2.5-flash",
+    )
+    assert line.succeeded and line.response is not None and line.usage == LineUsage()
+    body = line.response["body"]
+    assert body["model"] == "gemini-2.5-flash" and body["id"].startswith("chatcmpl-") and body["id"] != "chatcmpl-12"
+    (choice,) = body["choices"]
+    assert choice["index"] == 0 and choice["finish_reason"] == "tool_calls"
+    (call,) = choice["message"]["tool_calls"]
+    assert call["id"].startswith("call_") and call["function"] == {"name": "f", "arguments": "{}"}
+
+
+# --- line labels ------------------------------------------------------------------------------------
+
+# Google's label rules: keys start with a lowercase letter; keys and values use lowercase letters, digits,
+# "_" and "-", at most 63 characters (values may be empty); at most 64 labels per request
+LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+
+
+def test_line_labels_spell_the_index_one_decimal_digit_per_key_units_first() -> None:
+    assert line_labels(40213) == {
+        "batchgw_d0": "3",
+        "batchgw_d1": "1",
+        "batchgw_d2": "2",
+        "batchgw_d3": "0",
+        "batchgw_d4": "4",
+    }
+
+
+def test_line_labels_map_back_every_index_of_a_full_batch_using_only_digits_as_values() -> None:
+    seen: dict[str, set[str]] = {}
+    for index in range(MAX_LINES):
+        labels = line_labels(index)
+        assert line_index({"request": {"contents": [], "labels": labels}}) == index
+        for key, value in labels.items():
+            seen.setdefault(key, set()).add(value)
+    # at most 10 values per key, however many batches: far below the 1,000 per key Google keeps over an
+    # account's life
+    assert set(seen) == {f"batchgw_d{place}" for place in range(5)}
+    assert all(values <= set("0123456789") for values in seen.values())
+
+
+def test_line_labels_obey_googles_label_rules() -> None:
+    labels = line_labels(MAX_LINES - 1)
+    assert len(labels) <= 64
+    assert all(LABEL_KEY.match(key) and LABEL_VALUE.match(value) for key, value in labels.items())
+
+
+@pytest.mark.parametrize("index", [-1, 100_000])
+def test_line_labels_refuse_an_index_they_cannot_spell(index: int) -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        line_labels(index)
+
+
+def _without(labels: dict[str, str], key: str) -> dict[str, str]:
+    return {k: v for k, v in labels.items() if k != key}
+
+
+@pytest.mark.parametrize(
+    "prediction_line",
+    [
+        {"status": "oops"},
+        {"request": "labels"},
+        {"request": {"labels": None}},
+        {"request": {"labels": ["batchgw_d0"]}},
+        {"request": {"labels": {"batchgw_line": "12"}}},
+        {"request": {"labels": _without(line_labels(12), "batchgw_d3")}},  # a key Google dropped
+        {"request": {"labels": {**line_labels(12), "batchgw_d1": "12"}}},
+        {"request": {"labels": {**line_labels(12), "batchgw_d1": "x"}}},
+        {"request": {"labels": {**line_labels(12), "batchgw_d1": ""}}},
+        {"request": {"labels": {**line_labels(12), "batchgw_d1": 1}}},
+        {"request": {"labels": {**line_labels(12), "batchgw_d1": "\u0663"}}},  # an Arabic-Indic 3: isdigit() says yes
+    ],
+)
+def test_line_index_is_none_for_missing_or_malformed_labels(prediction_line: dict[str, Any]) -> None:
+    assert line_index(prediction_line) is None
+
+
+def test_line_index_ignores_labels_of_others() -> None:
     assert line_index(prediction()) == 3
-    assert line_index({"request": {"labels": {"batchgw_line": "12"}}}) == 12
-    assert line_index({"request": {"labels": {"other": "1"}}}) is None
-    assert line_index({"request": {"labels": {"batchgw_line": "x"}}}) is None
-    assert line_index({"status": "oops"}) is None
+    assert line_index({"request": {"labels": {**line_labels(12), "team": "research"}}}) == 12
 
 
 # --- jobs -------------------------------------------------------------------------------------------
