@@ -53,7 +53,7 @@ class StackNames:
 class LambdaContext:
     """What a Lambda handler's `context` argument offers, for handlers invoked locally."""
 
-    def __init__(self, function_name: str) -> None:
+    def __init__(self, function_name: str, timeout_seconds: float = 900) -> None:
         self.function_name = function_name
         self.function_version = "$LATEST"
         self.memory_limit_in_mb = 512
@@ -63,7 +63,7 @@ class LambdaContext:
         self.log_stream_name = "local"
         self.client_context: Any = None
         self.identity: Any = None
-        self._deadline = time.monotonic() + 900
+        self._deadline = time.monotonic() + timeout_seconds
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))

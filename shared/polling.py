@@ -13,8 +13,9 @@ removal of provider objects that failed at completion and sweeps expired files.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +43,29 @@ EXPIRY_GIVE_UP_SECONDS = 3600
 CLEANUP_GIVE_UP_SECONDS = 7 * 24 * 3600
 # what a tick leaves of its deadline unstarted: one provider call's worth, for the calls under way
 _STOP_STARTING_SECONDS = 2.0
+# provider calls in a row that may fail on one deployment before the tick leaves it alone
+BREAKER_FAILURES = 3
+
+
+class _Breaker:
+    """Counts a deployment's provider failures in a row within one tick; open once there are enough."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._failures = 0
+        self._lock = threading.Lock()
+
+    @property
+    def open(self) -> bool:
+        return self._failures >= self._limit
+
+    def failed(self) -> None:
+        with self._lock:
+            self._failures += 1
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._failures = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +81,18 @@ class Poller:
     def tick(self, deadline: Deadline) -> Counter[str]:
         """One scheduled run: every shard's batches, then cleanups and the file sweep, while time allows."""
         outcomes: Counter[str] = Counter()
-        batches: list[BatchRecord] = []
+        by_deployment: dict[str, list[BatchRecord]] = defaultdict(list)
         for shard in range(WORK_SHARDS):
             for item in self.batches.work(shard):
                 if isinstance(item, Broken):
                     logger.error("a batch item cannot be read; skipped", extra={"key": item.key, "why": item.reason})
                     outcomes["unreadable"] += 1
                 else:
-                    batches.append(item)
-        if batches:
-            workers = min(self.settings.poll_concurrency, len(batches))
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
-                outcomes.update(pool.map(lambda b: self._poll_isolated(b, deadline), batches))
+                    by_deployment[item.deployment].append(item)
+        if by_deployment:
+            with ThreadPoolExecutor(max_workers=len(by_deployment), thread_name_prefix="poll") as pool:
+                for counted in pool.map(lambda group: self._poll_group(group, deadline), by_deployment.values()):
+                    outcomes.update(counted)
         with within(deadline):
             if not deadline.passed():
                 outcomes["cleaned"] += self._retry_cleanups(deadline)
@@ -76,13 +100,23 @@ class Poller:
                 outcomes["files_swept"] += self.files.sweep()
         return outcomes
 
-    def _poll_isolated(self, batch: BatchRecord, deadline: Deadline) -> str:
-        if deadline.remaining() < _STOP_STARTING_SECONDS:
+    def _poll_group(self, batches: list[BatchRecord], deadline: Deadline) -> Counter[str]:
+        """One deployment's batches, `poll_concurrency` at a time. A deployment whose calls keep failing (down,
+        or hanging until the deadline cuts them) is left alone for the rest of the tick, so it holds only its
+        own workers and never the other deployments' batches."""
+        breaker = _Breaker(BREAKER_FAILURES)
+        workers = min(self.settings.poll_concurrency, len(batches))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll-deployment") as pool:
+            return Counter(pool.map(lambda batch: self._poll_isolated(batch, deadline, breaker), batches))
+
+    def _poll_isolated(self, batch: BatchRecord, deadline: Deadline, breaker: _Breaker) -> str:
+        if deadline.remaining() < _STOP_STARTING_SECONDS or breaker.open:
             return "deferred"
         try:
             with within(deadline):
-                return self.poll(batch, now=int(self.clock()))
+                outcome = self.poll(batch, now=int(self.clock()))
         except ProviderError as exc:
+            breaker.failed()
             logger.warning(
                 "provider call failed; will retry on the next poll",
                 extra={"batch_id": batch.id, "error": exc.message, "retryable": exc.retryable},
@@ -91,6 +125,8 @@ class Poller:
         except Exception:
             logger.exception("polling a batch failed", extra={"batch_id": batch.id})
             return "error"
+        breaker.succeeded()
+        return outcome
 
     def poll(self, batch: BatchRecord, *, now: int) -> str:
         """Move one batch forward as far as its provider allows; returns what happened."""

@@ -44,14 +44,18 @@ def _price_usage(usage: Usage | LineUsage) -> PriceUsage:
     )
 
 
+# where a model is looked up when its deployment names no provider (the mock): its maker's prices
+_MAKERS: Final = (None, "openai", "anthropic", "google")
+
+
 @lru_cache(maxsize=256)
 def _model_price(models: tuple[str, ...], provider: str | None) -> tuple[ModelPrice, Decimal] | None:
     """genai-prices' price for the first of `models` it knows, and the factor that makes it a batch price."""
     sample = PriceUsage(input_tokens=1_000_000, output_tokens=1_000_000)
-    for model in models:
+    for model, maker in ((m, p) for m in models for p in ((provider,) if provider else _MAKERS)):
         try:
-            batch = calc_price(sample, model, provider_id=provider, price_context=BATCH_CONTEXT)
-            standard = calc_price(sample, model, provider_id=provider)
+            batch = calc_price(sample, model, provider_id=maker, price_context=BATCH_CONTEXT)
+            standard = calc_price(sample, model, provider_id=maker)
         except LookupError:
             continue
         has_batch_rate = batch.total_price != standard.total_price

@@ -113,7 +113,9 @@ class Submission:
                 batch = self._screen(batch, deployment)
                 if batch.rejected == batch.request_counts.total:
                     # nothing left to send: every request fails alone, and the batch is done
-                    end_run(self.batches, self.bus, batch, "completed", now=int(self.clock()))
+                    started = self._start(batch)
+                    if started is not None:
+                        end_run(self.batches, self.bus, started, "completed", now=int(self.clock()))
                     return
                 self.providers.get(deployment).submit(self._request(batch, deployment), journal)
                 break
@@ -213,11 +215,12 @@ class Submission:
         )
         return moved
 
-    def _start(self, batch: BatchRecord) -> None:
+    def _start(self, batch: BatchRecord) -> BatchRecord | None:
         try:
             started = self.batches.start(batch.id, now=int(self.clock()))
         except StaleState:
             # cancelled meanwhile: the provider ids are recorded, so the poller cancels the provider batch
             logger.info("batch was cancelled during submission", extra={"batch_id": batch.id})
-            return
+            return None
         notifications.status_changed(self.bus, started, batch.status)
+        return started

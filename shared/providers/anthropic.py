@@ -59,22 +59,23 @@ def build(deployment: Deployment, deps: ProviderDeps) -> AnthropicProvider:
 
 def screen(deployment: Deployment, body: dict[str, Any]) -> None:
     """Raise TranslationError for a request Anthropic's Messages API cannot take."""
-    to_params(body, deployment.provider_model)
+    to_params(body, deployment.provider_model, max_tokens=deployment.output_bound)
 
 
 class _CreateBody:
     """The create request's JSON, translated from our input as it is sent; iterating again starts over."""
 
-    def __init__(self, request: SubmitRequest, model: str) -> None:
+    def __init__(self, request: SubmitRequest, model: str, max_tokens: int) -> None:
         self._request = request
         self._model = model
+        self._max_tokens = max_tokens
 
     def __iter__(self) -> Iterator[bytes]:
         yield b'{"requests":['
         separator = b""
         for custom_id, body in self._request.open_lines():
             try:
-                params = to_params(body, self._model)
+                params = to_params(body, self._model, max_tokens=self._max_tokens)
             except TranslationError as exc:  # screened out before submission: only a changed translator gets here
                 raise ProviderError(
                     f"Request {custom_id!r} cannot be sent to Anthropic: {exc}", retryable=False, code="invalid_request"
@@ -125,7 +126,7 @@ class AnthropicProvider:
         )
 
     def _create(self, request: SubmitRequest) -> str:
-        body = _CreateBody(request, self._deployment.provider_model)
+        body = _CreateBody(request, self._deployment.provider_model, self._deployment.output_bound)
         response = send(self._http_once, "POST", BATCHES, what="create message batch", content=body)
         batch_id = json_of(response, "create message batch").get("id")
         if not isinstance(batch_id, str) or not batch_id:

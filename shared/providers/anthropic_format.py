@@ -88,12 +88,13 @@ JSONObject = dict[str, Any]
 # --- requests ---------------------------------------------------------------------------------------
 
 
-def to_params(body: Mapping[str, Any], model: str) -> JSONObject:
-    """An OpenAI chat-completions request body as Anthropic Messages params for `model`."""
+def to_params(body: Mapping[str, Any], model: str, *, max_tokens: int = DEFAULT_MAX_TOKENS) -> JSONObject:
+    """An OpenAI chat-completions request body as Anthropic Messages params for `model`; `max_tokens`, which
+    Anthropic requires, when the request sets none (the bound batchgw's budgets reserve)."""
     system, messages = _conversation(body.get("messages"))
     params: JSONObject = {
         "model": model,
-        "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS,
+        "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens") or max_tokens,
         "messages": messages,
     }
     params.update(_sampling(body))

@@ -102,12 +102,13 @@ class _TranslatedInput:
     """Our input as Vertex lines, translated as they are read; a line's position in what is sent is the
     index its Vertex line is labelled with."""
 
-    def __init__(self, request: SubmitRequest) -> None:
+    def __init__(self, request: SubmitRequest, max_output_tokens: int) -> None:
         self._request = request
+        self._max_output_tokens = max_output_tokens
 
     def __iter__(self) -> Iterator[bytes]:
         for index, line in enumerate(self._request.open_lines()):
-            yield input_line(line.body, index)
+            yield input_line(line.body, index, max_output_tokens=self._max_output_tokens)
 
 
 def build(deployment: Deployment, deps: ProviderDeps) -> VertexProvider:
@@ -187,7 +188,7 @@ class VertexProvider:
         if not session:
             raise ProviderError("start the input upload: no upload session in the answer", retryable=True)
         sent, pending = 0, bytearray()
-        for line in _TranslatedInput(request):
+        for line in _TranslatedInput(request, self._deployment.output_bound):
             pending += line
             while len(pending) >= UPLOAD_CHUNK:
                 self._upload_chunk(session, bytes(pending[:UPLOAD_CHUNK]), sent, total=None)

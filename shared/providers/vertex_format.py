@@ -232,11 +232,10 @@ def _integer(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _generation_config(body: Mapping[str, Any]) -> dict[str, Any]:
+def _generation_config(body: Mapping[str, Any], max_output_tokens: int | None) -> dict[str, Any]:
     config: dict[str, Any] = {}
-    max_tokens = _integer(body.get("max_completion_tokens"))
-    if max_tokens is None:
-        max_tokens = _integer(body.get("max_tokens"))
+    limits = (_integer(body.get("max_completion_tokens")), _integer(body.get("max_tokens")), max_output_tokens)
+    max_tokens = next((limit for limit in limits if limit is not None), None)
     if max_tokens is not None:
         config["maxOutputTokens"] = max_tokens
     for ours, theirs in (("temperature", "temperature"), ("top_p", "topP")):
@@ -293,13 +292,16 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
     return None
 
 
-def generate_content_request(body: Mapping[str, Any], index: int) -> dict[str, Any]:
-    """A chat-completions body as a GenerateContentRequest, labelled with its line's index."""
+def generate_content_request(
+    body: Mapping[str, Any], index: int, *, max_output_tokens: int | None = None
+) -> dict[str, Any]:
+    """A chat-completions body as a GenerateContentRequest, labelled with its line's index; `max_output_tokens`
+    caps the output of a request that sets no limit of its own (the bound batchgw's budgets reserve)."""
     contents, system = _contents(body.get("messages") or ())
     request: dict[str, Any] = {"contents": contents}
     if system:
         request["systemInstruction"] = {"parts": system}
-    config = _generation_config(body)
+    config = _generation_config(body, max_output_tokens)
     if config:
         request["generationConfig"] = config
     tools = _tools(body.get("tools"))
@@ -312,9 +314,10 @@ def generate_content_request(body: Mapping[str, Any], index: int) -> dict[str, A
     return request
 
 
-def input_line(body: Mapping[str, Any], index: int) -> bytes:
+def input_line(body: Mapping[str, Any], index: int, *, max_output_tokens: int | None = None) -> bytes:
     """One Vertex batch input line, newline included."""
-    return orjson.dumps({"request": generate_content_request(body, index)}, option=orjson.OPT_APPEND_NEWLINE)
+    request = generate_content_request(body, index, max_output_tokens=max_output_tokens)
+    return orjson.dumps({"request": request}, option=orjson.OPT_APPEND_NEWLINE)
 
 
 # --- line labels ------------------------------------------------------------------------------------

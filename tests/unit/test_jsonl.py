@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import orjson
 import pytest
 
 from shared.errors import InvalidBatchInput
-from shared.jsonl import MAX_LINES, BatchInputValidator, iter_lines, validate_batch_input
+from shared.jsonl import MAX_LINES, BatchInputValidator, LineTooLong, iter_lines, validate_batch_input
 
 
 def line(
@@ -132,3 +133,36 @@ def test_line_over_32_mb_is_refused() -> None:
 
 def test_iter_lines_splits_across_chunks_and_strips_crlf() -> None:
     assert list(iter_lines([b"a\r", b"\nb", b"c\nd"])) == [b"a", b"bc", b"d"]
+
+
+def test_splitting_a_long_line_fed_in_small_chunks_copies_each_byte_a_bounded_number_of_times() -> None:
+    # a 16 MB line in 16 KiB chunks: the old splitter re-copied the whole line at every chunk (quadratic)
+    line = b"x" * (16 * 1024 * 1024)
+    chunks = [line[i : i + 16 * 1024] for i in range(0, len(line), 16 * 1024)]
+    started = time.process_time()
+    (got,) = list(iter_lines([*chunks, b"\n"]))
+    assert got == line and time.process_time() - started < 2.0  # linear: tens of milliseconds here
+
+
+def test_a_line_over_the_limit_comes_as_its_start_and_the_next_line_is_read_whole() -> None:
+    long = b'{"custom_id": "big", "body": "' + b"y" * 5000 + b'"}'
+    lines = list(iter_lines([long[:1000], long[1000:] + b"\n", b'{"custom_id": "next"}\n'], max_bytes=2048))
+    assert isinstance(lines[0], LineTooLong) and len(lines[0]) == 2048 and lines[0].startswith(b'{"custom_id": "big"')
+    assert lines[1] == b'{"custom_id": "next"}' and len(lines) == 2
+
+
+def test_bounds_sum_each_lines_output_limit_and_count_lines_without_one() -> None:
+    lines = [
+        {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m", "max_tokens": 10}},
+        {
+            "custom_id": "b",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "m", "max_completion_tokens": 20, "n": 3},
+        },
+        {"custom_id": "c", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m"}},
+    ]
+    raw = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+    bounds = validate_batch_input([raw]).bounds
+    assert (bounds.lines, bounds.output_tokens, bounds.unbounded_lines) == (3, 10 + 60, 1)
+    assert bounds.input_tokens == len(raw) - 3  # every byte of every line but the newlines

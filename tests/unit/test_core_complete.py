@@ -1,0 +1,144 @@
+"""Completion over the in-memory ports: every custom_id once, a bad line alone, booked exactly once."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import orjson
+
+from shared.deadline import Deadline
+from shared.providers.base import LineUsage, ResultLine, Unreadable
+from shared.records import Counts
+from tests.unit.conftest import World, chat_lines, ok_line
+
+# OpenAI's batch price for gpt-4o-mini, USD per token
+INPUT, OUTPUT = Decimal("0.075") / 1_000_000, Decimal("0.30") / 1_000_000
+
+
+def ended(world: World, custom_ids: list[str], results: list[ResultLine | Unreadable] | None = None) -> str:
+    batch_id = world.create(chat_lines(custom_ids))
+    world.submission.submit(batch_id)
+    world.provider.finish(results=results)
+    world.poller.tick(Deadline.after(30))
+    assert world.db.batches[batch_id].finalize_to == "completed"
+    return batch_id
+
+
+def lines_of(world: World, file_id: str | None) -> list[dict[str, object]]:
+    raw = world.blobs.objects.get(f"files/{file_id}", b"") if file_id else b""
+    return [orjson.loads(line) for line in raw.splitlines()]
+
+
+def test_completion_writes_each_custom_id_once_and_books_its_cost_once(world: World) -> None:
+    batch_id = ended(world, ["a", "b"])
+    world.deliver_ended()
+    world.completion.complete(batch_id)  # a duplicate delivery
+    done = world.db.batches[batch_id]
+    assert done.status == "completed" and done.request_counts == Counts(total=2, completed=2, failed=0)
+    assert [line["custom_id"] for line in lines_of(world, done.output_file_id)] == ["a", "b"]
+    assert done.cost is not None and done.cost.total == 20 * INPUT + 10 * OUTPUT
+    (row,) = world.key_store.spend("master")
+    assert row.batches == 1 and row.cost == done.cost.total
+    assert len(world.bus.of("Batch Completed")) == 1
+
+
+def test_concurrent_completions_book_once(world: World) -> None:
+    key = world.key()
+    batch_id = world.create(chat_lines(["a"]), key)
+    world.submission.submit(batch_id)
+    world.provider.finish()
+    world.poller.tick(Deadline.after(30))
+    booked: list[object] = []
+    threads = [threading.Thread(target=lambda: booked.append(world.completion.complete(batch_id))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(b is not None for b in booked) == 1
+    record = world.key_record(key)
+    assert record.spend == world.db.batches[batch_id].cost.total and record.reserved == 0  # type: ignore[union-attr]
+
+
+def test_malformed_provider_lines_fail_alone_and_every_good_line_is_kept_and_priced(world: World) -> None:
+    # Given a provider output mixing good lines with every defect, duplicates and garbage
+    good = [ok_line("good-1"), ok_line("good-2", prompt=7, completion=3)]
+    no_status = ResultLine("no-status", {"request_id": "r", "body": {}})
+    string_status = ResultLine("string-status", {"status_code": "200", "request_id": "r", "body": {}})
+    list_body = ResultLine("list-body", {"status_code": 200, "request_id": "r", "body": [1]})
+    negative = ResultLine(
+        "negative", {"status_code": 200, "request_id": "r", "body": {}}, usage=LineUsage(input_tokens=-5)
+    )
+    results: list[ResultLine | Unreadable] = [
+        good[0],
+        no_status,
+        string_status,
+        list_body,
+        negative,
+        Unreadable("broken", "the line is not valid JSON"),
+        Unreadable(None, "the line has no custom_id"),
+        ResultLine("not-ours", None, {"code": "x", "message": "y"}),
+        good[1],
+        ok_line("good-1", prompt=999, completion=999),  # a duplicate: folded into the first
+    ]
+    custom_ids = ["good-1", "no-status", "string-status", "list-body", "negative", "broken", "good-2", "silent"]
+    batch_id = ended(world, custom_ids, results)
+
+    # When it completes
+    done = world.completion.complete(batch_id)
+
+    # Then the batch completes, each custom_id once, counts add up, good lines priced exactly
+    assert done is not None and done.unreadable == 2 and done.repeated == 1
+    batch = world.db.batches[batch_id]
+    assert batch.status == "completed" and batch.request_counts == Counts(total=8, completed=2, failed=6)
+    output, errors = lines_of(world, batch.output_file_id), lines_of(world, batch.error_file_id)
+    assert sorted(line["custom_id"] for line in output) == ["good-1", "good-2"]  # type: ignore[type-var]
+    codes = {line["custom_id"]: line["error"]["code"] for line in errors}  # type: ignore[index]
+    assert codes == {
+        "no-status": "provider_error",
+        "string-status": "provider_error",
+        "list-body": "provider_error",
+        "negative": "provider_error",
+        "broken": "provider_error",
+        "silent": "missing_result",
+    }
+    assert batch.cost is not None and batch.cost.total == 17 * INPUT + 8 * OUTPUT
+    assert batch.usage is not None and batch.usage.input_tokens == 17
+
+
+def test_any_custom_id_string_round_trips_byte_for_byte(world: World) -> None:
+    odd = ["a\nb", "a", "b", "tab\there", 'quote"and\\slash', "emoji 🚀", "  leading", "x" * 512]
+    batch_id = ended(world, odd)
+    world.deliver_ended()
+    batch = world.db.batches[batch_id]
+    assert [line["custom_id"] for line in lines_of(world, batch.output_file_id)] == odd
+    assert batch.request_counts == Counts(total=8, completed=8, failed=0)
+
+
+def test_a_tiny_cost_books_exactly(world: World) -> None:
+    key = world.key()
+    batch_id = world.create(chat_lines(["hi"]), key)
+    world.submission.submit(batch_id)
+    world.provider.finish(results=[ok_line("hi", prompt=1, completion=0)])
+    world.poller.tick(Deadline.after(30))
+    world.deliver_ended()
+    batch = world.db.batches[batch_id]
+    assert batch.cost is not None and batch.cost.total == INPUT == Decimal("7.5E-8")
+    assert world.key_record(key).spend == INPUT and world.key_record(key).reserved == 0
+
+
+def test_results_that_cannot_be_fetched_end_the_batch_failed_after_the_redrives(world: World) -> None:
+    batch_id = ended(world, ["a"])
+    world.completion.complete(batch_id, without_results=True)
+    batch = world.db.batches[batch_id]
+    assert batch.status == "failed" and batch.errors[-1].code == "results_unavailable"
+    assert lines_of(world, batch.error_file_id)[0]["error"] == {
+        "code": "batch_failed",
+        "message": "This request was not executed because the batch failed.",
+    }
+
+
+def test_completion_removes_what_batchgw_put_at_the_provider(world: World) -> None:
+    batch_id = ended(world, ["a"])
+    world.deliver_ended()
+    assert world.provider.cleaned == [f"prov_{batch_id}"] and batch_id not in world.db.work

@@ -1,0 +1,159 @@
+"""Polling over the in-memory ports: progress, ends, re-drives, the 24-hour window, isolation, deadlines."""
+
+from __future__ import annotations
+
+import threading
+
+from shared.auth import MASTER
+from shared.deadline import Deadline
+from shared.errors import ProviderBusy, ProviderError
+from shared.polling import EXPIRY_GIVE_UP_SECONDS, EXPIRY_GRACE_SECONDS
+from tests.unit.conftest import World, chat_lines, ok_line
+
+
+def running(world: World, custom_ids: list[str]) -> str:
+    batch_id = world.create(chat_lines(custom_ids))
+    world.submission.submit(batch_id)
+    return batch_id
+
+
+def test_progress_is_written_only_when_it_changes(world: World) -> None:
+    batch_id = running(world, ["a", "b"])
+    run = world.provider.runs[f"prov_{batch_id}"]
+    run.results = [ok_line("a")]
+    assert world.poller.poll(world.db.batches[batch_id], now=int(world.clock())) == "progressed"
+    assert world.db.batches[batch_id].request_counts.completed == 1
+    writes = world.db.writes
+    assert world.poller.poll(world.db.batches[batch_id], now=int(world.clock())) == "unchanged"
+    assert world.db.writes == writes
+
+
+def test_two_pollers_at_once_end_a_finished_run_once(world: World) -> None:
+    batch_id = running(world, ["a"])
+    world.provider.finish()
+    seen = world.db.batches[batch_id]
+    outcomes: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: outcomes.append(world.poller.poll(seen, now=int(world.clock()))))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["ended", "raced"]
+    assert [d["batch_id"] for d in world.bus.of("Batch Ended")] == [batch_id]
+
+
+def test_an_unreadable_item_is_skipped_counted_and_stops_no_other_batch(world: World) -> None:
+    batch_ids = [running(world, [f"r{i}"]) for i in range(5)]
+    world.db.broken[batch_ids[0]] = ("master", "metadata: keys must be 1-64 characters")
+    world.provider.finish()
+    outcomes = world.poller.tick(Deadline.after(30))
+    assert outcomes["unreadable"] == 1 and outcomes["ended"] == 4
+
+
+def test_one_failing_provider_call_stops_only_its_batch(world: World) -> None:
+    batch_id = running(world, ["a"])
+    world.provider.fail_refresh = ProviderError("503", retryable=True)
+    assert world.poller.tick(Deadline.after(30))["provider_error"] == 1
+    world.provider.fail_refresh = None
+    world.provider.finish()
+    assert world.poller.tick(Deadline.after(30))["ended"] == 1
+    assert world.db.batches[batch_id].finalize_to == "completed"
+
+
+def test_near_its_deadline_a_tick_starts_no_new_batch_and_leaves_the_rest_to_the_next(world: World) -> None:
+    for i in range(3):
+        running(world, [f"r{i}"])
+    world.provider.finish()
+    assert world.poller.tick(Deadline.after(1))["deferred"] == 3
+    assert world.bus.of("Batch Ended") == []
+    assert world.poller.tick(Deadline.after(30))["ended"] == 3
+
+
+def test_past_its_window_a_batch_is_cancelled_at_its_provider_and_ends_expired_with_what_finished(
+    world: World,
+) -> None:
+    batch_id = running(world, ["a", "b", "c"])
+    run = world.provider.runs[f"prov_{batch_id}"]
+    run.results = [ok_line("a")]
+    world.clock.advance(24 * 3600 + EXPIRY_GRACE_SECONDS)
+    world.poller.tick(Deadline.after(30))
+    assert run.cancelled and world.db.batches[batch_id].expiring
+    run.state = "cancelled"
+    world.poller.tick(Deadline.after(30))
+    world.deliver_ended()
+    done = world.db.batches[batch_id]
+    assert done.status == "expired" and done.request_counts.completed == 1 and done.request_counts.failed == 2
+    errors = world.blobs.objects[f"files/{done.error_file_id}"].decode()
+    assert errors.count('"code":"batch_expired"') == 2
+    assert done.cost is not None and done.cost.total > 0
+
+
+def test_a_provider_that_never_stops_an_expired_batch_is_given_up_on(world: World) -> None:
+    batch_id = running(world, ["a"])
+    world.clock.advance(24 * 3600 + EXPIRY_GRACE_SECONDS)
+    world.poller.tick(Deadline.after(30))
+    world.clock.advance(EXPIRY_GIVE_UP_SECONDS)
+    world.poller.tick(Deadline.after(30))
+    assert world.db.batches[batch_id].finalize_to == "expired"
+
+
+def test_a_batch_kept_waiting_by_a_busy_provider_past_its_window_ends_expired(world: World) -> None:
+    world.provider.fail_submit = ProviderBusy("queue full", retry_after=3600)
+    batch_id = world.create(chat_lines(["a", "b"]))
+    world.submission.submit(batch_id)
+    world.clock.advance(24 * 3600 + EXPIRY_GRACE_SECONDS)
+    world.poller.tick(Deadline.after(30))
+    world.deliver_ended()
+    done = world.db.batches[batch_id]
+    assert done.status == "expired" and done.request_counts.failed == 2
+    assert world.blobs.objects[f"files/{done.error_file_id}"].decode().count("batch_expired") == 2
+
+
+def test_a_lost_submission_is_redriven_then_given_up_after_the_limit(world: World) -> None:
+    batch_id = world.create(chat_lines(["a"]))
+    for _ in range(world.settings.max_redrives):
+        world.clock.advance(world.settings.submit_stuck_seconds + 1)
+        assert world.poller.poll(world.db.batches[batch_id], now=int(world.clock())) == "redriven"
+    world.clock.advance(world.settings.submit_stuck_seconds + 1)
+    assert world.poller.poll(world.db.batches[batch_id], now=int(world.clock())) == "ended"
+    world.deliver_ended()
+    assert world.db.batches[batch_id].status == "failed"
+
+
+def test_a_cancel_that_arrives_after_the_run_ended_is_refused(world: World) -> None:
+    import pytest
+
+    from shared.errors import InvalidRequest
+
+    batch_id = running(world, ["a"])
+    world.provider.finish()
+    world.poller.tick(Deadline.after(30))
+    with pytest.raises(InvalidRequest):
+        world.batches.cancel(MASTER, batch_id)
+    world.deliver_ended()
+    assert world.db.batches[batch_id].status == "completed"
+
+
+def test_a_cleanup_that_failed_at_completion_is_retried_by_the_next_tick(world: World) -> None:
+    batch_id = running(world, ["a"])
+    world.provider.finish()
+    world.poller.tick(Deadline.after(30))
+    world.provider.fail_cleanup = ProviderError("503", retryable=True)
+    world.deliver_ended()
+    assert world.db.work[batch_id] == "CLEANUP" and world.provider.cleaned == []
+    world.provider.fail_cleanup = None
+    assert world.poller.tick(Deadline.after(30))["cleaned"] == 1
+    assert batch_id not in world.db.work and world.provider.cleaned == [f"prov_{batch_id}"]
+
+
+def test_expired_files_are_swept_objects_and_items_but_never_a_running_batchs_input(world: World) -> None:
+    batch_id = running(world, ["a"])
+    input_id = world.db.batches[batch_id].input_file_id
+    loose = world.files.store("master", purpose="user_data", filename="x", chunks=[b"x"], expires_after=3600)
+    world.clock.advance(31 * 24 * 3600)
+    world.poller.files.sweep()
+    assert loose.id not in world.db.files and f"files/{loose.id}" not in world.blobs.objects
+    assert input_id in world.db.files and f"files/{input_id}" in world.blobs.objects
