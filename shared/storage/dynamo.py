@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -243,46 +244,26 @@ class Dynamo:
         self.table = table
 
     def get(self, item_key: Item) -> Mapping[str, Any] | None:
-        try:
+        with _translated(f"read {item_key['pk']['S']}"):
             return self.client.get_item(TableName=self.table, Key=item_key, ConsistentRead=True).get("Item")
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"read {item_key['pk']}: {exc}") from exc
 
     def update(self, item_key: Item, update: Update) -> Mapping[str, Any]:
         """Apply `update`; StaleState when its condition fails. Returns the item as it now is."""
-        try:
+        with _translated(f"update {item_key['pk']['S']}"):
             response = self.client.update_item(
                 TableName=self.table, Key=item_key, ReturnValues="ALL_NEW", **update.kwargs()
             )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise StaleState(f"{item_key['pk']['S']}: condition failed") from exc
-            raise StorageError(f"update {item_key['pk']}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"update {item_key['pk']}: {exc}") from exc
         return response["Attributes"]
 
     def put(self, values: Mapping[str, Any], *, new: bool = False) -> None:
         kwargs: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"} if new else {}
-        try:
+        with _translated(f"put {values['pk']}"):
             self.client.put_item(TableName=self.table, Item=to_item(values), **kwargs)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise StaleState(f"{values['pk']}: already exists") from exc
-            raise StorageError(f"put {values['pk']}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"put {values['pk']}: {exc}") from exc
 
     def delete(self, item_key: Item, *, condition: str | None = None) -> None:
         kwargs: dict[str, Any] = {"ConditionExpression": condition} if condition else {}
-        try:
+        with _translated(f"delete {item_key['pk']['S']}"):
             self.client.delete_item(TableName=self.table, Key=item_key, **kwargs)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise StaleState(f"{item_key['pk']['S']}: condition failed") from exc
-            raise StorageError(f"delete {item_key['pk']}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"delete {item_key['pk']}: {exc}") from exc
 
     # --- transactions -------------------------------------------------------------------------------
 
@@ -329,10 +310,8 @@ class Dynamo:
         start: Mapping[str, Any] | None = None
         while True:
             page_kwargs = {**kwargs, **({"ExclusiveStartKey": start} if start else {})}
-            try:
+            with _translated("query"):
                 response = self.client.query(TableName=self.table, **page_kwargs)
-            except (ClientError, BotoCoreError) as exc:
-                raise StorageError(f"query: {exc}") from exc
             yield from response.get("Items", [])
             start = response.get("LastEvaluatedKey")
             if start is None:
@@ -384,6 +363,19 @@ class Dynamo:
             if len(found) > limit:
                 break
         return Page(items=found[:limit], has_more=len(found) > limit)
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """botocore's failures as the store's: a failed condition is StaleState, anything else StorageError."""
+    try:
+        yield
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            raise StaleState(f"{what}: condition failed") from exc
+        raise StorageError(f"{what}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"{what}: {exc}") from exc
 
 
 class TransactionRefused(StaleState):
