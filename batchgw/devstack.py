@@ -19,7 +19,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -96,6 +96,24 @@ def scheduled_event(now: datetime | None = None) -> dict[str, Any]:
     }
 
 
+def sqs_event(message: Mapping[str, Any], queue_url: str) -> dict[str, Any]:
+    """The event an SQS event source mapping invokes a function with, for one message."""
+    return {
+        "Records": [
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": {},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": f"arn:aws:sqs:{REGION}:000000000000:{queue_url.rsplit('/', 1)[-1]}",
+                "awsRegion": REGION,
+            }
+        ]
+    }
+
+
 class ApiGateway:
     """An ASGI app that routes each request to the app of the function whose HttpApi route matches."""
 
@@ -169,7 +187,8 @@ class DevStack:
         reset_runtime()
 
     def provision(self) -> dict[str, str]:
-        """Create the table, bucket, bus, rules and delivery queues of template.yaml; returns queue URLs."""
+        """Create the table, bucket, bus, rules and queues of template.yaml; returns each function's delivery
+        queue URLs (its EventBridge rules' and its SQS event sources'), keyed `function` and `function:SQS`."""
         session = boto3.session.Session(region_name=os.environ["AWS_DEFAULT_REGION"])
         dynamodb, s3 = session.client("dynamodb"), session.client("s3")
         events, sqs = session.client("events"), session.client("sqs")
@@ -209,6 +228,15 @@ class DevStack:
                 )
                 events.put_targets(Rule=rule, EventBusName=self.names.bus, Targets=[{"Id": "dev", "Arn": arn}])
                 queues[function.logical_id] = queue
+            for _, props in function.events_of("SQS"):
+                attribute = props["Queue"]["Fn::GetAtt"]  # `Queue.Arn` (short form) or [Queue, Arn]
+                source = attribute.split(".", 1)[0] if isinstance(attribute, str) else attribute[0]
+                queue = sqs.create_queue(QueueName=f"{self.names.bus}-{source}")["QueueUrl"]
+                queues[f"{function.logical_id}:SQS"] = queue
+                # the function reads the queue's URL from the variable whose value is its Ref
+                for variable, value in function.environment.items():
+                    if value == {"Ref": source}:
+                        os.environ[variable] = queue
         return queues
 
     def start_workers(self, queues: dict[str, str]) -> None:
@@ -216,6 +244,9 @@ class DevStack:
         for function in template.functions():
             if function.logical_id in queues:
                 self._spawn(f"deliver-{function.logical_id}", self._deliver, function, queues[function.logical_id])
+            if f"{function.logical_id}:SQS" in queues:
+                queue = queues[f"{function.logical_id}:SQS"]
+                self._spawn(f"sqs-{function.logical_id}", self._deliver, function, queue, True)
             if any(True for _ in function.events_of("ScheduleV2")) or any(True for _ in function.events_of("Schedule")):
                 self._spawn(f"schedule-{function.logical_id}", self._schedule, function)
 
@@ -224,7 +255,9 @@ class DevStack:
         thread.start()
         self._threads.append(thread)
 
-    def _deliver(self, function: template.Function, queue_url: str) -> None:
+    def _deliver(self, function: template.Function, queue_url: str, as_sqs_event: bool = False) -> None:
+        """Invoke `function` with each message of `queue_url`: the message is the event (an EventBridge rule's
+        target), or, for an SQS event source, the message wrapped in the event Lambda would send."""
         sqs = boto3.session.Session(region_name=os.environ["AWS_DEFAULT_REGION"]).client("sqs")
         while not self._stop.is_set():
             try:
@@ -237,7 +270,7 @@ class DevStack:
                 continue
             for message in messages.get("Messages", []):
                 try:
-                    invoke(function, orjson.loads(message["Body"]))
+                    invoke(function, sqs_event(message, queue_url) if as_sqs_event else orjson.loads(message["Body"]))
                 except Exception:
                     logger.exception("%s failed; the event will be retried", function.logical_id)
                     continue

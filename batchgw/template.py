@@ -49,6 +49,7 @@ class Function:
     logical_id: str
     handler: str
     events: dict[str, dict[str, Any]]
+    environment: dict[str, Any]
 
     def events_of(self, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
         for name, event in self.events.items():
@@ -59,7 +60,12 @@ class Function:
 def functions(path: Path = TEMPLATE) -> list[Function]:
     """Every AWS::Serverless::Function of the template, with its handler and events."""
     return [
-        Function(logical_id, props["Handler"], props.get("Events", {}))
+        Function(
+            logical_id,
+            props["Handler"],
+            props.get("Events", {}),
+            props.get("Environment", {}).get("Variables", {}),
+        )
         for logical_id, res in load_template(path)["Resources"].items()
         if res["Type"] == "AWS::Serverless::Function"
         for props in [res["Properties"]]

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -24,13 +24,14 @@ from shared.deadline import Deadline, within
 from shared.errors import ProviderError, PublishFailed, StaleState
 from shared.files import Files
 from shared.lifecycle import Outcome
+from shared.providers.base import ListsBatches, ProviderStatus
 from shared.providers.registry import ProviderSource
 from shared.records import BatchRecord, Counts, ErrorEntry
 from shared.routing import RoutingConfig
 from shared.settings import Settings
 from shared.storage.batch_store import WORK_SHARDS
 from shared.storage.bus import BATCH_CREATED
-from shared.storage.ports import BatchStore, Broken, Bus
+from shared.storage.ports import BatchStore, Broken, Bus, ShardQueue
 from shared.transitions import end_run, publish_ended
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ CLEANUP_GIVE_UP_SECONDS = 7 * 24 * 3600
 _STOP_STARTING_SECONDS = 2.0
 # provider calls in a row that may fail on one deployment before the tick leaves it alone
 BREAKER_FAILURES = 3
+# running batches on one deployment from which its list pages are read rather than each batch retrieved
+LIST_FROM = 3
 
 
 class _Breaker:
@@ -76,45 +79,81 @@ class Poller:
     providers: ProviderSource
     routing: RoutingConfig
     settings: Settings
+    queue: ShardQueue | None = None
     clock: Callable[[], float] = time.time
 
-    def tick(self, deadline: Deadline) -> Counter[str]:
-        """One scheduled run: every shard's batches, then cleanups and the file sweep, while time allows."""
+    def tick(self, deadline: Deadline, shards: Sequence[int] | None = None) -> Counter[str]:
+        """One run over `shards` of the work index. The scheduled run (`shards` None) polls every shard
+        itself, unless the work is more than one invocation polls in time: then it hands one shard to each
+        of WORK_SHARDS invocations through the queue. It also retries cleanups and sweeps expired files."""
+        outcomes: Counter[str] = Counter()
+        first = list(self.batches.work(0 if shards is None else shards[0]))
+        if shards is None and self.queue is not None and len(first) * WORK_SHARDS > self.settings.fanout_threshold:
+            self.queue.send(range(WORK_SHARDS))
+            outcomes["fanned_out"] = WORK_SHARDS
+        else:
+            rest = range(1, WORK_SHARDS) if shards is None else shards[1:]
+            items = [*first, *(item for shard in rest for item in self.batches.work(shard))]
+            outcomes.update(self._poll_items(items, deadline))
+        if shards is None:
+            with within(deadline):
+                if not deadline.passed():
+                    outcomes["cleaned"] += self._retry_cleanups(deadline)
+                if not deadline.passed():
+                    outcomes["files_swept"] += self.files.sweep()
+        return outcomes
+
+    def _poll_items(self, items: Iterable[BatchRecord | Broken], deadline: Deadline) -> Counter[str]:
+        """Poll each deployment's batches on its own workers; skip (and count) what cannot be read."""
         outcomes: Counter[str] = Counter()
         by_deployment: dict[str, list[BatchRecord]] = defaultdict(list)
-        for shard in range(WORK_SHARDS):
-            for item in self.batches.work(shard):
-                if isinstance(item, Broken):
-                    logger.error("a batch item cannot be read; skipped", extra={"key": item.key, "why": item.reason})
-                    outcomes["unreadable"] += 1
-                else:
-                    by_deployment[item.deployment].append(item)
+        for item in items:
+            if isinstance(item, Broken):
+                logger.error("a batch item cannot be read; skipped", extra={"key": item.key, "why": item.reason})
+                outcomes["unreadable"] += 1
+            else:
+                by_deployment[item.deployment].append(item)
         if by_deployment:
             with ThreadPoolExecutor(max_workers=len(by_deployment), thread_name_prefix="poll") as pool:
                 for counted in pool.map(lambda group: self._poll_group(group, deadline), by_deployment.values()):
                     outcomes.update(counted)
-        with within(deadline):
-            if not deadline.passed():
-                outcomes["cleaned"] += self._retry_cleanups(deadline)
-            if not deadline.passed():
-                outcomes["files_swept"] += self.files.sweep()
         return outcomes
 
     def _poll_group(self, batches: list[BatchRecord], deadline: Deadline) -> Counter[str]:
-        """One deployment's batches, `poll_concurrency` at a time. A deployment whose calls keep failing (down,
-        or hanging until the deadline cuts them) is left alone for the rest of the tick, so it holds only its
-        own workers and never the other deployments' batches."""
+        """One deployment's batches, `poll_concurrency` at a time, their statuses read from the provider's list
+        pages where it has them. A deployment whose calls keep failing (down, or hanging until the deadline
+        cuts them) is left alone for the rest of the tick: it holds only its own workers."""
+        listed = self._listed(batches, deadline)
         breaker = _Breaker(BREAKER_FAILURES)
         workers = min(self.settings.poll_concurrency, len(batches))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll-deployment") as pool:
-            return Counter(pool.map(lambda batch: self._poll_isolated(batch, deadline, breaker), batches))
+            return Counter(pool.map(lambda batch: self._poll_isolated(batch, deadline, breaker, listed), batches))
 
-    def _poll_isolated(self, batch: BatchRecord, deadline: Deadline, breaker: _Breaker) -> str:
+    def _listed(self, batches: list[BatchRecord], deadline: Deadline) -> dict[str, ProviderStatus]:
+        """The statuses of the group's running provider batches, from the provider's list pages; {} when it has
+        none or they fail (each batch is then retrieved on its own)."""
+        running = [b.provider_refs for b in batches if b.finalize_to is None and "batch_id" in b.provider_refs]
+        deployment = self.routing.deployment(batches[0].deployment)
+        if len(running) < LIST_FROM or deployment is None:
+            return {}
+        provider = self.providers.get(deployment)
+        if not isinstance(provider, ListsBatches):
+            return {}
+        try:
+            with within(deadline):
+                return provider.list_statuses(running)
+        except ProviderError as exc:
+            logger.warning("listing the provider's batches failed; retrieving each", extra={"error": exc.message})
+            return {}
+
+    def _poll_isolated(
+        self, batch: BatchRecord, deadline: Deadline, breaker: _Breaker, listed: Mapping[str, ProviderStatus]
+    ) -> str:
         if deadline.remaining() < _STOP_STARTING_SECONDS or breaker.open:
             return "deferred"
         try:
             with within(deadline):
-                outcome = self.poll(batch, now=int(self.clock()))
+                outcome = self.poll(batch, now=int(self.clock()), listed=listed)
         except ProviderError as exc:
             breaker.failed()
             logger.warning(
@@ -128,8 +167,9 @@ class Poller:
         breaker.succeeded()
         return outcome
 
-    def poll(self, batch: BatchRecord, *, now: int) -> str:
-        """Move one batch forward as far as its provider allows; returns what happened."""
+    def poll(self, batch: BatchRecord, *, now: int, listed: Mapping[str, ProviderStatus] | None = None) -> str:
+        """Move one batch forward as far as its provider allows; returns what happened. `listed` holds statuses
+        already read from the provider's list pages."""
         if batch.finalize_to is not None:
             return self._redrive_completion(batch, now)
         past_window = now >= batch.expires_at + EXPIRY_GRACE_SECONDS
@@ -143,9 +183,9 @@ class Poller:
             if past_window:
                 return self._end(batch, "expired", now)
             return self._end(batch, "cancelled", now) if batch.status == "cancelling" else "waiting"
-        return self._refresh(batch, now, past_window=past_window)
+        return self._refresh(batch, now, past_window=past_window, listed=listed or {})
 
-    def _refresh(self, batch: BatchRecord, now: int, *, past_window: bool) -> str:
+    def _refresh(self, batch: BatchRecord, now: int, *, past_window: bool, listed: Mapping[str, ProviderStatus]) -> str:
         """Cancel at the provider what must be cancelled, then take the provider's word on the run."""
         refs = batch.provider_refs
         deployment = self.routing.deployment(batch.deployment)
@@ -159,7 +199,7 @@ class Poller:
         elif batch.status == "cancelling" and not batch.cancel_sent and not batch.expiring:
             provider.cancel(refs)
             batch = self.batches.mark_cancel_sent(batch.id, expiring=False)
-        status = provider.refresh(refs)
+        status = listed.get(refs["batch_id"]) or provider.refresh(refs)
         if status.terminal:
             outcome: Outcome = status.state  # type: ignore[assignment]  # terminal: one of the outcomes
             if batch.expiring and outcome == "cancelled":

@@ -25,6 +25,7 @@ from shared.storage.claim_store import DynamoClaimStore
 from shared.storage.dynamo import Dynamo
 from shared.storage.file_store import DynamoFileStore
 from shared.storage.key_store import DynamoKeyStore
+from shared.storage.queue import SqsShardQueue
 from shared.storage.upload_store import DynamoUploadStore
 
 # SigV4 for presigned downloads (short-lived, and the only signature every region takes); payloads not
@@ -47,6 +48,7 @@ class Runtime:
     bus: EventBus
     routing: RoutingConfig
     providers: Providers
+    shard_queue: SqsShardQueue | None
 
 
 def _build() -> Runtime:
@@ -71,6 +73,9 @@ def _build() -> Runtime:
         bus=EventBus(session.client("events", config=config), settings.event_bus_name),
         routing=load_routing(settings.config_source),
         providers=Providers(ProviderDeps(blobs=blobs, session=session, clock=time.time)),
+        shard_queue=SqsShardQueue(session.client("sqs", config=config), settings.poll_queue_url)
+        if settings.poll_queue_url
+        else None,
     )
 
 

@@ -26,6 +26,8 @@ _ENV = {
     "BATCHGW_FINALIZE_STUCK_SECONDS": "finalize_stuck_seconds",
     "BATCHGW_SUBMIT_LEASE_SECONDS": "submit_lease_seconds",
     "BATCHGW_MAX_REDRIVES": "max_redrives",
+    "BATCHGW_POLL_QUEUE": "poll_queue_url",
+    "BATCHGW_FANOUT_THRESHOLD": "fanout_threshold",
 }
 
 
@@ -43,7 +45,12 @@ class Settings(BaseModel):
     max_request_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_response_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     presign_seconds: int = Field(default=300, gt=0)
+    # provider calls at once per deployment, in one poller invocation
     poll_concurrency: int = Field(default=32, gt=0, le=256)
+    # the SQS queue the scheduled poller fans out through, one message per shard of the work index, once the
+    # work is larger than `fanout_threshold` batches (estimated from the first shard)
+    poll_queue_url: str | None = None
+    fanout_threshold: int = Field(default=5_000, gt=0)
     # the poller re-drives a batch stuck this long, at most max_redrives times, then fails it
     submit_stuck_seconds: int = Field(default=300, ge=0)
     finalize_stuck_seconds: int = Field(default=600, ge=0)

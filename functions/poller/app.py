@@ -1,11 +1,14 @@
-"""The poller function: on its EventBridge schedule, move every unfinished batch forward (shared.polling)."""
+"""The poller function: on its EventBridge schedule, move every unfinished batch forward (shared.polling);
+on a message of its queue, the shards of the work index the scheduled run handed out."""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
+import orjson
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
@@ -28,21 +31,41 @@ RESERVE_SECONDS = 3.0
 def compose() -> Poller:
     rt = runtime()
     files = Files(rt.file_store, rt.blobs)
-    return Poller(rt.batch_store, files, rt.bus, rt.providers, rt.routing, rt.settings)
+    return Poller(rt.batch_store, files, rt.bus, rt.providers, rt.routing, rt.settings, rt.shard_queue)
+
+
+def _handed_out(poller: Poller, records: list[dict[str, Any]], deadline: Deadline) -> tuple[Counter[str], list[str]]:
+    """Poll the shards queue messages name, each on its own; the ids of the messages whose shard failed."""
+    outcomes: Counter[str] = Counter()
+    failed = []
+    for record in records:
+        try:
+            outcomes.update(poller.tick(deadline, [int(orjson.loads(record["body"])["shard"])]))
+        except Exception:
+            logger.exception("polling a shard failed; it is retried", extra={"message_id": record["messageId"]})
+            failed.append(record["messageId"])
+    return outcomes, failed
 
 
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
-def handler(event: dict[str, Any], context: LambdaContext, *, poller: Poller | None = None) -> dict[str, int]:
-    outcomes = (poller or compose()).tick(Deadline.of_invocation(context, reserve=RESERVE_SECONDS))
-    scheduled = event.get("time")
-    if isinstance(scheduled, str):
-        lag = time.time() - datetime.fromisoformat(scheduled.replace("Z", "+00:00")).timestamp()
-        metrics.add_metric(name="PollLagSeconds", unit=MetricUnit.Seconds, value=max(0.0, lag))
+def handler(event: dict[str, Any], context: LambdaContext, *, poller: Poller | None = None) -> dict[str, Any]:
+    deadline = Deadline.of_invocation(context, reserve=RESERVE_SECONDS)
+    records = event.get("Records")
+    if records:  # from the queue: shards a scheduled run handed out
+        outcomes, failed = _handed_out(poller or compose(), records, deadline)
+        response: dict[str, Any] = {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
+    else:
+        outcomes = (poller or compose()).tick(deadline)
+        response = dict(outcomes)
+        scheduled = event.get("time")
+        if isinstance(scheduled, str):
+            lag = time.time() - datetime.fromisoformat(scheduled.replace("Z", "+00:00")).timestamp()
+            metrics.add_metric(name="PollLagSeconds", unit=MetricUnit.Seconds, value=max(0.0, lag))
     metrics.add_metric(name="BatchesPolled", unit=MetricUnit.Count, value=outcomes.total())
     metrics.add_metric(name="BatchesEnded", unit=MetricUnit.Count, value=outcomes["ended"])
     metrics.add_metric(name="PollErrors", unit=MetricUnit.Count, value=outcomes["error"] + outcomes["provider_error"])
     metrics.add_metric(name="UnreadableItems", unit=MetricUnit.Count, value=outcomes["unreadable"])
     logger.info("poll finished", extra={"outcomes": dict(outcomes)})
-    return dict(outcomes)
+    return response

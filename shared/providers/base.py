@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from shared.lifecycle import OUTCOMES, BatchStatus
 from shared.records import Counts, ErrorEntry
@@ -143,3 +143,13 @@ class BatchProvider(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+@runtime_checkable
+class ListsBatches(Protocol):
+    """A provider whose batch list pages the poller reads instead of retrieving each batch on its own."""
+
+    def list_statuses(self, refs: Sequence[Mapping[str, str]]) -> dict[str, ProviderStatus]:
+        """The statuses of these provider batches (by provider batch id) that its list pages show, read as far
+        back as the oldest of them and no further. Batches the pages did not show are left out: the poller
+        retrieves those one by one. Raises ProviderError."""

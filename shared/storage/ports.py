@@ -9,7 +9,7 @@ about the same conditions, for unit tests. No DynamoDB attribute path crosses th
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from types import TracebackType
@@ -235,3 +235,10 @@ class BlobSink(Protocol):
 class Bus(Protocol):
     def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
         """Put one event on the bus; raises PublishFailed."""
+
+
+class ShardQueue(Protocol):
+    """Where the scheduled poller hands out shards of the work index, one invocation each."""
+
+    def send(self, shards: Iterable[int]) -> None:
+        """Queue one message per shard; raises PublishFailed."""

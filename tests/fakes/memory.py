@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import TracebackType
@@ -498,3 +498,13 @@ class MemoryBus:
 
     def of(self, detail_type: str) -> list[dict[str, Any]]:
         return [detail for kind, detail in self.events if kind == detail_type]
+
+
+class MemoryShardQueue:
+    """The poller's shard queue: the shards handed out, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+
+    def send(self, shards: Iterable[int]) -> None:
+        self.sent.extend(shards)

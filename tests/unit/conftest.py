@@ -46,6 +46,7 @@ from tests.fakes.memory import (
     MemoryDb,
     MemoryFileStore,
     MemoryKeyStore,
+    MemoryShardQueue,
     MemoryUploadStore,
 )
 
@@ -89,6 +90,9 @@ class ScriptedProvider:
     fail_cleanup: ProviderError | None = None
     cleaned: list[str] = field(default_factory=list)
     submits: int = 0
+    refreshes: int = 0
+    lists: int = 0
+    unlisted: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def submit(self, request: SubmitRequest, journal: Journal) -> None:
@@ -105,7 +109,12 @@ class ScriptedProvider:
     def refresh(self, refs: Mapping[str, str]) -> ProviderStatus:
         if self.fail_refresh is not None:
             raise self.fail_refresh
-        run = self.runs[refs["batch_id"]]
+        with self.lock:
+            self.refreshes += 1
+        return self._status(refs["batch_id"])
+
+    def _status(self, provider_batch_id: str) -> ProviderStatus:
+        run = self.runs[provider_batch_id]
         done = len(run.results or []) if run.state == "in_progress" else len(run.lines)
         return ProviderStatus(run.state, Counts(total=len(run.lines), completed=done))  # type: ignore[arg-type]
 
@@ -127,6 +136,12 @@ class ScriptedProvider:
 
     def close(self) -> None:
         """Nothing to close."""
+
+    def list_statuses(self, refs: Sequence[Mapping[str, str]]) -> dict[str, ProviderStatus]:
+        """What a list page shows: every run but those `unlisted`; counted in `lists`."""
+        self.lists += 1
+        wanted = {r["batch_id"] for r in refs}
+        return {pid: self._status(pid) for pid in self.runs if pid in wanted and pid not in self.unlisted}
 
     def finish(self, state: str = "completed", results: list[ResultLine | Unreadable] | None = None) -> None:
         """End every run with `state` (and these results, else one success per request)."""
@@ -169,6 +184,7 @@ class World:
     provider: ScriptedProvider
     routing: RoutingConfig
     settings: Settings
+    queue: MemoryShardQueue = field(default_factory=MemoryShardQueue)
     _delivered: int = field(default=0, init=False)
 
     @property
@@ -214,7 +230,9 @@ class World:
     @property
     def poller(self) -> Poller:
         providers = OneProvider(self.provider)
-        return Poller(self.batch_store, self.files, self.bus, providers, self.routing, self.settings, self.clock)
+        return Poller(
+            self.batch_store, self.files, self.bus, providers, self.routing, self.settings, self.queue, self.clock
+        )
 
     @property
     def completion(self) -> Completion:

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
 
 from shared.auth import MASTER
 from shared.deadline import Deadline
 from shared.errors import ProviderBusy, ProviderError
 from shared.polling import EXPIRY_GIVE_UP_SECONDS, EXPIRY_GRACE_SECONDS
+from shared.records import BatchRecord
+from shared.storage.dynamo import StorageError
+from shared.storage.ports import Broken
 from tests.unit.conftest import World, chat_lines, ok_line
 
 
@@ -124,8 +131,6 @@ def test_a_lost_submission_is_redriven_then_given_up_after_the_limit(world: Worl
 
 
 def test_a_cancel_that_arrives_after_the_run_ended_is_refused(world: World) -> None:
-    import pytest
-
     from shared.errors import InvalidRequest
 
     batch_id = running(world, ["a"])
@@ -157,3 +162,62 @@ def test_expired_files_are_swept_objects_and_items_but_never_a_running_batchs_in
     world.poller.files.sweep()
     assert loose.id not in world.db.files and f"files/{loose.id}" not in world.blobs.objects
     assert input_id in world.db.files and f"files/{input_id}" in world.blobs.objects
+
+
+def test_a_deployments_batches_are_read_from_its_list_pages_and_only_the_unlisted_retrieved(world: World) -> None:
+    batch_ids = [running(world, [f"r{i}"]) for i in range(10)]
+    world.provider.unlisted = {f"prov_{batch_ids[0]}"}
+    world.provider.finish()
+    world.provider.refreshes = 0
+    outcomes = world.poller.tick(Deadline.after(30))
+    assert outcomes["ended"] == 10
+    assert world.provider.lists == 1 and world.provider.refreshes == 1
+
+
+def test_a_failing_list_falls_back_to_retrieving_each_batch(world: World) -> None:
+    for i in range(4):
+        running(world, [f"r{i}"])
+    world.provider.finish()
+
+    def broken(refs: object) -> dict[str, object]:
+        raise ProviderError("list: 500", retryable=True)
+
+    world.provider.list_statuses = broken  # type: ignore[assignment,method-assign]
+    assert world.poller.tick(Deadline.after(30))["ended"] == 4
+
+
+def test_more_work_than_one_invocation_polls_is_handed_out_one_shard_per_message(world: World) -> None:
+    world.settings = world.settings.model_copy(update={"fanout_threshold": 4})
+    batch_ids = [running(world, [f"r{i}"]) for i in range(40)]
+    world.provider.finish()
+    scheduled = world.poller.tick(Deadline.after(30))
+    assert scheduled["fanned_out"] == 8 and scheduled["ended"] == 0 and world.queue.sent == list(range(8))
+    for shard in world.queue.sent:
+        world.poller.tick(Deadline.after(30), [shard])
+    assert all(world.db.batches[b].finalize_to == "completed" for b in batch_ids)
+
+
+def test_a_shard_that_fails_stops_no_other_shard(world: World) -> None:
+    from shared.storage.batch_store import shard_of
+
+    batch_ids = [running(world, [f"r{i}"]) for i in range(20)]
+    world.provider.finish()
+    broken_shard = shard_of(batch_ids[0])
+    store = world.batch_store
+    real_work = store.work
+
+    def work(shard: int) -> Iterator[BatchRecord | Broken]:
+        if shard == broken_shard:
+            raise StorageError("throttled")
+        return real_work(shard)
+
+    store.work = work  # type: ignore[method-assign]
+    poller = replace(world.poller, batches=store)
+    for shard in range(8):
+        if shard == broken_shard:
+            with pytest.raises(StorageError):
+                poller.tick(Deadline.after(30), [shard])
+        else:
+            poller.tick(Deadline.after(30), [shard])
+    ended = {b for b in batch_ids if world.db.batches[b].finalize_to == "completed"}
+    assert ended == {b for b in batch_ids if shard_of(b) != broken_shard}
