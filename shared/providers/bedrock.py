@@ -4,11 +4,15 @@ Submission writes the translated records to `s3://{s3_bucket}/batchgw/{batch_id}
 in the journal, then creates the job with our batch id as `clientRequestToken`, which makes Bedrock's
 create idempotent: a retry after a lost answer gets the same job back. Bedrock reads and writes the
 bucket with the configured `role_arn`. Results are the `.jsonl.out` files Bedrock writes under
-`{output}/{job id}/`; `PartiallyCompleted` jobs keep their successful records.
+`{output}/{job id}/`: a job whose records all ran is `Completed`, records that failed included (they are
+error records); `PartiallyCompleted` means some records were not processed in time, so the batch is
+`expired`, its finished records kept. A record that cannot be read becomes an Unreadable, never an error
+out of `results`; cleanup deletes everything under the batch's prefix.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
     from boto3.session import Session
     from mypy_boto3_bedrock import BedrockClient
     from mypy_boto3_s3 import S3Client
+
+logger = logging.getLogger(__name__)
 
 # Bedrock's statuses in OpenAI's: `PartiallyCompleted` is "not all of your records could be processed in
 # time" (botocore's service model), OpenAI's `expired` with partial results
@@ -64,11 +70,9 @@ def screen(deployment: Deployment, body: dict[str, Any]) -> None:
 
 def model_input(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
     """A record's modelInput: an Anthropic model's native Messages body, else a Converse request."""
-    if not bedrock_format.is_anthropic(deployment.provider_model):
-        return bedrock_format.to_converse(body)
-    params = anthropic_format.to_params(body, deployment.provider_model)
-    del params["model"]  # the job names the model
-    return {"anthropic_version": bedrock_format.ANTHROPIC_VERSION, **params}
+    if bedrock_format.is_anthropic(deployment.provider_model):
+        return bedrock_format.to_claude(body, deployment.provider_model)
+    return bedrock_format.to_converse(body)
 
 
 def _provider_error(exc: ClientError | BotoCoreError, what: str) -> ProviderError:
@@ -120,6 +124,15 @@ class BedrockProvider:
                 out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 
     def submit(self, request: SubmitRequest, journal: Journal) -> None:
+        fewest = self._deployment.request_limits[0]
+        if request.line_count < fewest:
+            # the file had enough requests at creation, but not once those Bedrock cannot take were set aside
+            raise ProviderError(
+                f"Bedrock runs jobs of at least {fewest:,} records for {self._deployment.provider_model}; "
+                f"{request.line_count:,} requests of this batch can be sent to it.",
+                retryable=False,
+                code="batch_size_out_of_range",
+            )
         prefix = f"batchgw/{request.batch_id}"
         if "input_uri" not in journal.refs:
             try:
@@ -194,11 +207,12 @@ class BedrockProvider:
 
     def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
         blobs = S3Blobs(self._s3, self._bucket)
-        batch_id = refs["batch_id"]
+        job_arn = refs["batch_id"]
+        seen: set[int] = set()
         try:
             for key in self._output_keys(refs):
                 for raw in iter_lines(blobs.read(key), max_bytes=MAX_RESULT_LINE_BYTES):
-                    line = self._result(raw, custom_ids, batch_id)
+                    line = self._result(raw, custom_ids, job_arn, seen)
                     if line is not None:
                         yield line
         except (ClientError, BotoCoreError) as exc:
@@ -219,9 +233,16 @@ class BedrockProvider:
         except (ClientError, BotoCoreError) as exc:
             raise _provider_error(exc, "delete the batch's objects in S3") from exc
 
-    def _result(self, raw: bytes, custom_ids: Sequence[str], batch_id: str) -> ResultLine | Unreadable | None:
+    def _result(
+        self, raw: bytes, custom_ids: Sequence[str], job_arn: str, seen: set[int]
+    ) -> ResultLine | Unreadable | None:
+        """One output record as a result line; None for a blank line or a record already read (the first wins)."""
         if isinstance(raw, LineTooLong):
-            return Unreadable(None, f"a record is longer than {len(raw):,} bytes")
+            too_long = f"a record is longer than {len(raw):,} bytes"
+            index = bedrock_format.index_in_line(raw)
+            if index is None or index >= len(custom_ids):
+                return Unreadable(None, too_long)
+            return Unreadable(custom_ids[index], too_long) if self._first(index, seen, job_arn) else None
         if not raw.strip():
             return None
         try:
@@ -233,17 +254,30 @@ class BedrockProvider:
         index = bedrock_format.index_of(str(record.get("recordId", "")))
         if index is None or index >= len(custom_ids):
             return Unreadable(None, f"record {str(record.get('recordId'))[:40]!r} maps to no request")
+        if not self._first(index, seen, job_arn):
+            return None
         custom_id = custom_ids[index]
-        return guarded(custom_id, self._translated, record, custom_id, request_id(batch_id, custom_id))
+        return guarded(custom_id, self._translated, record, custom_id, request_id(job_arn, custom_id))
+
+    @staticmethod
+    def _first(index: int, seen: set[int], job_arn: str) -> bool:
+        if index in seen:
+            logger.warning("Bedrock wrote a record twice; the first is kept", extra={"job": job_arn})
+            return False
+        seen.add(index)
+        return True
 
     def _translated(self, record: dict[str, Any], custom_id: str, rid: str) -> ResultLine:
-        if "error" in record or "modelOutput" not in record:
-            return ResultLine(custom_id, bedrock_format.error_response(record.get("error") or {}, rid))
+        if record.get("error") is not None:
+            return ResultLine(custom_id, bedrock_format.error_response(record["error"], rid))
+        if "modelOutput" not in record:
+            raise bedrock_format.MalformedOutput("the record has neither a modelOutput nor an error")
         output = record["modelOutput"]
         if self._converse:
             body, usage = bedrock_format.from_converse(output, model=self._deployment.provider_model, completion_id=rid)
         else:
-            body, usage = anthropic_format.to_chat_completion(output, custom_id)
+            # checked first: to_chat_completion reads absent or broken token counts as zero
+            body, usage = anthropic_format.to_chat_completion(anthropic_format.checked_message(output), custom_id)
         return ResultLine(custom_id, {"status_code": 200, "request_id": rid, "body": body}, usage=usage)
 
     def close(self) -> None:

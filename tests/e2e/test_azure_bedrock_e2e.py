@@ -92,7 +92,7 @@ def test_azure_cancel(
     assert done.status == "cancelled" and done.request_counts is not None and done.request_counts.total == 4
 
 
-def test_bedrock_partially_completed_job_keeps_and_prices_its_results(
+def test_bedrock_job_with_errored_records_completes_and_is_priced(
     client: openai.OpenAI, fakes: tuple[FakeAzureOpenAI, FakeBedrock, str, str], tmp_path: Path
 ) -> None:
     bedrock = fakes[1]
@@ -104,7 +104,8 @@ def test_bedrock_partially_completed_job_keeps_and_prices_its_results(
     assert done.status == "completed" and done.request_counts is not None
     assert (done.request_counts.completed, done.request_counts.failed) == (108, 12)
     assert len(output_ids(client, done.output_file_id)) == 108 and len(output_ids(client, done.error_file_id)) == 12
-    (job,) = [j for j in bedrock.jobs.values() if j.status == "PartiallyCompleted"]
+    # every record was processed, so Bedrock calls the job Completed, its failed records error records
+    (job,) = [j for j in bedrock.jobs.values() if j.status == "Completed" and j.failed == 12]
     # Bedrock batch inference is half the on-demand price: Claude 3.5 Sonnet $3 / $15 -> $1.50 / $7.50
     expected = (job.input_tokens * 1.5 + job.output_tokens * 7.5) / 1_000_000
     assert (done.model_extra or {})["cost"]["value"] == pytest.approx(expected, rel=1e-9)

@@ -1,13 +1,24 @@
-"""A fake Bedrock batch inference control plane (reference/provider-apis.md section 6), over real HTTP.
+"""A fake Bedrock batch inference control plane (reference/provider-apis.md sections 6 and 7), over real HTTP.
 
 It speaks the REST-JSON protocol botocore's `bedrock` client sends (CreateModelInvocationJob,
 GetModelInvocationJob, ListModelInvocationJobs, StopModelInvocationJob) and does the work in S3 as
 Bedrock does: it reads the job's input JSONL (`{recordId, modelInput}`) from the input URI and writes
 `{output}/{jobId}/{input name}.out` (`{recordId, modelInput, modelOutput}` or `{..., error}`) and
-`manifest.json.out`. S3 is whatever boto3 reaches from the test (moto). Jobs run by the clock:
-Submitted, InProgress, then Completed, or PartiallyCompleted when some records fail (records whose text
-contains "fail"), or Stopped with half the records written after a stop. `clientRequestToken` makes
-creation idempotent, as on Bedrock. Usage is deterministic and recorded per job.
+`manifest.json.out`, in no particular order. S3 is whatever boto3 reaches from the test (moto).
+
+As on Bedrock:
+- creating a job for fewer records than the model's minimum (`min_records`, a per-model quota) is
+  refused with a ValidationException;
+- each record is checked as its model checks it: a Converse record against the `bedrock-runtime` service
+  model's Converse request, a Claude record as Bedrock's Messages schema (`anthropic_version`, no
+  `model`, images only as base64 sources). A record that fails, or whose text contains FAIL_MARKER, is an
+  error record (`{errorCode: 400, errorMessage}`) counted in `errorRecordCount`;
+- a job whose records were all processed ends `Completed`, error records or not. Records whose text
+  contains OUT_OF_TIME_MARKER are never processed in time: the job ends `PartiallyCompleted`, without them;
+- a stopped job writes the first half of its records and ends `Stopped`;
+- `clientRequestToken` makes creation idempotent.
+
+Jobs run by the clock: Submitted, InProgress, then their end. Usage is deterministic and recorded per job.
 """
 
 from __future__ import annotations
@@ -16,16 +27,23 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote
 
 import boto3
+import botocore.session
 import orjson
+from botocore.validate import ParamValidator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
+REGION: Final = "us-east-1"
+ACCOUNT: Final = "123456789012"
+ANTHROPIC_VERSION: Final = "bedrock-2023-05-31"
+FAIL_MARKER: Final = "fail"
+OUT_OF_TIME_MARKER: Final = "out of time"
+ENDED: Final = frozenset({"Completed", "PartiallyCompleted", "Stopped", "Failed", "Expired"})
+_CONVERSE_REQUEST = botocore.session.get_session().get_service_model("bedrock-runtime").shape_for("ConverseRequest")
 
 
 @dataclass
@@ -37,10 +55,14 @@ class FakeJob:
     input_uri: str
     output_uri: str
     invocation_type: str
+    client_token: str | None
     submitted: float
+    submitted_at: float
     status: str = "Submitted"
+    ended_at: float | None = None
     stop_requested: bool = False
     records: list[dict[str, Any]] = field(default_factory=list)
+    output_keys: list[str] = field(default_factory=list)
     input_tokens: int = 0
     output_tokens: int = 0
     succeeded: int = 0
@@ -67,9 +89,31 @@ def _text_of(model_input: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _claude_problem(model_input: dict[str, Any]) -> str | None:
+    """What Bedrock's Messages schema refuses in a Claude record's body, in its words, or None."""
+    if model_input.get("anthropic_version") != ANTHROPIC_VERSION:
+        return "#: required key [anthropic_version] not found"
+    if "model" in model_input:
+        return "#: extraneous key [model] is not permitted"
+    if not isinstance(model_input.get("max_tokens"), int):
+        return "#: required key [max_tokens] not found"
+    for message in model_input.get("messages", []):
+        for block in message.get("content") if isinstance(message.get("content"), list) else []:
+            if block.get("type") == "image" and block.get("source", {}).get("type") != "base64":
+                return "#/messages/content/source: only base64 image sources are supported"
+    return None
+
+
+def _converse_problem(model_input: dict[str, Any], model_id: str) -> str | None:
+    """What the Converse request shape refuses in a Converse record, in botocore's words, or None."""
+    report = ParamValidator().validate({**model_input, "modelId": model_id}, _CONVERSE_REQUEST)
+    return report.generate_report() if report.has_errors() else None
+
+
 class FakeBedrock:
-    def __init__(self, *, processing_seconds: float = 0.3) -> None:
+    def __init__(self, *, processing_seconds: float = 0.3, min_records: int = 100) -> None:
         self.processing_seconds = processing_seconds
+        self.min_records = min_records
         self.jobs: dict[str, FakeJob] = {}
         self.tokens: dict[str, str] = {}
         self.calls: dict[str, int] = {}
@@ -78,16 +122,25 @@ class FakeBedrock:
 
     # --- the work ------------------------------------------------------------------------------
 
-    def _read_records(self, job: FakeJob) -> list[dict[str, Any]]:
-        bucket, key = _split(job.input_uri)
+    @staticmethod
+    def read_records(input_uri: str) -> list[dict[str, Any]]:
+        bucket, key = _split(input_uri)
         body = boto3.client("s3", region_name=REGION).get_object(Bucket=bucket, Key=key)["Body"].read()
         return [orjson.loads(line) for line in body.splitlines() if line.strip()]
 
+    def _problem(self, job: FakeJob, model_input: dict[str, Any]) -> str | None:
+        if FAIL_MARKER in _text_of(model_input):
+            return "The model could not process this record."
+        if job.invocation_type == "Converse":
+            return _converse_problem(model_input, job.model_id)
+        return _claude_problem(model_input)
+
     def _output(self, job: FakeJob, record: dict[str, Any], index: int) -> dict[str, Any]:
         model_input = record["modelInput"]
-        if "fail" in _text_of(model_input):
+        problem = self._problem(job, model_input)
+        if problem is not None:
             job.failed += 1
-            return {**record, "error": {"errorCode": 400, "errorMessage": "Malformed input request, please try again."}}
+            return {**record, "error": {"errorCode": 400, "errorMessage": f"Malformed input request: {problem}"}}
         prompt, completion = 30 + index % 7, 10 + index % 4
         job.input_tokens += prompt
         job.output_tokens += completion
@@ -100,7 +153,6 @@ class FakeBedrock:
                 "metrics": {"latencyMs": 120},
             }
         else:
-            assert model_input.get("anthropic_version") == "bedrock-2023-05-31", model_input
             output = {
                 "id": f"msg_bdrk_{index:04d}",
                 "type": "message",
@@ -113,15 +165,16 @@ class FakeBedrock:
             }
         return {**record, "modelOutput": output}
 
-    def _finish(self, job: FakeJob, done: int, status: str) -> None:
-        records = self._read_records(job)
-        written = [self._output(job, record, i) for i, record in enumerate(records) if i < done]
+    def _finish(self, job: FakeJob, *, stopped: bool) -> None:
+        records = self.read_records(job.input_uri)
+        runnable = records[: len(records) // 2] if stopped else records
+        processed = [(i, r) for i, r in enumerate(runnable) if OUT_OF_TIME_MARKER not in _text_of(r["modelInput"])]
+        written = [self._output(job, record, i) for i, record in processed]
         out_bucket, out_prefix = _split(job.output_uri.rstrip("/"))
         job_id = job.arn.rsplit("/", 1)[-1]
         input_name = job.input_uri.rsplit("/", 1)[-1]
         s3 = boto3.client("s3", region_name=REGION)
         body = b"".join(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE) for line in reversed(written))
-        s3.put_object(Bucket=out_bucket, Key=f"{out_prefix}/{job_id}/{input_name}.out", Body=body)
         manifest = {
             "totalRecordCount": len(records),
             "processedRecordCount": len(written),
@@ -130,25 +183,31 @@ class FakeBedrock:
             "inputTokenCount": job.input_tokens,
             "outputTokenCount": job.output_tokens,
         }
-        s3.put_object(Bucket=out_bucket, Key=f"{out_prefix}/{job_id}/manifest.json.out", Body=orjson.dumps(manifest))
+        for name, content in ((f"{input_name}.out", body), ("manifest.json.out", orjson.dumps(manifest))):
+            key = f"{out_prefix}/{job_id}/{name}"
+            s3.put_object(Bucket=out_bucket, Key=key, Body=content)
+            job.output_keys.append(key)
         job.records = records
-        job.status = "PartiallyCompleted" if status == "Completed" and job.failed else status
+        job.ended_at = time.time()
+        if stopped:
+            job.status = "Stopped"
+        else:
+            job.status = "Completed" if len(processed) == len(records) else "PartiallyCompleted"
 
     def advance(self, job: FakeJob) -> None:
-        if job.status in ("Completed", "PartiallyCompleted", "Stopped", "Failed", "Expired"):
+        if job.status in ENDED:
             return
         if job.stop_requested:
             if job.status != "Stopping":
                 job.status = "Stopping"
                 return
-            total = len(self._read_records(job))
-            self._finish(job, total // 2, "Stopped")
+            self._finish(job, stopped=True)
             return
         elapsed = time.monotonic() - job.submitted
         if elapsed < self.processing_seconds:
             job.status = "InProgress" if elapsed > self.processing_seconds / 3 else "Submitted"
             return
-        self._finish(job, len(self._read_records(job)), "Completed")
+        self._finish(job, stopped=False)
 
     def job_json(self, job: FakeJob) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -157,12 +216,18 @@ class FakeBedrock:
             "modelId": job.model_id,
             "roleArn": job.role_arn,
             "status": job.status,
-            "submitTime": _iso(time.time()),
-            "lastModifiedTime": _iso(time.time()),
+            "submitTime": _iso(job.submitted_at),
+            "lastModifiedTime": _iso(job.ended_at or time.time()),
             "inputDataConfig": {"s3InputDataConfig": {"s3Uri": job.input_uri, "s3InputFormat": "JSONL"}},
             "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": job.output_uri}},
+            "timeoutDurationInHours": 24,
+            "jobExpirationTime": _iso(job.submitted_at + 24 * 3600),
             "modelInvocationType": job.invocation_type,
         }
+        if job.client_token:
+            body["clientRequestToken"] = job.client_token
+        if job.ended_at is not None:
+            body["endTime"] = _iso(job.ended_at)
         if job.records:
             body |= {
                 "totalRecordCount": len(job.records),
@@ -171,6 +236,53 @@ class FakeBedrock:
                 "errorRecordCount": job.failed,
             }
         return body
+
+    def list_json(self) -> dict[str, Any]:
+        summaries = [
+            {
+                "jobArn": j.arn,
+                "jobName": j.name,
+                "modelId": j.model_id,
+                "roleArn": j.role_arn,
+                "status": j.status,
+                "submitTime": _iso(j.submitted_at),
+                "inputDataConfig": {"s3InputDataConfig": {"s3Uri": j.input_uri, "s3InputFormat": "JSONL"}},
+                "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": j.output_uri}},
+                "modelInvocationType": j.invocation_type,
+            }
+            for j in self.jobs.values()
+        ]
+        return {"invocationJobSummaries": summaries}
+
+    def create(self, body: dict[str, Any]) -> JSONResponse:
+        token = body.get("clientRequestToken")
+        if token and token in self.tokens:
+            return JSONResponse({"jobArn": self.tokens[token]})
+        input_uri = body["inputDataConfig"]["s3InputDataConfig"]["s3Uri"]
+        count = len(self.read_records(input_uri))
+        if count < self.min_records:
+            message = (
+                f"The input holds {count} records; batch inference jobs for {body['modelId']} take at least "
+                f"{self.min_records} (quota: Minimum number of records per batch inference job)."
+            )
+            return _error(400, "ValidationException", message)
+        # job ids are 12 lowercase letters and digits (the jobArn pattern of botocore's service model)
+        arn = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:model-invocation-job/job{len(self.jobs) + 1:09d}"
+        self.jobs[arn] = FakeJob(
+            arn=arn,
+            name=body["jobName"],
+            model_id=body["modelId"],
+            role_arn=body["roleArn"],
+            input_uri=input_uri,
+            output_uri=body["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"],
+            invocation_type=body.get("modelInvocationType", "InvokeModel"),
+            client_token=token,
+            submitted=time.monotonic(),
+            submitted_at=time.time(),
+        )
+        if token:
+            self.tokens[token] = arn
+        return JSONResponse({"jobArn": arn})
 
     # --- HTTP ----------------------------------------------------------------------------------
 
@@ -190,24 +302,7 @@ class FakeBedrock:
         async def create(request: Request) -> JSONResponse:
             body = await request.json()
             with fake.lock:
-                token = body.get("clientRequestToken")
-                if token and token in fake.tokens:
-                    return JSONResponse({"jobArn": fake.tokens[token]})
-                job_id = f"job{len(fake.jobs) + 1:08d}"
-                arn = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:model-invocation-job/{job_id}"
-                fake.jobs[arn] = FakeJob(
-                    arn=arn,
-                    name=body["jobName"],
-                    model_id=body["modelId"],
-                    role_arn=body["roleArn"],
-                    input_uri=body["inputDataConfig"]["s3InputDataConfig"]["s3Uri"],
-                    output_uri=body["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"],
-                    invocation_type=body.get("modelInvocationType", "InvokeModel"),
-                    submitted=time.monotonic(),
-                )
-                if token:
-                    fake.tokens[token] = arn
-                return JSONResponse({"jobArn": arn})
+                return fake.create(body)
 
         def find(identifier: str) -> FakeJob | None:
             identifier = unquote(identifier)
@@ -218,11 +313,7 @@ class FakeBedrock:
             with fake.lock:
                 job = find(identifier)
                 if job is None:
-                    return JSONResponse(
-                        {"message": "Job not found"},
-                        status_code=404,
-                        headers={"x-amzn-errortype": "ResourceNotFoundException"},
-                    )
+                    return _error(404, "ResourceNotFoundException", "Job not found")
                 fake.advance(job)
                 return JSONResponse(fake.job_json(job))
 
@@ -230,28 +321,18 @@ class FakeBedrock:
         def stop(identifier: str) -> JSONResponse:
             with fake.lock:
                 job = find(identifier)
-                if job is None or job.status in ("Completed", "PartiallyCompleted", "Stopped", "Failed"):
-                    return JSONResponse(
-                        {"message": "Job cannot be stopped"},
-                        status_code=400,
-                        headers={"x-amzn-errortype": "ValidationException"},
-                    )
+                if job is None or job.status in ENDED:
+                    return _error(400, "ValidationException", "Job cannot be stopped")
                 job.stop_requested = True
                 return JSONResponse({})
 
         @app.get("/model-invocation-jobs")
         def list_jobs() -> JSONResponse:
             with fake.lock:
-                summaries = [
-                    {
-                        "jobArn": j.arn,
-                        "jobName": j.name,
-                        "modelId": j.model_id,
-                        "status": j.status,
-                        "submitTime": _iso(time.time()),
-                    }
-                    for j in fake.jobs.values()
-                ]
-                return JSONResponse({"invocationJobSummaries": summaries})
+                return JSONResponse(fake.list_json())
 
         return app
+
+
+def _error(status: int, kind: str, message: str) -> JSONResponse:
+    return JSONResponse({"message": message}, status_code=status, headers={"x-amzn-errortype": kind})

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
+import orjson
 import pytest
 
 from shared.providers.bedrock import BedrockProvider
 from shared.routing import Deployment
-from tests.fakes.bedrock_upstream import FakeBedrock
+from tests.fakes.bedrock_upstream import FAIL_MARKER, OUT_OF_TIME_MARKER, FakeBedrock
 from tests.fakes.journal import MemoryJournal, submit_request
 from tests.fakes.servers import serve_in_thread
-from tests.integration.conftest import Stack, batch_lines, finish, lines, start
+from tests.integration.conftest import Stack, batch, batch_lines, finish, lines, start, started
 
 CLAUDE = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 NOVA = "amazon.nova-lite-v1:0"
 ROLE = "arn:aws:iam::123456789012:role/batchgw-bedrock"
+BUCKET = "batchgw-dev"
 # Bedrock batch inference is half the on-demand price; Claude 3.5 Sonnet on demand is $3 / $15 per 1M tokens
 CLAUDE_BATCH = (1.5, 7.5)
 
@@ -31,10 +34,12 @@ def bedrock() -> Iterator[tuple[FakeBedrock, str]]:
 @pytest.fixture
 def extra_routes(bedrock: tuple[FakeBedrock, str]) -> str:
     _, url = bedrock
-    common = f'provider: bedrock, role_arn: "{ROLE}", s3_bucket: batchgw-dev, region: us-east-1, api_base: "{url}"'
+    common = f'provider: bedrock, role_arn: "{ROLE}", s3_bucket: {BUCKET}, region: us-east-1, api_base: "{url}"'
     return f"""
   - {{name: claude-on-bedrock, model: "{CLAUDE}", {common}}}
   - {{name: nova-on-bedrock, model: "{NOVA}", {common}, pricing: {{input_per_mtok: 0.03, output_per_mtok: 0.12}}}}
+  - {{name: claude-small-batches, model: "{CLAUDE}", {common}, min_requests: 10}}
+  - {{name: nova-small-batches, model: "{NOVA}", {common}, min_requests: 10}}
 """
 
 
@@ -58,21 +63,53 @@ def test_claude_batch_runs_with_native_bodies_and_comes_back_in_openai_format(
     assert done["cost"]["value"] == pytest.approx(expected, rel=1e-9)
 
 
-def test_converse_models_and_partially_completed_jobs_keep_their_results(
+def test_errored_records_complete_the_batch_as_error_lines(stack: Stack, bedrock: tuple[FakeBedrock, str]) -> None:
+    # Given a Converse batch in which the model fails five records
+    fake, _ = bedrock
+    failing = batch_lines(5, model="nova-on-bedrock", prefix="bad").replace(b"question", FAIL_MARKER.encode())
+    content = batch_lines(95, model="nova-on-bedrock") + failing
+
+    # When it runs: every record was processed, so Bedrock calls the job Completed
+    (done,) = finish(stack, started(stack, content))
+    (job,) = fake.jobs.values()
+    assert job.status == "Completed" and job.invocation_type == "Converse" and job.failed == 5
+
+    # Then the batch completed, the failed records are error lines with Bedrock's status and message
+    assert done["status"] == "completed" and done["request_counts"] == {"total": 100, "completed": 95, "failed": 5}
+    assert len(lines(stack, done["output_file_id"])) == 95
+    errors = lines(stack, done["error_file_id"])
+    assert sorted(line["custom_id"] for line in errors) == [f"bad-{i}" for i in range(5)]
+    assert {line["response"]["status_code"] for line in errors} == {400}
+    assert {line["response"]["body"]["error"]["message"] for line in errors} == {
+        "Malformed input request: The model could not process this record."
+    }
+    expected = (job.input_tokens * 0.03 + job.output_tokens * 0.12) / 1_000_000
+    assert done["cost"]["value"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_records_not_processed_in_time_expire_the_batch_and_the_finished_ones_are_kept_and_priced(
     stack: Stack, bedrock: tuple[FakeBedrock, str]
 ) -> None:
+    # Given a batch ten of whose records Bedrock does not get to in time
     fake, _ = bedrock
-    # the fake fails records whose text contains "fail"
-    failing = batch_lines(5, model="nova-on-bedrock", prefix="fail").replace(b"question", b"fail question")
-    content = batch_lines(95, model="nova-on-bedrock") + failing
-    (done,) = finish(stack, start(stack, content).json()["id"])
+    late = batch_lines(10, model="claude-on-bedrock", prefix="late").replace(b"question", OUT_OF_TIME_MARKER.encode())
+    content = batch_lines(90, model="claude-on-bedrock") + late
+
+    # When it runs: Bedrock ends the job PartiallyCompleted, without those records in its output
+    (done,) = finish(stack, started(stack, content))
     (job,) = fake.jobs.values()
-    assert job.status == "PartiallyCompleted" and job.invocation_type == "Converse"
-    assert done["status"] == "expired" and done["request_counts"] == {"total": 100, "completed": 95, "failed": 5}
+    assert job.status == "PartiallyCompleted" and job.succeeded == 90 and job.failed == 0
+
+    # Then the batch expired, its finished results kept and priced, the rest batch_expired
+    assert done["status"] == "expired" and done["request_counts"] == {"total": 100, "completed": 90, "failed": 10}
+    assert sorted(line["custom_id"] for line in lines(stack, done["output_file_id"])) == sorted(
+        f"req-{i}" for i in range(90)
+    )
     errors = lines(stack, done["error_file_id"])
-    assert sorted(line["custom_id"] for line in errors) == [f"fail-{i}" for i in range(5)]
-    assert {line["response"]["status_code"] for line in errors} == {400}
-    expected = (job.input_tokens * 0.03 + job.output_tokens * 0.12) / 1_000_000
+    assert sorted(line["custom_id"] for line in errors) == [f"late-{i}" for i in range(10)]
+    assert {line["error"]["code"] for line in errors} == {"batch_expired"}
+    assert done["usage"]["input_tokens"] == job.input_tokens and done["usage"]["output_tokens"] == job.output_tokens
+    expected = (job.input_tokens * CLAUDE_BATCH[0] + job.output_tokens * CLAUDE_BATCH[1]) / 1_000_000
     assert done["cost"]["value"] == pytest.approx(expected, rel=1e-9)
 
 
@@ -104,7 +141,7 @@ def test_a_lost_create_answer_gets_the_same_job_back(stack: Stack, bedrock: tupl
         provider="bedrock",
         model=CLAUDE,
         role_arn=ROLE,
-        s3_bucket="batchgw-dev",
+        s3_bucket=BUCKET,
         region="us-east-1",
         api_base=url,
     )
@@ -118,3 +155,111 @@ def test_a_lost_create_answer_gets_the_same_job_back(stack: Stack, bedrock: tupl
     retry = MemoryJournal(request.batch_id, first.claims, **{k: v for k, v in first.refs.items() if k != "batch_id"})
     provider.submit(request, retry)
     assert retry.refs["batch_id"] == first.refs["batch_id"] and len(fake.jobs) == 1
+
+
+def chat_line(custom_id: str, model: str, **body: Any) -> bytes:
+    request = {"model": model, "messages": [{"role": "user", "content": "question"}], **body}
+    line = {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": request}
+    return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def test_min_requests_routing_key_runs_batches_below_bedrocks_default_quota(
+    stack: Stack, bedrock: tuple[FakeBedrock, str]
+) -> None:
+    # Given an account whose quota for the model was raised to jobs of 10 records, set on one deployment
+    fake, _ = bedrock
+    fake.min_records = 10
+
+    # Then a 10-request batch is refused where the default minimum (100) applies, and runs where it is 10
+    refused = start(stack, batch_lines(10, model="claude-on-bedrock"))
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "batch_size_out_of_range"
+    assert "between 100 and 50,000" in refused.json()["error"]["message"]
+    (done,) = finish(stack, started(stack, batch_lines(10, model="claude-small-batches")))
+    assert done["status"] == "completed" and done["request_counts"] == {"total": 10, "completed": 10, "failed": 0}
+
+
+def test_batch_below_bedrocks_own_minimum_fails_with_bedrocks_reason(
+    stack: Stack, bedrock: tuple[FakeBedrock, str]
+) -> None:
+    # Given a deployment whose min_requests is below what Bedrock takes for the model (100)
+    fake, _ = bedrock
+    batch_id = started(stack, batch_lines(10, model="claude-small-batches"))
+
+    # When it is submitted, Bedrock refuses the job
+    (done,) = finish(stack, batch_id)
+
+    # Then the batch failed at once, saying why, and no job exists
+    assert done["status"] == "failed" and not fake.jobs
+    (error,) = done["errors"]["data"]
+    assert "ValidationException" in error["message"] and "at least 100" in error["message"]
+
+
+def test_requests_bedrock_cannot_take_fail_alone_and_the_rest_runs(
+    stack: Stack, bedrock: tuple[FakeBedrock, str]
+) -> None:
+    # Given a Converse batch with a request that has tools and one with an image URL
+    fake, _ = bedrock
+    fake.min_records = 10
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    picture = [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]
+    content = (
+        batch_lines(10, model="nova-small-batches")
+        + chat_line("tools", "nova-small-batches", tools=[tool])
+        + chat_line("picture", "nova-small-batches", messages=[{"role": "user", "content": picture}])
+    )
+
+    # When it runs
+    (done,) = finish(stack, started(stack, content))
+
+    # Then those two are invalid_request lines saying why, and only the other ten went to Bedrock
+    assert done["status"] == "completed" and done["request_counts"] == {"total": 12, "completed": 10, "failed": 2}
+    errors = {line["custom_id"]: line["error"] for line in lines(stack, done["error_file_id"])}
+    assert {error["code"] for error in errors.values()} == {"invalid_request"}
+    assert "does not take tools" in errors["tools"]["message"]
+    assert "send it as a data: URL" in errors["picture"]["message"]
+    (job,) = fake.jobs.values()
+    assert len(job.records) == 10 and job.failed == 0
+
+
+def test_batch_left_too_small_once_unsendable_requests_are_set_aside_fails_before_anything_is_sent(
+    stack: Stack, bedrock: tuple[FakeBedrock, str]
+) -> None:
+    # Given 100 requests, Bedrock's minimum, one of which Bedrock cannot take
+    fake, _ = bedrock
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    content = batch_lines(99, model="nova-on-bedrock") + chat_line("tools", "nova-on-bedrock", tools=[tool])
+    batch_id = started(stack, content)
+
+    # When it is submitted
+    (done,) = finish(stack, batch_id)
+
+    # Then it fails saying so, with no job created and no input left in the bucket
+    assert done["status"] == "failed" and not fake.jobs
+    (error,) = done["errors"]["data"]
+    assert error["code"] == "batch_size_out_of_range" and "99 requests" in error["message"]
+    assert live_keys(f"batchgw/{batch_id}/") == []
+
+
+def live_keys(prefix: str) -> list[str]:
+    """The objects under `prefix` in the deployments' bucket."""
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def test_completed_batch_leaves_nothing_in_the_bucket_under_its_prefix(
+    stack: Stack, bedrock: tuple[FakeBedrock, str]
+) -> None:
+    # Given a batch run to completion
+    fake, _ = bedrock
+    batch_id = started(stack, batch_lines(100, model="claude-on-bedrock"))
+    (done,) = finish(stack, batch_id)
+    assert done["status"] == "completed"
+
+    # Then what batchgw wrote (the input) and what Bedrock wrote (results, manifest) is gone
+    (job,) = fake.jobs.values()
+    prefix = f"batchgw/{batch_id}/"
+    written = [job.input_uri.removeprefix(f"s3://{BUCKET}/"), *job.output_keys]
+    assert len(written) == 3 and all(key.startswith(prefix) for key in written)
+    assert live_keys(prefix) == []
+    # and the batch's results, in batchgw's own files, are still there
+    assert len(lines(stack, batch(stack, batch_id)["output_file_id"])) == 100

@@ -1,21 +1,61 @@
-"""Bedrock record translation: Converse requests and responses, record ids, error records."""
+"""Bedrock records: Converse and Claude requests, what Bedrock cannot take, responses, and reading output files."""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Iterator
+from typing import Any
 
-from shared.errors import ProviderError
-from shared.providers.base import LineUsage
+import boto3
+import orjson
+import pytest
+from moto import mock_aws
+
+from shared.providers import anthropic_format, registry
+from shared.providers.base import LineUsage, ResultLine, TranslationError, Unreadable
+from shared.providers.bedrock import BedrockProvider, model_input
 from shared.providers.bedrock_format import (
+    ANTHROPIC_VERSION,
+    IMAGES_AS_DATA_URLS,
+    MalformedOutput,
     error_response,
     from_converse,
+    index_in_line,
     index_of,
     is_anthropic,
     record_id,
+    to_claude,
     to_converse,
 )
+from shared.providers.http import MAX_RESULT_LINE_BYTES
+from shared.routing import Deployment
 
+CLAUDE = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+NOVA = "amazon.nova-lite-v1:0"
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg=="
+BUCKET = "batchgw-dev"
+JOB = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/job000000001"
+
+
+def deployment(model: str) -> Deployment:
+    return Deployment(
+        name="d",
+        provider="bedrock",
+        model=model,
+        role_arn="arn:aws:iam::123456789012:role/batchgw-bedrock",
+        s3_bucket=BUCKET,
+        region="us-east-1",
+    )
+
+
+def user(content: Any) -> dict[str, Any]:
+    return {"role": "user", "content": content}
+
+
+def image(url: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+# --- Converse requests ------------------------------------------------------------------------------
 
 
 def test_chat_request_becomes_a_converse_request() -> None:
@@ -24,15 +64,9 @@ def test_chat_request_becomes_a_converse_request() -> None:
         "messages": [
             {"role": "system", "content": "Be brief."},
             {"role": "developer", "content": [{"type": "text", "text": "No emoji."}]},
-            {
-                "role": "user",
-                "content": [
-                    {"type": "text", "text": "What is this?"},
-                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
-                ],
-            },
+            user([{"type": "text", "text": "What is this?"}, image(f"data:image/png;base64,{PNG}")]),
             {"role": "assistant", "content": "A pixel."},
-            {"role": "user", "content": "Sure?"},
+            user("Sure?"),
         ],
         "max_completion_tokens": 64,
         "temperature": 0.2,
@@ -54,34 +88,143 @@ def test_chat_request_becomes_a_converse_request() -> None:
     }
 
 
+def test_converse_request_merges_turns_clamps_temperature_and_drops_blank_text() -> None:
+    body = {
+        "messages": [user("one"), user([{"type": "text", "text": "  "}, {"type": "text", "text": "two"}]), user("")],
+        "temperature": 1.7,
+        "stop": ["", "END"],
+        "response_format": {"type": "json_object"},
+    }
+    assert to_converse(body) == {
+        "messages": [{"role": "user", "content": [{"text": "one"}, {"text": "two"}]}],
+        "system": [{"text": anthropic_format.JSON_OBJECT_INSTRUCTION}],
+        "inferenceConfig": {"temperature": 1.0, "stopSequences": ["END"]},
+    }
+
+
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+
+
 @pytest.mark.parametrize(
-    "body",
+    ("body", "reason"),
     [
-        {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}]},
-        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]},
+        ({"messages": [user("x")], "tools": [WEATHER_TOOL]}, "does not take tools"),
+        ({"messages": [user("x"), {"role": "assistant", "content": None, "tool_calls": [CALL]}]}, "tool calls"),
+        ({"messages": [user("x"), {"role": "tool", "tool_call_id": "call_1", "content": "18C"}]}, "tool calls"),
+        ({"messages": [user([image("https://example.com/cat.png")])]}, IMAGES_AS_DATA_URLS),
+        ({"messages": [user([image("data:image/tiff;base64,AAAA")])]}, "image/png, image/jpeg, image/gif, image/webp"),
+        ({"messages": [user([image("data:image/png;base64,not base64!")])]}, "not valid base64"),
+        (
+            {"messages": [user([{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}])]},
+            "'input_audio' is not supported",
+        ),
+        (
+            {"messages": [user([{"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0="}}])]},
+            "'file' is not supported",
+        ),
+        ({"messages": [{"role": "system", "content": [image(f"data:image/png;base64,{PNG}")]}, user("x")]}, "system"),
+        ({"messages": [user("x")], "response_format": {"type": "json_schema", "json_schema": {}}}, "json_schema"),
+        ({"messages": [{"role": "assistant", "content": "Hi"}, user("x")]}, "start with a user message"),
+        ({"messages": [user("x"), {"role": "assistant", "content": ""}, user("y")]}, "no content"),
+        ({"messages": [{"role": "critic", "content": "x"}]}, "'critic' is not supported"),
+        ({"messages": "x"}, "messages must be a list"),
+        ({"messages": [user("x")], "max_tokens": 0}, "positive integer"),
+        ({"messages": [user("x")], "temperature": "warm"}, "temperature must be a number"),
     ],
 )
-def test_what_converse_batches_cannot_take_is_refused_permanently(body: dict[str, object]) -> None:
-    with pytest.raises(ProviderError) as caught:
+def test_what_converse_cannot_take_is_a_translation_error_for_that_request(body: dict[str, Any], reason: str) -> None:
+    with pytest.raises(TranslationError) as caught:
         to_converse(body)
-    assert not caught.value.retryable
+    assert reason in str(caught.value)
+    # screening finds it before the batch runs, so it fails alone
+    assert registry.screen(deployment(NOVA), {"model": "d", **body}) == str(caught.value)
+
+
+# --- Claude's native body ---------------------------------------------------------------------------
+
+
+def test_claude_record_is_the_native_body_with_bedrocks_version_and_no_model() -> None:
+    body = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            user([{"type": "text", "text": "What is this?"}, image(f"data:image/png;base64,{PNG}")]),
+        ],
+        "max_tokens": 50,
+    }
+    assert to_claude(body, CLAUDE) == {
+        "anthropic_version": ANTHROPIC_VERSION,
+        "max_tokens": 50,
+        "system": "Be brief.",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+                ],
+            }
+        ],
+    }
+    assert model_input(deployment(CLAUDE), body) == to_claude(body, CLAUDE)
+
+
+def test_claude_record_refuses_image_urls_that_anthropic_itself_takes() -> None:
+    body = {"messages": [user([{"type": "text", "text": "What?"}, image("https://example.com/cat.png")])]}
+    # Anthropic's own API takes the URL; Bedrock does not
+    assert anthropic_format.to_params(body, CLAUDE)["messages"][0]["content"][1]["source"]["type"] == "url"
+    with pytest.raises(TranslationError, match=IMAGES_AS_DATA_URLS):
+        to_claude(body, CLAUDE)
+    assert registry.screen(deployment(CLAUDE), body) == IMAGES_AS_DATA_URLS
+
+
+def test_claude_record_refuses_what_anthropic_format_refuses_as_translation_errors() -> None:
+    audio = {"messages": [user([{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}])]}
+    assert "'input_audio' is not supported" in str(registry.screen(deployment(CLAUDE), audio))
+
+
+# --- responses --------------------------------------------------------------------------------------
+
+
+def converse_output(**usage: Any) -> dict[str, Any]:
+    return {
+        "output": {"message": {"role": "assistant", "content": [{"text": "Hel"}, {"text": "lo"}]}},
+        "stopReason": "max_tokens",
+        "usage": {"inputTokens": 10, "outputTokens": 4, "totalTokens": 14, **usage},
+        "metrics": {"latencyMs": 100},
+    }
 
 
 def test_converse_response_becomes_a_chat_completion_with_usage() -> None:
-    output = {
-        "output": {"message": {"role": "assistant", "content": [{"text": "Hel"}, {"text": "lo"}]}},
-        "stopReason": "max_tokens",
-        "usage": {"inputTokens": 10, "outputTokens": 4, "totalTokens": 14, "cacheReadInputTokens": 6},
-    }
-    body, usage = from_converse(output, model="amazon.nova-lite-v1:0", completion_id="batch_req_1")
+    output = converse_output(cacheReadInputTokens=6, cacheWriteInputTokens=2, totalTokens=22)
+    body, usage = from_converse(output, model=NOVA, completion_id="batch_req_1")
     assert body["choices"][0]["message"]["content"] == "Hello" and body["choices"][0]["finish_reason"] == "length"
     assert body["usage"] == {
-        "prompt_tokens": 16,
+        "prompt_tokens": 18,
         "completion_tokens": 4,
-        "total_tokens": 20,
+        "total_tokens": 22,
         "prompt_tokens_details": {"cached_tokens": 6},
     }
-    assert usage == LineUsage(input_tokens=16, cached_tokens=6, output_tokens=4)
+    assert usage == LineUsage(input_tokens=18, cached_tokens=6, cache_write_tokens=2, output_tokens=4)
+
+
+@pytest.mark.parametrize(
+    ("output", "problem"),
+    [
+        ("oops", "modelOutput is 'oops'"),
+        ({**converse_output(), "output": {"message": {"content": "Hello"}}}, "not a message with content blocks"),
+        ({**converse_output(), "output": {"message": {"content": ["Hello"]}}}, "content block 0 is 'Hello'"),
+        ({**converse_output(), "output": {"message": {"content": [{"text": 5}]}}}, "content block 0 has text 5"),
+        ({**converse_output(), "usage": None}, "usage is None"),
+        (converse_output(inputTokens=-1), "usage.inputTokens is -1"),
+        (converse_output(outputTokens="4"), "usage.outputTokens is '4'"),
+        (converse_output(cacheReadInputTokens=1.5), "usage.cacheReadInputTokens is 1.5"),
+        ({**converse_output(), "usage": {"outputTokens": 4}}, "usage.inputTokens is None"),
+    ],
+)
+def test_malformed_converse_response_is_refused_saying_why(output: Any, problem: str) -> None:
+    with pytest.raises(MalformedOutput, match=problem.replace(".", r"\.")):
+        from_converse(output, model=NOVA, completion_id="batch_req_1")
 
 
 def test_error_records_become_openai_error_responses() -> None:
@@ -92,9 +235,122 @@ def test_error_records_become_openai_error_responses() -> None:
         "body": {"error": {"message": "Malformed input", "type": "invalid_request_error", "param": None, "code": None}},
     }
     assert error_response({}, "req_2")["status_code"] == 500
+    with pytest.raises(MalformedOutput, match="not an object"):
+        error_response("throttled", "req_3")
 
 
 def test_record_ids_round_trip_and_models_are_told_apart() -> None:
-    assert index_of(record_id(42)) == 42 and index_of("other") is None
+    assert record_id(42) == "r0000000042" and index_of(record_id(42)) == 42
+    assert index_of("r00000000042") == 42  # the 12-character ids batchgw wrote before
+    assert index_of("other") is None and index_of("r" + "\u0661" * 10) is None
+    assert index_in_line(b'{"recordId": "r0000000007", "modelInput": {"messages": [{"con') == 7
+    assert index_in_line(b'{"modelInput": {"messages": [{"con') is None
     assert is_anthropic("anthropic.claude-3-5-sonnet-20240620-v1:0")
     assert is_anthropic("us.anthropic.claude-sonnet-4-5-20250929-v1:0") and not is_anthropic("amazon.nova-lite-v1:0")
+
+
+# --- reading a job's output file --------------------------------------------------------------------
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        yield
+
+
+def claude_output(**usage: Any) -> dict[str, Any]:
+    return {
+        "id": "msg_bdrk_01",
+        "type": "message",
+        "role": "assistant",
+        "model": CLAUDE,
+        "content": [{"type": "text", "text": "Paris."}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 30, "output_tokens": 5, **usage},
+    }
+
+
+def record(index: int, **fields: Any) -> bytes:
+    return orjson.dumps({"recordId": record_id(index), "modelInput": {"messages": []}, **fields})
+
+
+def read_output(model: str, lines: list[bytes], custom_ids: list[str]) -> list[ResultLine | Unreadable]:
+    """What BedrockProvider.results yields for a job whose output file holds `lines`."""
+    prefix = "batchgw/batch_01/output/"
+    key = f"{prefix}job000000001/input.jsonl.out"
+    boto3.client("s3", region_name="us-east-1").put_object(Bucket=BUCKET, Key=key, Body=b"\n".join(lines) + b"\n")
+    provider = BedrockProvider(deployment(model), boto3.session.Session())
+    return list(provider.results({"batch_id": JOB, "output_prefix": prefix}, custom_ids))
+
+
+@pytest.mark.parametrize(
+    ("model", "good", "wrong_block", "negative", "not_int"),
+    [
+        (
+            CLAUDE,
+            claude_output(),
+            {**claude_output(), "content": [{"type": "text", "text": None}]},
+            claude_output(input_tokens=-3),
+            claude_output(output_tokens=2.5),
+        ),
+        (
+            NOVA,
+            converse_output(),
+            {**converse_output(), "output": {"message": {"content": [["Hello"]]}}},
+            converse_output(outputTokens=-3),
+            converse_output(inputTokens="10"),
+        ),
+    ],
+)
+@pytest.mark.usefixtures("aws")
+def test_output_file_with_every_defect_yields_each_request_once_and_keeps_good_usage(
+    model: str, good: dict[str, Any], wrong_block: dict[str, Any], negative: dict[str, Any], not_int: dict[str, Any]
+) -> None:
+    # Given an output file with good records, each defect, a repeated record and a record too long to read
+    custom_ids = [f"c{i}" for i in range(9)]
+    lines = [
+        record(0, modelOutput=good),
+        b"{not json",
+        b"[1, 2]",
+        record(99, modelOutput=good),
+        orjson.dumps({"recordId": "bogus", "modelOutput": good}),
+        record(1, modelOutput="oops"),
+        record(2, modelOutput=wrong_block),
+        record(3, modelOutput=negative),
+        record(4, modelOutput=not_int),
+        record(5, error={"errorCode": 400, "errorMessage": "Malformed input request: #: bad"}),
+        record(0, modelOutput=converse_output(inputTokens=999) if model == NOVA else claude_output(input_tokens=999)),
+        record(6),
+        record(7, error="throttled"),
+        b'{"recordId": "%s", "modelInput": {"text": "%s"}}' % (record_id(8).encode(), b"a" * MAX_RESULT_LINE_BYTES),
+        b"",
+    ]
+
+    # When the adapter reads it
+    results = read_output(model, lines, custom_ids)
+
+    # Then every request of the file has exactly one line, and nothing raised
+    named = [item.custom_id for item in results if item.custom_id is not None]
+    assert sorted(named) == custom_ids
+    assert [item for item in results if item.custom_id is None] == [
+        Unreadable(None, "a record is not valid JSON"),
+        Unreadable(None, "a record is not a JSON object"),
+        Unreadable(None, "record 'r0000000099' maps to no request"),
+        Unreadable(None, "record 'bogus' maps to no request"),
+    ]
+    by_id = {item.custom_id: item for item in results}
+    first, failed = by_id["c0"], by_id["c5"]
+    assert isinstance(first, ResultLine) and first.succeeded and first.usage is not None
+    assert first.usage.output_tokens == 4 if model == NOVA else 5
+    assert first.usage.input_tokens != 999  # the first record's usage, not the repeat's
+    assert isinstance(failed, ResultLine) and failed.response is not None and failed.response["status_code"] == 400
+    reasons = {item.custom_id: item.reason for item in results if isinstance(item, Unreadable) and item.custom_id}
+    assert sorted(reasons) == ["c1", "c2", "c3", "c4", "c6", "c7", "c8"]
+    assert "'oops'" in reasons["c1"] and "content block 0" in reasons["c2"] and "neither" in reasons["c6"]
+    assert "-3" in reasons["c3"] and "usage" in reasons["c4"] and "'throttled'" in reasons["c7"]
+    assert f"longer than {MAX_RESULT_LINE_BYTES:,} bytes" in reasons["c8"]
