@@ -60,6 +60,16 @@ def extra_routes(azure: tuple[FakeAzureOpenAI, str]) -> str:
 """
 
 
+@pytest.fixture
+def adapter(azure: tuple[FakeAzureOpenAI, str]) -> Iterator[AzureProvider]:
+    """The azure adapter itself, for a deployment at the fake, outside the stack."""
+    _, url = azure
+    deployment = Deployment(name="a", provider="azure", model=DEPLOYMENT, api_base=url, api_key=AZURE_KEY, timeout=1)
+    provider = AzureProvider(deployment)
+    yield provider
+    provider.close()
+
+
 def provider_batch(fake: FakeOpenAI, batch_id: str) -> str:
     """The id of the one provider batch that runs batchgw batch `batch_id`."""
     (found,) = [b.id for b in fake.batches.values() if b.metadata.get("batchgw_batch_id") == batch_id]
@@ -158,19 +168,18 @@ def test_azure_input_still_pending_is_awaited_and_the_batch_runs(
 
 
 def test_azure_input_pending_past_the_deadline_is_busy_and_resumes_from_the_uploaded_file(
-    azure: tuple[FakeAzureOpenAI, str],
+    azure: tuple[FakeAzureOpenAI, str], adapter: AzureProvider
 ) -> None:
     # Given Azure takes longer to process an upload than the submitter's invocation has left
-    fake, url = azure
+    fake, _ = azure
     fake.file_processing_seconds = 60
-    deployment = Deployment(name="a", provider="azure", model=DEPLOYMENT, api_base=url, api_key=AZURE_KEY, timeout=1)
-    provider, journal = AzureProvider(deployment), MemoryJournal("batch_pending")
+    journal = MemoryJournal("batch_pending")
     request = submit_request("batch_pending", DEPLOYMENT, batch_lines(2))
 
     # When it submits with two seconds left
     started_at = time.monotonic()
     with within(Deadline.after(2.0)), pytest.raises(ProviderBusy) as caught:
-        provider.submit(request, journal)
+        adapter.submit(request, journal)
 
     # Then it asks to be retried later, within its deadline, having created nothing but the recorded upload
     assert time.monotonic() - started_at < 2.0
@@ -179,10 +188,27 @@ def test_azure_input_pending_past_the_deadline_is_busy_and_resumes_from_the_uplo
 
     # And once Azure has processed the file, the next try creates the batch from that same upload
     fake.process_files()
-    provider.submit(request, journal)
+    adapter.submit(request, journal)
     assert fake.calls["POST /openai/v1/files"] == 1
     assert fake.batches[journal.refs["batch_id"]].input_file_id == journal.refs["input_file_id"]
-    provider.close()
+
+
+def test_azure_provider_batch_of_another_batchgw_batch_is_never_adopted(
+    azure: tuple[FakeAzureOpenAI, str], adapter: AzureProvider
+) -> None:
+    # Given a provider batch made for batchgw batch A
+    fake, _ = azure
+    claims: dict[str, str] = {}
+    first = MemoryJournal("batch_a", claims)
+    adapter.submit(submit_request("batch_a", DEPLOYMENT, batch_lines(2)), first)
+
+    # When batch B retries a create that may have been lost, its journal naming the same input file
+    second = MemoryJournal("batch_b", claims, input_file_id=first.refs["input_file_id"], create_started="1")
+    adapter.submit(submit_request("batch_b", DEPLOYMENT, batch_lines(2)), second)
+
+    # Then B does not take A's provider batch: it creates its own
+    assert second.refs["batch_id"] != first.refs["batch_id"]
+    assert fake.batches[second.refs["batch_id"]].metadata == {"batchgw_batch_id": "batch_b"}
 
 
 def test_azure_input_file_it_cannot_process_fails_the_batch_with_azures_details(stack: Stack) -> None:
