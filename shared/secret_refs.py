@@ -1,7 +1,8 @@
 """Secret references in settings and the routing file: a literal, env:NAME, ssm:/path or secretsmanager:NAME.
 
 SSM and Secrets Manager values come through Powertools parameters, cached for five minutes so a
-warm function does not call AWS on every request. Values are never logged.
+warm function does not call AWS on every request; `force_fetch` reads past the cache, for a value the
+provider has just refused (a rotated key, an expired token). Values are never logged.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ class SecretError(Exception):
     """A secret reference could not be resolved; the message names the reference, never a value."""
 
 
-def resolve_secret(ref: str) -> str:
-    """The value `ref` stands for."""
+def resolve_secret(ref: str, *, force_fetch: bool = False) -> str:
+    """The value `ref` stands for; with `force_fetch`, read afresh from its store rather than the cache."""
     scheme, sep, name = ref.partition(":")
     if not sep or scheme not in ("env", "ssm", "secretsmanager"):
         return ref
@@ -31,8 +32,8 @@ def resolve_secret(ref: str) -> str:
 
     try:
         if scheme == "ssm":
-            return parameters.get_parameter(name, decrypt=True, max_age=SECRET_CACHE_SECONDS)
-        value = parameters.get_secret(name, max_age=SECRET_CACHE_SECONDS)
+            return parameters.get_parameter(name, decrypt=True, max_age=SECRET_CACHE_SECONDS, force_fetch=force_fetch)
+        value = parameters.get_secret(name, max_age=SECRET_CACHE_SECONDS, force_fetch=force_fetch)
     except parameters.exceptions.GetParameterError as exc:
         # the AWS error names the reference and the reason, never a value
         raise SecretError(f"cannot read {ref!r}: {exc}") from None

@@ -5,20 +5,26 @@ with either the `/openai/v1/` paths or the legacy `/openai/...?api-version=` one
 an Entra bearer token), the deployment name in every line's `body.model`, and answers with capitalised
 statuses, ISO timestamps, null request counts, empty-string file ids, output lines without `id` and an
 empty error file on success, all of which the OpenAI adapter's parsing tolerates.
+
+An Entra token (`ad_token`) expires after about an hour, and an `api_key` may be rotated: each is a secret
+reference read on every call through the Powertools cache, and read afresh when Azure answers 401, so a
+token source refreshed outside batchgw (a rotation function writing the secret) is picked up at once.
+batchgw does not fetch Entra tokens itself.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from shared.providers.openai import OpenAIProvider
+import httpx
+
+from shared.providers.openai import OpenAIProvider, SecretAuth
 from shared.providers.registry import ProviderDeps
 from shared.routing import Deployment
-from shared.secret_refs import resolve_secret
 
 
 def build(deployment: Deployment, deps: ProviderDeps) -> AzureProvider:
-    return AzureProvider(deployment, resolve_secret(deployment.api_key) if deployment.api_key else None)
+    return AzureProvider(deployment)
 
 
 def screen(deployment: Deployment, body: dict[str, Any]) -> None:
@@ -26,14 +32,10 @@ def screen(deployment: Deployment, body: dict[str, Any]) -> None:
 
 
 class AzureProvider(OpenAIProvider):
-    def __init__(self, deployment: Deployment, api_key: str | None) -> None:
-        super().__init__(deployment, api_key)
-        self._ad_token = resolve_secret(deployment.ad_token) if deployment.ad_token else None
-
-    def _headers(self) -> dict[str, str]:
-        if self._ad_token:
-            return {"Authorization": f"Bearer {self._ad_token}"}
-        return {"api-key": self._api_key} if self._api_key else {}
+    def _auth(self) -> httpx.Auth | None:
+        if self._deployment.ad_token:
+            return SecretAuth(self._deployment.ad_token)
+        return SecretAuth(self._deployment.api_key, header="api-key", scheme="") if self._deployment.api_key else None
 
     def _base_url(self) -> str:
         assert self._deployment.api_base is not None  # the routing file requires it for azure

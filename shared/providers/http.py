@@ -13,7 +13,7 @@ import orjson
 from httpx_retries import Retry, RetryTransport
 
 from shared import deadline
-from shared.errors import ProviderError
+from shared.errors import ProviderBusy, ProviderError
 from shared.jsonl import iter_lines
 from shared.providers.base import Journal
 
@@ -92,7 +92,8 @@ def create_once(journal: Journal, *, find: Callable[[], str | None], create: Cal
 
     Records `create_started` (a Unix time) before the first try; every later try, in this call or a
     resumed submission, first looks (`find`) for the batch an earlier one may have made. Retryable errors
-    are retried `retries` times with backoff; `create` itself must never be resent by its client.
+    are retried `retries` times with backoff; `create` itself must never be resent by its client. A
+    ProviderBusy is raised at once: the provider asked to wait longer than a retry here would.
     """
     for attempt in range(retries + 1):
         if "create_started" in journal.refs:
@@ -106,7 +107,7 @@ def create_once(journal: Journal, *, find: Callable[[], str | None], create: Cal
             journal.record(batch_id=create())
             return
         except ProviderError as exc:
-            if not exc.retryable or attempt == retries:
+            if isinstance(exc, ProviderBusy) or not exc.retryable or attempt == retries:
                 raise
             time.sleep(min(0.5 * 2**attempt, 8.0))
 

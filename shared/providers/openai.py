@@ -3,17 +3,26 @@
 Submission records the uploaded file's id, then that a create is under way, then the batch id. A
 create whose answer was lost (a timeout, a 5xx after the batch was made) is found again by its input
 file id before another is tried, so a retry never starts a second provider batch.
+
+Between upload and create it waits, briefly, for the provider to process the file (Azure refuses a batch
+on a file still `pending`); a file still pending, or a deployment whose enqueued-token quota is full
+(Azure's `token_limit_exceeded`), is a ProviderBusy: the batch waits and a later try resumes from the
+recorded file. Every file batchgw uploads, and every result file, is given an expiry, and `cleanup`
+deletes them all: Azure caps a resource at 500 batch files without an expiry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+import re
+import time
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from typing import Any, Final
 
 import httpx
 import orjson
 
-from shared.errors import ProviderError
+from shared import deadline
+from shared.errors import ProviderBusy, ProviderError
 from shared.jsonl import LineTooLong
 from shared.lifecycle import BatchStatus
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable
@@ -24,6 +33,7 @@ from shared.providers.http import (
     cancel,
     create_once,
     json_of,
+    provider_error,
     send,
     stream_lines,
 )
@@ -31,11 +41,29 @@ from shared.providers.registry import ProviderDeps
 from shared.records import Counts, ErrorEntry
 from shared.results import BadUsage, custom_id_in, usage_from_openai
 from shared.routing import Deployment
-from shared.secret_refs import resolve_secret
+from shared.secret_refs import SecretError, resolve_secret
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
 _RESULT_FILES = ("output_file_id", "error_file_id")
 _FIND_PAGES = 5
+_TAG = "batchgw_batch_id"  # the metadata key naming the batchgw batch a provider batch runs
+# Uploads and result files expire after 14 days: the shortest expiry Azure takes (OpenAI takes 1 hour to
+# 30 days), yet longer than any batch needs its files (up to a day waiting for its provider, a day
+# running, an hour past its window, then 7 days of cleanup retries). Files with an expiry also count
+# against Azure's cap of 10,000 files per resource instead of 500.
+FILE_TTL_SECONDS = 14 * 24 * 3600
+# how long one submission waits for its upload to be processed, at most, before asking to be retried
+FILE_WAIT_SECONDS = 60.0
+FILE_RETRY_AFTER = 30.0
+QUOTA_RETRY_AFTER = 60.0
+# the upload's form fields besides the file, nested as the openai SDK writes them, which OpenAI and Azure read
+UPLOAD_FIELDS: Final = {
+    "purpose": "batch",
+    "expires_after[anchor]": "created_at",
+    "expires_after[seconds]": str(FILE_TTL_SECONDS),
+}
+_PROCESSING = frozenset({"pending", "running"})  # Azure's states of a file not yet processed
+_PENDING_REFUSAL = re.compile(r"is in '?(pending|running)'? state", re.IGNORECASE)
 _STATES: dict[str, BatchStatus] = {
     "validating": "validating",
     "inprogress": "in_progress",
@@ -51,7 +79,7 @@ _STATES: dict[str, BatchStatus] = {
 
 
 def build(deployment: Deployment, deps: ProviderDeps) -> OpenAIProvider:
-    return OpenAIProvider(deployment, resolve_secret(deployment.api_key) if deployment.api_key else None)
+    return OpenAIProvider(deployment)
 
 
 def screen(deployment: Deployment, body: dict[str, Any]) -> None:
@@ -127,16 +155,81 @@ def result_line(raw: bytes) -> ResultLine | Unreadable | None:
     )
 
 
+def batch_line(custom_id: str, body: Mapping[str, Any], *, model: str, url: str) -> bytes:
+    """One request as a batch input line for the provider: its model, and the url the batch is created with."""
+    line = {"custom_id": custom_id, "method": "POST", "url": url, "body": {**body, "model": model}}
+    return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def create_body(input_file_id: str, endpoint: str, batch_id: str) -> dict[str, Any]:
+    """The body that creates the provider batch of batchgw batch `batch_id`."""
+    return {
+        "input_file_id": input_file_id,
+        "endpoint": endpoint,
+        "completion_window": "24h",
+        "metadata": {_TAG: batch_id},
+        "output_expires_after": {"anchor": "created_at", "seconds": FILE_TTL_SECONDS},
+    }
+
+
+def busy_refusal(response: httpx.Response) -> ProviderBusy | None:
+    """A refused create that means "not now" (nothing was created): the input file is still being
+    processed, or the deployment's enqueued-token quota is full (Azure says to retry with backoff)."""
+    if response.status_code != 400:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None
+    message = str(error.get("message") or "")
+    if error.get("code") == "token_limit_exceeded":
+        return ProviderBusy(f"create batch: {message}", retry_after=QUOTA_RETRY_AFTER, code="token_limit_exceeded")
+    if _PENDING_REFUSAL.search(message):
+        return ProviderBusy(f"create batch: {message}", retry_after=FILE_RETRY_AFTER)
+    return None
+
+
+class SecretAuth(httpx.Auth):
+    """Sends the value of a secret reference in a header. On a 401 it reads the reference again, past any
+    cache, and resends the request once if the value changed: a rotated key, a refreshed Entra token."""
+
+    def __init__(self, ref: str, *, header: str = "Authorization", scheme: str = "Bearer") -> None:
+        self._ref = ref
+        self._header = header
+        self._scheme = scheme
+
+    def _value(self, *, force_fetch: bool) -> str:
+        try:
+            return resolve_secret(self._ref, force_fetch=force_fetch)
+        except SecretError as exc:
+            raise ProviderError(f"credentials: {exc}", retryable=True, code="provider_auth") from exc
+
+    def _set(self, request: httpx.Request, value: str) -> None:
+        request.headers[self._header] = f"{self._scheme} {value}" if self._scheme else value
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        value = self._value(force_fetch=False)
+        self._set(request, value)
+        response = yield request
+        if response.status_code == 401:
+            fresh = self._value(force_fetch=True)
+            if fresh != value:
+                self._set(request, fresh)
+                yield request
+
+
 class OpenAIProvider:
     """Batches on OpenAI or an OpenAI-compatible batch API."""
 
-    def __init__(self, deployment: Deployment, api_key: str | None) -> None:
+    def __init__(self, deployment: Deployment) -> None:
         self._deployment = deployment
-        self._api_key = api_key
         self._clients = LazyClients()
 
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+    def _auth(self) -> httpx.Auth | None:
+        return SecretAuth(self._deployment.api_key) if self._deployment.api_key else None
 
     def _base_url(self) -> str:
         return (self._deployment.api_base or DEFAULT_API_BASE).rstrip("/")
@@ -145,13 +238,17 @@ class OpenAIProvider:
         return {}
 
     def _client(self, max_retries: int) -> httpx.Client:
-        return build_client(
+        client = build_client(
             base_url=self._base_url(),
-            headers=self._headers(),
+            headers={},
             timeout=self._deployment.timeout,
             max_retries=max_retries,
             params=self._params(),
         )
+        auth = self._auth()
+        if auth is not None:
+            client.auth = auth
+        return client
 
     @property
     def _http(self) -> httpx.Client:
@@ -175,16 +272,16 @@ class OpenAIProvider:
         """Our input with each line's model and url as the provider wants them."""
         model, url = self._deployment.provider_model, self._endpoint(request.endpoint)
         for custom_id, body in request.open_lines():
-            line = {"custom_id": custom_id, "method": "POST", "url": url, "body": {**body, "model": model}}
-            yield orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+            yield batch_line(custom_id, body, model=model, url=url)
 
-    def _upload(self, request: SubmitRequest) -> str:
+    def _upload(self, request: SubmitRequest) -> dict[str, Any]:
+        """Upload the input; the provider's file object."""
         response = send(
             self._http,
             "POST",
             "/files",
             what="upload batch input",
-            data={"purpose": "batch"},
+            data=UPLOAD_FIELDS,
             files={
                 "file": (
                     f"{request.batch_id}.jsonl",
@@ -193,48 +290,84 @@ class OpenAIProvider:
                 )
             },
         )
-        file_id = json_of(response, "upload batch input").get("id")
-        if not isinstance(file_id, str) or not file_id:
+        file = json_of(response, "upload batch input")
+        if not isinstance(file.get("id"), str) or not file["id"]:
             raise ProviderError("upload batch input: the answer has no file id", retryable=True)
-        return file_id
+        return file
 
-    def _find_batch(self, input_file_id: str) -> str | None:
-        """The id of a batch an earlier attempt created from `input_file_id`, if there is one."""
+    def _await_processed(self, file_id: str, file: Mapping[str, Any] | None) -> None:
+        """Return once the provider has processed the input `file_id` (`file`: its object, if at hand).
+
+        Waits with backoff for as long as the invocation's deadline allows, less one call for the create;
+        raises ProviderBusy if it is still being processed then, and ProviderError if processing failed.
+        """
+        budget = FILE_WAIT_SECONDS
+        left = deadline.remaining()
+        if left is not None:
+            budget = min(budget, left - self._deployment.timeout)
+        give_up, pause = time.monotonic() + budget, 0.5
+        while True:
+            if file is None:
+                what = "retrieve batch input"
+                file = json_of(send(self._http, "GET", f"/files/{file_id}", what=what), what)
+            status = str(file.get("status") or "").lower()
+            if status == "error":
+                details = file.get("status_details") or "no details given"
+                raise ProviderError(f"the provider could not process the batch input: {details}", retryable=False)
+            if status not in _PROCESSING:
+                return
+            if time.monotonic() + pause > give_up:
+                message = f"the batch input {file_id} is still {status} at the provider"
+                raise ProviderBusy(message, retry_after=FILE_RETRY_AFTER)
+            time.sleep(pause)
+            file, pause = None, min(pause * 2, 8.0)
+
+    def _find_batch(self, input_file_id: str, request: SubmitRequest, journal: Journal) -> str | None:
+        """The id of the batch an earlier attempt created from `input_file_id` for this batch, if there is one."""
         after: str | None = None
         for _ in range(_FIND_PAGES):
             params: dict[str, str | int] = {"limit": 100, **({"after": after} if after else {})}
             page = json_of(send(self._http, "GET", "/batches", what="list batches", params=params), "list batches")
             data = [b for b in page.get("data") or [] if isinstance(b, dict)]
             for batch in data:
-                if batch.get("input_file_id") == input_file_id and isinstance(batch.get("id"), str):
-                    return str(batch["id"])
+                found, metadata = batch.get("id"), batch.get("metadata")
+                if (
+                    batch.get("input_file_id") == input_file_id
+                    and isinstance(found, str)
+                    and (not isinstance(metadata, dict) or metadata.get(_TAG, request.batch_id) == request.batch_id)
+                    and not journal.claimed_by_another(found)
+                ):
+                    return found
             if not page.get("has_more") or not data:
                 return None
             after = str(data[-1].get("id"))
         return None
 
     def _create(self, request: SubmitRequest, input_file_id: str) -> str:
-        body = {
-            "input_file_id": input_file_id,
-            "endpoint": self._endpoint(request.endpoint),
-            "completion_window": "24h",
-            "metadata": {"batchgw_batch_id": request.batch_id},
-        }
-        response = send(self._http_once, "POST", "/batches", what="create batch", json=body)
+        body = create_body(input_file_id, self._endpoint(request.endpoint), request.batch_id)
+        try:
+            response = self._http_once.post("/batches", json=body)
+        except httpx.TransportError as exc:
+            raise ProviderError(f"create batch: {type(exc).__name__}: {exc}", retryable=True) from exc
+        if response.is_error:
+            raise busy_refusal(response) or provider_error(response, "create batch")
         batch_id = json_of(response, "create batch").get("id")
         if not isinstance(batch_id, str) or not batch_id:
             raise ProviderError("create batch: the answer has no batch id", retryable=True)
         return batch_id
 
     def submit(self, request: SubmitRequest, journal: Journal) -> None:
+        uploaded = None
         if "input_file_id" not in journal.refs:
-            journal.record(input_file_id=self._upload(request))
+            uploaded = self._upload(request)
+            journal.record(input_file_id=uploaded["id"])
         if "batch_id" in journal.refs:
             return
         input_file_id = journal.refs["input_file_id"]
+        self._await_processed(input_file_id, uploaded)
         create_once(
             journal,
-            find=lambda: self._find_batch(input_file_id),
+            find=lambda: self._find_batch(input_file_id, request, journal),
             create=lambda: self._create(request, input_file_id),
             retries=self._deployment.max_retries,
         )

@@ -1,26 +1,37 @@
-"""A fake Azure OpenAI batch API (reference/provider-apis.md section 4), with Azure's quirks.
+"""A fake Azure OpenAI batch API (reference/provider-apis.md sections 4 and 7), with Azure's quirks and traps.
 
 Both URL styles: `/openai/v1/...` and the legacy `/openai/...?api-version=` (which 404s without the
-version, as Azure does). Auth by `api-key` header or an Entra bearer token. Answers as Azure's examples
-do: capitalised statuses, ISO 8601 timestamps, null request counts until the batch ends, `endpoint: null`,
-empty-string file ids, output lines without `id`, and an empty error file on success. Each line's
-`body.model` must be the batch deployment's name.
+version, as Azure does). Auth by `api-key` header or an Entra bearer token; `issue_token` makes tokens that
+expire, as Entra's do after about an hour. Answers as Azure's examples do: capitalised statuses, ISO 8601
+timestamps, null request counts until the batch ends, `endpoint: null`, empty-string file ids, output lines
+without `id` whose chat bodies carry content filter results, and an empty error file on success. Each
+line's `body.model` must be the batch deployment's name.
+
+The traps of section 7: an upload is `pending` for `file_processing_seconds` and a create on it is refused
+with Azure's 400; a create beyond a deployment's `enqueued_token_quota` is refused with 400
+`token_limit_exceeded` until running batches finish; uploads beyond `file_cap_without_expiry` (500 on
+Azure) or `file_cap_with_expiry` (10,000) live files are refused with 400 `quotaExceeded`, result files
+counting too; `expires_after` must be 14 to 30 days.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import JSONResponse
 
-from tests.fakes.openai_upstream import FakeBatch, FakeOpenAI
+from tests.fakes.openai_upstream import FakeBatch, FakeFile, FakeOpenAI, prompt_tokens
 
 AZURE_KEY = "azure-test-key"
 AZURE_AD_TOKEN = "entra-test-token"
 DEPLOYMENT = "gpt-4o-mini-batch"
 EXPIRING_DEPLOYMENT = "fake-expire"  # the base fake expires batches of this model
+# Azure's content filter annotations, on every choice and prompt of a chat body
+FILTERED = {name: {"filtered": False, "severity": "safe"} for name in ("hate", "self_harm", "sexual", "violence")}
 
 _STATUS = {
     "validating": "Validating",
@@ -38,15 +49,59 @@ def _iso(monotonic_at: float, offset: float) -> str:
     return datetime.fromtimestamp(monotonic_at + offset, UTC).isoformat().replace("+00:00", "Z")
 
 
+def enqueued_tokens(requests: int) -> int:
+    """The tokens a batch of `requests` holds of its deployment's quota until it ends (what it will bill)."""
+    return sum(prompt_tokens(index) for index in range(requests))
+
+
+def _azure_error(status: int, code: str, message: str) -> JSONResponse:
+    """An error as Azure words it: `code` and `message` only."""
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
 class FakeAzureOpenAI(FakeOpenAI):
     PREFIXES = ("/openai/v1", "/openai")
+    PROCESSING_STATUS = "pending"
+    EXPIRY_SECONDS = (1_209_600, 2_592_000)
+
+    def __init__(self, *, processing_seconds: float = 1.0) -> None:
+        super().__init__(processing_seconds=processing_seconds)
+        self.api_keys = {AZURE_KEY}
+        self.tokens: dict[str, float] = {AZURE_AD_TOKEN: math.inf}  # Entra token -> when it expires (monotonic)
+        self.enqueued_token_quota: dict[str, int] = {}  # deployment -> the most tokens its running batches hold
+        self.file_cap_without_expiry = 500
+        self.file_cap_with_expiry = 10_000
+
+    def issue_token(self, lifetime: float) -> str:
+        """A new Entra token, refused `lifetime` seconds from now."""
+        token = self.next_id("entra-")
+        self.tokens[token] = time.monotonic() + lifetime
+        return token
+
+    def expire_tokens(self) -> None:
+        """As if their hour had passed: every Entra token issued so far is refused from now on."""
+        self.tokens = dict.fromkeys(self.tokens, 0.0)
 
     def authorized(self, request: Request) -> bool:
         if not request.url.path.startswith("/openai/v1/") and "api-version" not in request.query_params:
             return False
-        return request.headers.get("api-key") == AZURE_KEY or (
-            request.headers.get("authorization") == f"Bearer {AZURE_AD_TOKEN}"
-        )
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme == "Bearer":
+            return time.monotonic() < self.tokens.get(token, 0.0)
+        return request.headers.get("api-key") in self.api_keys
+
+    def unauthorized(self, request: Request) -> JSONResponse:
+        if "authorization" in request.headers:
+            message = (
+                "Unauthorized. Access token is missing, invalid, audience is incorrect "
+                "(https://cognitiveservices.azure.com), or have expired."
+            )
+        else:
+            message = (
+                "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a "
+                "valid key for an active subscription and use a correct regional API endpoint for your resource."
+            )
+        return _azure_error(401, "401", message)
 
     def check_lines(self, lines: list[dict[str, Any]]) -> str | None:
         for line in lines:
@@ -56,12 +111,59 @@ class FakeAzureOpenAI(FakeOpenAI):
                 return f"unsupported url {line['url']!r}"
         return None
 
+    def live_files(self, *, expiring: bool) -> int:
+        return sum((f.expires_at is not None) == expiring for f in self.files.values())
+
+    def upload_refusal(self, expires: bool) -> JSONResponse | None:
+        cap = self.file_cap_with_expiry if expires else self.file_cap_without_expiry
+        if self.live_files(expiring=expires) < cap:
+            return None
+        kind = "with" if expires else "without"
+        self.calls["refused:quotaExceeded"] += 1
+        message = f"The quota for files {kind} expiry is reached. The maximum is {cap}."
+        return _azure_error(400, "quotaExceeded", message)
+
+    def create_refusal(self, file: FakeFile, lines: list[dict[str, Any]]) -> JSONResponse | None:
+        status, _ = self.file_status(file)
+        if status != "processed":
+            # Azure's words (Microsoft Q&A 2203029); its code for this refusal is not documented
+            message = (
+                f"The input file {file.id} is in '{status}' state. Only files with status 'Processed' are accepted."
+            )
+            self.calls[f"refused:{status}"] += 1
+            return JSONResponse({"error": {"code": None, "message": message}}, status_code=400)
+        deployment = str(lines[0]["body"].get("model")) if lines else ""
+        quota = self.enqueued_token_quota.get(deployment)
+        if quota is None:
+            return None
+        for batch in self.batches.values():
+            self.advance(batch)
+        running = [b for b in self.batches.values() if b.active and b.model == deployment]
+        if sum(enqueued_tokens(len(b.lines)) for b in running) + enqueued_tokens(len(lines)) <= quota:
+            return None
+        self.calls["refused:token_limit_exceeded"] += 1
+        message = (
+            f"The number of enqueued tokens has surpassed the configured limit of {quota} for the deployment "
+            f"'{deployment}'. Please either increase the limit or try again once the current jobs have finished."
+        )
+        error = {"code": "token_limit_exceeded", "message": message, "param": None, "type": "invalid_request_error"}
+        return JSONResponse({"error": error}, status_code=400)
+
+    def response_body(self, line: dict[str, Any], index: int, created: int) -> tuple[dict[str, Any], int, int]:
+        body, prompt, completion = super().response_body(line, index, created)
+        if body.get("object") == "chat.completion":
+            body["choices"] = [choice | {"content_filter_results": FILTERED} for choice in body["choices"]]
+            body["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": FILTERED}]
+        return body, prompt, completion
+
     def output_line(self, index: int, custom_id: str, response: Any, error: Any) -> dict[str, Any]:
         return {"custom_id": custom_id, "response": response, "error": error}
 
     def store_results(self, batch: FakeBatch, output: bytes, errors: bytes) -> None:
-        batch.output_file_id = self.store("batch_output", output) if output else None
-        batch.error_file_id = self.store("batch_output", errors)  # empty on success, as Azure does
+        expires = batch.output_expires_after
+        batch.output_file_id = self.store("batch_output", output, expires_after=expires) if output else None
+        # an error file even when empty, as Azure makes one
+        batch.error_file_id = self.store("batch_output", errors, expires_after=expires)
 
     def batch_json(self, batch: FakeBatch) -> dict[str, Any]:
         body = super().batch_json(batch)

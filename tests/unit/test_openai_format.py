@@ -1,14 +1,25 @@
-"""Reading OpenAI-compatible batch objects and lines, including Azure's documented quirks."""
+"""Reading OpenAI-compatible batch objects, lines and refusals, including Azure's documented quirks, and the
+credentials the adapter sends."""
 
 from __future__ import annotations
 
+import httpx
 import orjson
 import pytest
 
-from shared.errors import ProviderError
+from shared.errors import ProviderBusy, ProviderError
 from shared.providers.base import LineUsage, ResultLine, Unreadable
-from shared.providers.openai import counts_of, errors_of, openai_state, result_line
+from shared.providers.openai import (
+    FILE_RETRY_AFTER,
+    SecretAuth,
+    busy_refusal,
+    counts_of,
+    errors_of,
+    openai_state,
+    result_line,
+)
 from shared.records import Counts
+from shared.results import checked
 
 # an Azure OpenAI batch as its older REST examples show it
 AZURE_BATCH = {
@@ -120,3 +131,106 @@ def test_blank_lines_are_skipped() -> None:
 def test_broken_lines_are_unreadable_for_the_custom_id_they_show(raw: bytes, custom_id: str | None, why: str) -> None:
     parsed = result_line(raw)
     assert isinstance(parsed, Unreadable) and parsed.custom_id == custom_id and why in parsed.reason
+
+
+@pytest.mark.parametrize(
+    ("response", "why"),
+    [
+        ({"status_code": "200", "body": {"usage": {"prompt_tokens": 3}}}, "status_code '200' is not an HTTP status"),
+        ({"request_id": "r", "body": {"usage": {"prompt_tokens": 3}}}, "status_code None is not an HTTP status"),
+        ({"status_code": 200, "body": "<html>bad gateway</html>"}, "body is not a JSON object"),
+        ({"status_code": 200, "body": ["a"]}, "body is not a JSON object"),
+    ],
+)
+def test_lines_whose_response_is_malformed_become_unreadable_before_they_are_written(
+    response: dict[str, object], why: str
+) -> None:
+    parsed = result_line(orjson.dumps({"custom_id": "c", "response": response, "error": None}))
+    assert isinstance(parsed, ResultLine)
+    checked_line = checked(parsed)
+    assert isinstance(checked_line, Unreadable) and checked_line.custom_id == "c" and why in checked_line.reason
+
+
+# --- a create Azure refuses for now -------------------------------------------------------------------------
+
+PENDING = "The input file file-abc is in 'pending' state. Only files with status 'Processed' are accepted."
+QUOTA = (
+    "The number of enqueued tokens has surpassed the configured limit of 30K for the deployment 'gpt-4.1-batch'. "
+    "Please either increase the limit or try again once the current jobs have finished."
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "retry_after"),
+    [
+        (400, {"code": None, "message": PENDING}, FILE_RETRY_AFTER),
+        (400, {"code": "token_limit_exceeded", "message": QUOTA, "param": None, "type": "invalid_request_error"}, 60),
+    ],
+)
+def test_create_refused_for_a_pending_file_or_a_full_token_quota_is_busy(
+    status: int, error: dict[str, object], retry_after: float
+) -> None:
+    busy = busy_refusal(httpx.Response(status, json={"error": error}))
+    assert isinstance(busy, ProviderBusy) and busy.retry_after == retry_after
+    assert str(error["message"]) in busy.message
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(400, json={"error": {"code": "invalid_request", "message": "url_mismatch on line 2"}}),
+        httpx.Response(400, json={"error": "The input file is in 'pending' state"}),
+        httpx.Response(400, content=b"<html>Bad Request</html>"),
+        httpx.Response(400, json=["pending state"]),
+        httpx.Response(429, json={"error": {"code": "token_limit_exceeded", "message": "slow down"}}),
+    ],
+)
+def test_other_refusals_are_not_busy(response: httpx.Response) -> None:
+    assert busy_refusal(response) is None
+
+
+# --- credentials read again on a 401 -----------------------------------------------------------------------
+
+
+def test_secret_auth_reads_a_refused_secret_again_and_resends_once_if_it_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a provider that takes only "new", and a key reference that still reads "old"
+    monkeypatch.setenv("ROTATING_KEY", "old")
+    seen: list[str | None] = []
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("api-key"))
+        return httpx.Response(200 if request.headers.get("api-key") == "new" else 401)
+
+    auth = SecretAuth("env:ROTATING_KEY", header="api-key", scheme="")
+    client = httpx.Client(transport=httpx.MockTransport(provider), auth=auth)
+
+    # When a call is refused and the reference still reads the same: it is not resent
+    assert client.get("https://azure.example/files").status_code == 401
+    assert seen == ["old"]
+
+    # When a call is refused and the reference reads a new value meanwhile: it is resent once with it
+    def rotating(request: httpx.Request) -> httpx.Response:
+        answer = provider(request)
+        monkeypatch.setenv("ROTATING_KEY", "new")  # the rotation lands as the old key is refused
+        return answer
+
+    client = httpx.Client(transport=httpx.MockTransport(rotating), auth=auth)
+    assert client.get("https://azure.example/files").status_code == 200
+    assert seen == ["old", "old", "new"]
+
+
+def test_secret_auth_sends_a_bearer_token_and_an_unresolvable_reference_is_a_provider_error() -> None:
+    seen: list[str | None] = []
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(200)
+
+    httpx.Client(transport=httpx.MockTransport(provider), auth=SecretAuth("sk-literal")).get("https://x.example/")
+    assert seen == ["Bearer sk-literal"]
+    client = httpx.Client(transport=httpx.MockTransport(provider), auth=SecretAuth("env:NOT_SET_ANYWHERE_AT_ALL"))
+    with pytest.raises(ProviderError) as caught:
+        client.get("https://x.example/")
+    assert caught.value.code == "provider_auth" and "NOT_SET_ANYWHERE_AT_ALL" in caught.value.message
