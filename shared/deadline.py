@@ -54,6 +54,11 @@ def within(deadline: Deadline) -> Iterator[None]:
         _current.reset(token)
 
 
+def current() -> Deadline | None:
+    """The deadline the current block runs under, to hand to the threads it starts."""
+    return _current.get()
+
+
 def remaining() -> float | None:
     """Seconds left under the current deadline; None when there is none."""
     deadline = _current.get()

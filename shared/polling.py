@@ -132,7 +132,9 @@ class Poller:
     def _listed(self, batches: list[BatchRecord], deadline: Deadline) -> dict[str, ProviderStatus]:
         """The statuses of the group's running provider batches, from the provider's list pages; {} when it has
         none or they fail (each batch is then retrieved on its own)."""
-        running = [b.provider_refs for b in batches if b.finalize_to is None and "batch_id" in b.provider_refs]
+        running = [b for b in batches if b.finalize_to is None and "batch_id" in b.provider_refs]
+        # newest submitted first, as the provider's list pages are
+        running.sort(key=lambda b: (b.in_progress_at or b.created_at, b.id), reverse=True)
         deployment = self.routing.deployment(batches[0].deployment)
         if len(running) < LIST_FROM or deployment is None:
             return {}
@@ -141,7 +143,7 @@ class Poller:
             return {}
         try:
             with within(deadline):
-                return provider.list_statuses(running)
+                return provider.list_statuses([b.provider_refs for b in running])
         except ProviderError as exc:
             logger.warning("listing the provider's batches failed; retrieving each", extra={"error": exc.message})
             return {}

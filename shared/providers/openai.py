@@ -37,6 +37,7 @@ from shared.providers.http import (
     send,
     stream_lines,
 )
+from shared.providers.listing import Page, statuses_from_pages
 from shared.providers.registry import ProviderDeps
 from shared.records import Counts, ErrorEntry
 from shared.results import BadUsage, custom_id_in, usage_from_openai
@@ -46,6 +47,7 @@ from shared.secret_refs import SecretError, resolve_secret
 DEFAULT_API_BASE = "https://api.openai.com/v1"
 _RESULT_FILES = ("output_file_id", "error_file_id")
 _FIND_PAGES = 5
+_LIST_PAGE = 100  # the most OpenAI's list takes
 _TAG = "batchgw_batch_id"  # the metadata key naming the batchgw batch a provider batch runs
 # Uploads and result files expire after 14 days: the shortest expiry Azure takes (OpenAI takes 1 hour to
 # 30 days), yet longer than any batch needs its files (up to a day waiting for its provider, a day
@@ -118,6 +120,14 @@ def errors_of(batch: Mapping[str, Any]) -> tuple[ErrorEntry, ...]:
         for e in data or ()
         if isinstance(e, dict)
     )
+
+
+def _status_of(batch: Mapping[str, Any]) -> ProviderStatus | None:
+    """A listed batch's status; None when it cannot be read (the poller then retrieves that batch)."""
+    try:
+        return ProviderStatus(openai_state(batch.get("status")), counts_of(batch), errors_of(batch))
+    except (ProviderError, ValueError, TypeError):
+        return None
 
 
 def result_line(raw: bytes) -> ResultLine | Unreadable | None:
@@ -376,6 +386,17 @@ class OpenAIProvider:
 
     def _batch(self, batch_id: str) -> dict[str, Any]:
         return json_of(send(self._http, "GET", f"/batches/{batch_id}", what="retrieve batch"), "retrieve batch")
+
+    def list_statuses(self, refs: Sequence[Mapping[str, str]]) -> dict[str, ProviderStatus]:
+        """Read from `GET /batches` pages (100 a page, newest first, entered after our own batches' ids)."""
+
+        def fetch(after: str | None) -> Page:
+            params: dict[str, str | int] = {"limit": _LIST_PAGE, **({"after": after} if after else {})}
+            page = json_of(send(self._http, "GET", "/batches", what="list batches", params=params), "list batches")
+            shown = [b for b in page.get("data") or [] if isinstance(b, dict) and isinstance(b.get("id"), str)]
+            return [(b["id"], _status_of(b)) for b in shown], bool(page.get("has_more"))
+
+        return statuses_from_pages([r["batch_id"] for r in refs], fetch, page_size=_LIST_PAGE)
 
     def refresh(self, refs: Mapping[str, str]) -> ProviderStatus:
         batch = self._batch(refs["batch_id"])

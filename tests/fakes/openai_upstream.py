@@ -482,6 +482,8 @@ def _list_batches(request: Request, limit: int = 20, after: str | None = None) -
         if after is not None:
             ordered = [b for b in ordered if b.id < after]
         page = ordered[:limit]
+        for batch in page:  # time passes for listed batches as for retrieved ones
+            fake.advance(batch)
         return JSONResponse(
             {"object": "list", "data": [fake.batch_json(b) for b in page], "has_more": len(ordered) > limit}
         )
