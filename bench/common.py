@@ -19,7 +19,7 @@ import orjson
 from batchgw.devstack import DevStack, StackNames
 from shared import ids
 from shared.files import blob_key
-from shared.records import BatchInputInfo, BatchRecord, Counts, FileRecord
+from shared.records import BatchInputInfo, BatchRecord, Counts, FileRecord, ModelBounds
 from shared.routing import BUILTIN_DEV, Deployment
 from shared.storage.ports import FileStore
 
@@ -160,7 +160,8 @@ def write_lines(path: Path, *, kind: str, lines: int, total_mb: float, model: st
 def put_input_file(files: FileStore, *, model: str, line_count: int) -> str:
     """A batch input file's record, as validation would leave it (its content is never read here)."""
     file_id = ids.new_id(ids.FILE)
-    info = BatchInputInfo(line_count=line_count, endpoint="/v1/chat/completions", model=model)
+    bounds = ModelBounds(lines=line_count)
+    info = BatchInputInfo(line_count=line_count, endpoint="/v1/chat/completions", models={model: bounds})
     files.put(
         FileRecord(
             id=file_id,

@@ -11,26 +11,54 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from shared import ids, lifecycle, notifications
 from shared.auth import Principal
 from shared.errors import AdmitRefused, BudgetExceeded, InvalidRequest, NotFound, PublishFailed, StaleState
 from shared.files import Files, readable
 from shared.jsonl import ENDPOINTS, normalize_endpoint
-from shared.pricing import max_cost
+from shared.pricing import input_cost, max_cost, output_bound
 from shared.providers.registry import check_input
 from shared.records import BatchInputInfo, BatchRecord, Counts, FileRecord
 from shared.routing import Deployment, RoutingConfig, place
 from shared.storage.bus import BATCH_CREATED
 from shared.storage.dynamo import money
 from shared.storage.ports import BatchStore, Bus, ClaimStore, KeyStore, Page
-from shared.wire import CreateBatchRequest
+from shared.wire import CreateBatchRequest, EstimateRequest
 
 logger = logging.getLogger(__name__)
 
 COMPLETION_WINDOW_SECONDS = 24 * 3600
+MAX_MODELS = 20  # models one batch may name: one run each, admitted in one transaction with the batch
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEstimate:
+    requests: int
+    input_tokens: int  # estimated (shared/tokens.py)
+    max_output_tokens: int
+    input_cost: Decimal  # the estimated prompts at batch prices
+    max_cost: Decimal  # the bound a create holds against the budget
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetView:
+    max_budget: Decimal
+    spend: Decimal
+    reserved: Decimal
+    fits: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    input_file_id: str
+    models: dict[str, ModelEstimate]
+    budget: BudgetView | None
 
 
 class Batches:
@@ -54,45 +82,98 @@ class Batches:
         self._clock = clock
 
     def create(self, principal: Principal, request: CreateBatchRequest) -> BatchRecord:
-        file, info, deployments = self._runnable(principal, request.input_file_id, request.endpoint)
-        maximum = money(max(max_cost(d, info.bounds) for d in deployments))
+        file, info, plan = self._runnable(principal, request.input_file_id, request.endpoint)
+        maximum = sum(self._maxima(info, plan).values(), Decimal(0))
         self._check_budget(principal, maximum)
         now = int(self._clock())
+        fields: dict[str, Any] = {
+            "owner": principal.owner,
+            "endpoint": info.endpoint,
+            "input_file_id": file.id,
+            "created_at": now,
+            "expires_at": now + COMPLETION_WINDOW_SECONDS,
+            "metadata": request.metadata,
+            "output_expires_after": request.output_expires_after.seconds if request.output_expires_after else None,
+            "updated_at": now,
+        }
+        batch_id = ids.new_id(ids.BATCH)
+        runs = () if len(plan) == 1 else self._runs(batch_id, info, plan, fields)
         record = BatchRecord(
-            id=ids.new_id(ids.BATCH),
-            owner=principal.owner,
-            endpoint=info.endpoint,
-            input_file_id=file.id,
-            created_at=now,
-            expires_at=now + COMPLETION_WINDOW_SECONDS,
-            metadata=request.metadata,
+            id=batch_id,
             model=info.model,
-            deployment=place(deployments, avoid=self._failing(deployments, now)).key,
+            deployment="" if runs else self._place(plan[info.model], now),
             request_counts=Counts(total=info.line_count),
-            output_expires_after=request.output_expires_after.seconds if request.output_expires_after else None,
             reserved=maximum,
-            updated_at=now,
+            runs=tuple(r.id for r in runs),
+            **fields,
         )
         try:
-            self._batches.admit(record, max_budget=principal.max_budget)
+            self._batches.admit(record, runs=runs, max_budget=principal.max_budget)
         except AdmitRefused as exc:
             if exc.reason == "budget":  # a concurrent batch took the room
                 raise self._over_budget(principal, maximum) from None
             raise NotFound(f"No such File object: {file.id}", param="input_file_id") from None
         notifications.status_changed(self._bus, record, None)
-        try:
-            self._bus.publish(BATCH_CREATED, {"batch_id": record.id})
-        except PublishFailed:
-            logger.warning(
-                "batch created but its event was not published; the poller will submit it",
-                extra={"batch_id": record.id},
-            )
+        for submitted in runs or (record,):
+            try:
+                self._bus.publish(BATCH_CREATED, {"batch_id": submitted.id})
+            except PublishFailed:
+                logger.warning(
+                    "batch created but its event was not published; the poller will submit it",
+                    extra={"batch_id": submitted.id},
+                )
         return record
+
+    def _runs(
+        self, batch_id: str, info: BatchInputInfo, plan: Mapping[str, list[Deployment]], fields: Mapping[str, Any]
+    ) -> tuple[BatchRecord, ...]:
+        """One run per model of a batch of several models, each placed on a deployment of its model."""
+        now = int(self._clock())
+        return tuple(
+            BatchRecord(
+                id=ids.new_id(ids.BATCH),
+                parent=batch_id,
+                model=model,
+                deployment=self._place(deployments, now),
+                request_counts=Counts(total=info.models[model].lines),
+                **fields,
+            )
+            for model, deployments in plan.items()
+        )
+
+    def estimate(self, principal: Principal, request: EstimateRequest) -> Estimate:
+        """What a batch of this file would cost: its prompts' estimated price and the most it can cost (what
+        creating it would hold against the budget), checked as creating it would be, creating nothing."""
+        file, info, plan = self._runnable(principal, request.input_file_id, request.endpoint)
+        maxima = self._maxima(info, plan)
+        models = {
+            model: ModelEstimate(
+                requests=info.models[model].lines,
+                input_tokens=info.models[model].estimated_input_tokens,
+                max_output_tokens=max(output_bound(d, info.models[model]) for d in deployments),
+                input_cost=money(max(input_cost(d, info.models[model].estimated_input_tokens) for d in deployments)),
+                max_cost=maxima[model],
+            )
+            for model, deployments in plan.items()
+        }
+        budget = None
+        if principal.max_budget is not None:
+            left, spend, reserved = self._budget_left(principal)
+            budget = BudgetView(principal.max_budget, spend, reserved, fits=sum(maxima.values()) <= left)
+        return Estimate(input_file_id=file.id, models=models, budget=budget)
+
+    def _maxima(self, info: BatchInputInfo, plan: Mapping[str, list[Deployment]]) -> dict[str, Decimal]:
+        """Each model's most expensive deployment's bound: a batch may move between a model's deployments."""
+        return {model: money(max(max_cost(d, info.models[model]) for d in deps)) for model, deps in plan.items()}
+
+    def _place(self, deployments: list[Deployment], now: int) -> str:
+        return place(deployments, avoid=self._failing(deployments, now)).key
 
     def _runnable(
         self, principal: Principal, input_file_id: str, endpoint: str
-    ) -> tuple[FileRecord, BatchInputInfo, list[Deployment]]:
-        """The input file, what it holds and the deployments that may run it: every check a batch must pass."""
+    ) -> tuple[FileRecord, BatchInputInfo, dict[str, list[Deployment]]]:
+        """The input file, what it holds and the deployments that may run each of its models: every check a
+        batch must pass."""
         file = self._files.get(principal, input_file_id, param="input_file_id")
         info = file.batch_input
         if file.purpose != "batch" or info is None:
@@ -114,15 +195,24 @@ class Batches:
                 code="url_mismatch",
                 param="endpoint",
             )
-        deployments = self._routing.deployments_for(info.model)
-        if not deployments:
+        if len(info.models) > MAX_MODELS:
             raise InvalidRequest(
-                f"The model '{info.model}' is not served by this gateway.", code="model_not_found", param="model"
+                f"A batch can name at most {MAX_MODELS} models; this file names {len(info.models)}.",
+                code="too_many_models",
+                param="input_file_id",
             )
-        principal.check_model(info.model)
-        for deployment in deployments:
-            check_input(deployment, info)
-        return file, info, deployments
+        plan: dict[str, list[Deployment]] = {}
+        for model, bounds in info.models.items():
+            deployments = self._routing.deployments_for(model)
+            if not deployments:
+                raise InvalidRequest(
+                    f"The model '{model}' is not served by this gateway.", code="model_not_found", param="model"
+                )
+            principal.check_model(model)
+            for deployment in deployments:
+                check_input(deployment, endpoint=info.endpoint, model=model, requests=bounds.lines)
+            plan[model] = deployments
+        return file, info, plan
 
     def _failing(self, deployments: list[Deployment], now: int) -> set[str]:
         """The deployments that failed a submission lately (looked up only when there is a choice)."""
@@ -158,14 +248,27 @@ class Batches:
             if ids.is_id(batch_id, ids.BATCH)
             else None
         )
-        if record is None or not principal.can_see(record.owner):
+        if record is None or record.parent is not None or not principal.can_see(record.owner):
             raise NotFound(f"No such Batch object: {batch_id}", param="batch_id")
-        return record
+        return self._with_progress(record)
+
+    def _with_progress(self, record: BatchRecord) -> BatchRecord:
+        """A running batch of several models shows its runs' progress, summed."""
+        if not record.runs or lifecycle.is_terminal(record.status):
+            return record
+        runs = self._batches.get_many(record.runs)
+        counts = Counts(
+            total=record.request_counts.total,
+            completed=sum(r.request_counts.completed for r in runs),
+            failed=sum(r.request_counts.failed for r in runs),
+        )
+        return record.model_copy(update={"request_counts": counts})
 
     def list(self, principal: Principal, *, after: str | None, limit: int) -> Page[BatchRecord]:
         if after is not None and not ids.is_id(after, ids.BATCH):
             raise InvalidRequest(f"Invalid 'after' cursor: {after[:64]!r}", code="invalid_cursor", param="after")
-        return self._batches.page(principal.scope, after=after, limit=limit)
+        page = self._batches.page(principal.scope, after=after, limit=limit)
+        return Page([self._with_progress(b) for b in page.items], page.has_more)
 
     def cancel(self, principal: Principal, batch_id: str) -> BatchRecord:
         """Move the batch to `cancelling`; the poller tells the provider and waits for it to confirm."""
@@ -183,4 +286,7 @@ class Batches:
                 record = self.get(principal, batch_id)
                 continue
             notifications.status_changed(self._bus, cancelling, record.status)
-            return cancelling
+            for run in self._batches.get_many(record.runs):
+                with suppress(StaleState):  # a run that has ended already keeps its results
+                    self._batches.request_cancel(run, now=int(self._clock()))
+            return self._with_progress(cancelling)

@@ -10,6 +10,9 @@ rates, then one DynamoDB transaction moves the batch to its final status, stores
 releases the input file and the budget reservation and books the real cost on the owner's spend. The
 transaction is conditional on the batch still waiting for completion, so a repeated or concurrent
 delivery books nothing. Then what batchgw put at the provider is removed (retried by the poller).
+
+A run of a batch of several models (shared/runs.py) leaves its lines as parts and books only itself; its
+batch's completion concatenates the parts and books the whole once.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from shared import lifecycle, notifications
@@ -30,6 +33,7 @@ from shared.providers.registry import ProviderSource
 from shared.records import BatchRecord, Cost, Counts, ErrorEntry, FileRecord, Usage
 from shared.results import checked, invalid_request_line, not_run, provider_error_line, render
 from shared.routing import Deployment, RoutingConfig
+from shared.runs import Runs
 from shared.storage.ports import BatchStore, Blobs, BlobSink, Booking, Bus, SpendEntry
 from shared.submission import read_rejections, rejections_key
 
@@ -48,19 +52,27 @@ class Completed:
     priced: bool
     unreadable: int  # provider lines that named no request of the batch
     repeated: int  # provider lines for a request that already had its line
+    run: bool = False  # a run of a batch of several models: its batch books it
 
 
-class _ResultFiles:
-    """The output and error files being written, with their counts."""
+class ResultFiles:
+    """The output and error files being written, with their counts: a batch's files (under the ids reserved
+    when its run ended), or the parts a run of a batch of several models leaves for its batch."""
 
     def __init__(self, blobs: Blobs, batch: BatchRecord) -> None:
         assert batch.reserved_output_file_id and batch.reserved_error_file_id
         self.output_id, self.error_id = batch.reserved_output_file_id, batch.reserved_error_file_id
-        self.output = blobs.writer(blob_key(self.output_id), "application/jsonl")
-        self.errors = blobs.writer(blob_key(self.error_id), "application/jsonl")
+        keys = (
+            (part_key(batch, "output"), part_key(batch, "errors"))
+            if batch.parent
+            else (blob_key(self.output_id), blob_key(self.error_id))
+        )
+        self.output = blobs.writer(keys[0], "application/jsonl")
+        self.errors = blobs.writer(keys[1], "application/jsonl")
         self.completed = 0
         self.failed = 0
-        self._batch_id = batch.id
+        self._batch_id = batch.parent or batch.id
+        self._parts = batch.parent is not None
 
     def write(self, line: ResultLine) -> None:
         if line.succeeded:
@@ -71,8 +83,9 @@ class _ResultFiles:
             self.failed += 1
 
     def commit(self) -> None:
+        """Make the files that have lines (a run's parts always, so its batch finds them)."""
         for writer, count in ((self.output, self.completed), (self.errors, self.failed)):
-            if count:
+            if count or self._parts:
                 writer.commit()
             else:
                 writer.abort()
@@ -104,10 +117,15 @@ class _ResultFiles:
         )
 
 
+def part_key(run: BatchRecord, kind: str) -> str:
+    """Where a run of a batch of several models leaves its `output` or `errors` lines for its batch."""
+    return f"batches/{run.parent}/runs/{run.id}/{kind}.jsonl"
+
+
 class _Tally:
     """Each request's one line: the first a provider gives for it wins, later ones are counted."""
 
-    def __init__(self, files: _ResultFiles, pricer: BatchPricer | None, expected: list[str]) -> None:
+    def __init__(self, files: ResultFiles, pricer: BatchPricer | None, expected: list[str]) -> None:
         self._files = files
         self._pricer = pricer
         self._expected = frozenset(expected)
@@ -138,6 +156,9 @@ class _Tally:
             self._pricer.add(line.usage)
 
 
+_UNAVAILABLE = ErrorEntry(code="results_unavailable", message="The provider's results could not be retrieved.")
+
+
 @dataclass(frozen=True, slots=True)
 class Completion:
     batches: BatchStore
@@ -147,25 +168,25 @@ class Completion:
     routing: RoutingConfig
     clock: Callable[[], float] = time.time
 
+    @property
+    def _runs(self) -> Runs:
+        return Runs(self.batches, self.bus, self.clock)
+
     def complete(self, batch_id: str, *, without_results: bool = False) -> Completed | None:
-        """Finalize one ended batch; None when there is nothing to do (already done, or not ended)."""
+        """Finalize one ended batch (or run); None when there is nothing to do (already done, or not ended)."""
         batch = self.batches.get(batch_id)
         if batch is None or batch.finalize_to is None:
             logger.info("nothing to complete", extra={"batch_id": batch_id})
             return None
-        outcome: Outcome = batch.finalize_to
-        errors = batch.errors
-        if without_results:
-            outcome = "failed"
-            unavailable = ErrorEntry(
-                code="results_unavailable", message="The provider's results could not be retrieved."
-            )
-            errors = (*errors, unavailable)
+        if batch.runs:
+            return self._merge(batch)
+        outcome: Outcome = "failed" if without_results else batch.finalize_to
+        errors = (*batch.errors, _UNAVAILABLE) if without_results else batch.errors
         deployment = self.routing.deployment(batch.deployment)
         rejected = read_rejections(self.blobs, batch)
-        sent = [c for c in read_custom_ids(self.blobs, batch.input_file_id) if c not in rejected]
+        sent = [c for c in self._custom_ids(batch) if c not in rejected]
         pricer = BatchPricer(deployment) if deployment else None
-        files = _ResultFiles(self.blobs, batch)
+        files = ResultFiles(self.blobs, batch)
         tally = _Tally(files, pricer, sent)
         try:
             if deployment is not None and "batch_id" in batch.provider_refs and not without_results:
@@ -181,16 +202,27 @@ class Completion:
             files.abort()
             raise
         done = self._book(batch, outcome, errors, files, pricer, tally)
-        if done is not None and deployment is not None:
-            self._clean_up(batch, deployment)
+        if done is not None:
+            if deployment is not None:
+                self._clean_up(batch, deployment)
+            if batch.parent is not None:
+                self._runs.finished(batch)
         return done
+
+    def _custom_ids(self, batch: BatchRecord) -> list[str]:
+        """The custom_ids `batch` runs: its input's, or, for a run, those of its model."""
+        if batch.parent is None:
+            return read_custom_ids(self.blobs, batch.input_file_id)
+        parent = self.batches.get(batch.parent)
+        index = parent.runs.index(batch.id) if parent is not None and batch.id in parent.runs else -1
+        return read_custom_ids(self.blobs, batch.input_file_id, model=index)
 
     def _book(
         self,
         batch: BatchRecord,
         outcome: Outcome,
         errors: tuple[ErrorEntry, ...],
-        files: _ResultFiles,
+        files: ResultFiles,
         pricer: BatchPricer | None,
         tally: _Tally,
     ) -> Completed | None:
@@ -203,50 +235,73 @@ class Completion:
                 extra={"batch_id": batch.id, "model": batch.model},
             )
         counts = Counts(total=files.completed + files.failed, completed=files.completed, failed=files.failed)
-        status = lifecycle.final_status(batch.status, outcome)
-        records = files.records(batch, now)
         day = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
         booking = Booking(
-            status=status,
+            status=lifecycle.final_status(batch.status, outcome),
             at=now,
             counts=counts,
             usage=usage,
             cost=cost,
             errors=errors,
-            files=records,
-            spend=SpendEntry(batch.owner, day, batch.model, cost, usage, files.completed + files.failed),
+            files=() if batch.parent else files.records(batch, now),
+            spend=(SpendEntry(batch.owner, day, batch.model, cost, usage, counts.total),),
             cleanup=bool(batch.provider_refs),
         )
+        done = self._finish(batch, booking, files)
+        if done is None:
+            return None
+        if batch.rejected > 0:
+            self.blobs.delete(rejections_key(batch.id))
+        priced = pricer is not None and pricer.known
+        return Completed(
+            batch.id, done.status, counts, usage, cost, priced, tally.unreadable, tally.repeated, run=bool(batch.parent)
+        )
+
+    def _merge(self, batch: BatchRecord) -> Completed | None:
+        """A batch of several models: its runs' parts into one output and one error file, booked once."""
+        runs = self.batches.get_many(batch.runs)
+        files = ResultFiles(self.blobs, batch)
+        try:
+            for run in runs:
+                for kind, writer in (("output", files.output), ("errors", files.errors)):
+                    for chunk in self.blobs.read(part_key(run, kind)):
+                        writer.write(chunk)
+                files.completed += run.request_counts.completed
+                files.failed += run.request_counts.failed
+            files.commit()
+        except BaseException:
+            files.abort()
+            raise
+        now = int(self.clock())
+        counts = Counts(total=files.completed + files.failed, completed=files.completed, failed=files.failed)
+        booking = replace(self._runs.booking(batch, runs, counts, now), files=files.records(batch, now))
+        if self._finish(batch, booking, files) is None:
+            return None
+        self.blobs.delete(*(part_key(run, kind) for run in runs for kind in ("output", "errors")))
+        return Completed(batch.id, booking.status, counts, booking.usage, booking.cost, True, 0, 0, run=False)
+
+    def _finish(self, batch: BatchRecord, booking: Booking, files: ResultFiles) -> BatchRecord | None:
+        """The completion transaction, then the event; the batch as it now is, or None if it was done already."""
         try:
             self.batches.finish(batch, booking)
         except StaleState:
             logger.info("batch already completed by another delivery; nothing booked", extra={"batch_id": batch.id})
             return None
-        written = {f.id for f in records}
+        written = {f.id for f in booking.files}
         # what the transaction wrote, without reading it back
         finished = batch.model_copy(
             update={
-                "status": status,
+                "status": booking.status,
                 "output_file_id": files.output_id if files.output_id in written else None,
                 "error_file_id": files.error_id if files.error_id in written else None,
-                "request_counts": counts,
-                "usage": usage,
-                "cost": cost,
+                "request_counts": booking.counts,
+                "usage": booking.usage,
+                "cost": booking.cost,
+                "cost_by_model": booking.cost_by_model,
             }
         )
         notifications.completed(self.bus, finished, batch.status)
-        if batch.rejected > 0:
-            self.blobs.delete(rejections_key(batch.id))
-        return Completed(
-            batch.id,
-            status,
-            counts,
-            usage,
-            cost,
-            priced=pricer is not None and pricer.known,
-            unreadable=tally.unreadable,
-            repeated=tally.repeated,
-        )
+        return finished
 
     def _clean_up(self, batch: BatchRecord, deployment: Deployment) -> None:
         """Remove what batchgw put at the provider; on failure the poller retries (the work index's CLEANUP)."""

@@ -37,14 +37,18 @@ def ids_key(file_id: str) -> str:
     return f"files/{file_id}.ids"
 
 
-def encode_custom_ids(custom_ids: Iterable[str]) -> bytes:
-    return b"".join(orjson.dumps(c, option=orjson.OPT_APPEND_NEWLINE) for c in custom_ids)
+def encode_custom_ids(custom_ids: Iterable[str], model_of: Iterable[int]) -> bytes:
+    """The ids object: one `[custom_id, model index]` JSON array per line."""
+    return b"".join(
+        orjson.dumps([c, m], option=orjson.OPT_APPEND_NEWLINE) for c, m in zip(custom_ids, model_of, strict=True)
+    )
 
 
-def read_custom_ids(blobs: Blobs, file_id: str) -> list[str]:
-    """A batch input's custom_ids, in input order."""
+def read_custom_ids(blobs: Blobs, file_id: str, *, model: int | None = None) -> list[str]:
+    """A batch input's custom_ids, in input order: all of them, or those of the `model`th model it names."""
     raw = blobs.get(ids_key(file_id)) or b""
-    return [orjson.loads(line) for line in raw.split(b"\n") if line]
+    pairs = (orjson.loads(line) for line in raw.split(b"\n") if line)
+    return [custom_id for custom_id, index in pairs if model is None or index == model]
 
 
 def clean_filename(filename: str | None) -> str:
@@ -143,15 +147,14 @@ class Files:
             created_at=now,
             expires_at=now + expires_after if expires_after else None,
             s3_key=blob_key(file_id),
-            batch_input=BatchInputInfo(
-                line_count=summary.line_count, endpoint=summary.endpoint, model=summary.model, bounds=summary.bounds
-            )
+            batch_input=BatchInputInfo(line_count=summary.line_count, endpoint=summary.endpoint, models=summary.models)
             if summary
             else None,
         )
         try:
             if summary is not None:
-                self._blobs.put(ids_key(file_id), encode_custom_ids(summary.custom_ids), "application/jsonl")
+                ids = encode_custom_ids(summary.custom_ids, summary.model_of)
+                self._blobs.put(ids_key(file_id), ids, "application/jsonl")
             self._files.put(record)
         except BaseException:
             self._blobs.delete(blob_key(file_id), ids_key(file_id))

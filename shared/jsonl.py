@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import orjson
 
 from shared.errors import InvalidBatchInput
 from shared.records import ModelBounds
+from shared.tokens import prompt_tokens
 
 MAX_LINES = 50_000
 MAX_BYTES = 200 * 1000 * 1000
@@ -76,15 +77,15 @@ def _finished(line: bytes, max_bytes: int | None) -> Iterator[bytes]:
 
 @dataclass(frozen=True, slots=True)
 class BatchInputSummary:
-    """What a valid batch input file holds: its request count, endpoint, model, custom_ids in order, and
-    the bounds of what its requests may cost in tokens."""
+    """What a valid batch input file holds: its request count, endpoint, custom_ids in order, and for each
+    model it names the bounds of what its requests may cost in tokens."""
 
     line_count: int
     endpoint: str
-    model: str
     custom_ids: tuple[str, ...]
+    model_of: tuple[int, ...]  # for each custom_id, the index of its model in `models`
     bytes: int
-    bounds: ModelBounds
+    models: dict[str, ModelBounds]
 
 
 # the request fields that cap a request's output tokens, by endpoint
@@ -118,10 +119,8 @@ class BatchInputValidator:
         self._blank_since: int | None = None
         self._seen: dict[str, int] = {}
         self._endpoint: str | None = None
-        self._model: str | None = None
-        self._input_tokens = 0
-        self._output_tokens = 0
-        self._unbounded = 0
+        self._models: dict[str, _Bounds] = {}
+        self._model_of: list[int] = []
 
     def feed(self, chunk: bytes) -> None:
         """Validate every line completed by `chunk`."""
@@ -148,20 +147,24 @@ class BatchInputValidator:
         if self._carry:
             self._line(bytes(self._carry))
             self._carry = bytearray()
-        if self._endpoint is None or self._model is None:
+        if self._endpoint is None:
             self._fail(1, "empty_file", "the file contains no requests")
         return BatchInputSummary(
             line_count=len(self._seen),
             endpoint=self._endpoint,
-            model=self._model,
             custom_ids=tuple(self._seen),
+            model_of=tuple(self._model_of),
             bytes=self._bytes,
-            bounds=ModelBounds(
-                lines=len(self._seen),
-                input_tokens=self._input_tokens,
-                output_tokens=self._output_tokens,
-                unbounded_lines=self._unbounded,
-            ),
+            models={
+                model: ModelBounds(
+                    lines=b.lines,
+                    input_tokens=b.input_tokens,
+                    output_tokens=b.output_tokens,
+                    unbounded_lines=b.unbounded_lines,
+                    estimated_input_tokens=b.estimated_input_tokens,
+                )
+                for model, b in self._models.items()
+            },
         )
 
     def _fail(self, line: int, rule: str, detail: str) -> NoReturn:
@@ -185,11 +188,15 @@ class BatchInputValidator:
             self._fail(self._line_no, *_decode_problem(raw, exc))
         if not isinstance(obj, dict):
             self._fail(self._line_no, "invalid_json_line", "each line must be a JSON object")
-        self._check_request(obj)
-        # a byte-level tokenizer never makes more tokens than the bytes it reads
-        self._input_tokens += len(raw)
+        endpoint, model = self._check_request(obj)
+        bounds = self._models.get(model)
+        if bounds is None:
+            bounds = self._models[model] = _Bounds(index=len(self._models))
+        bounds.add(endpoint, obj["body"], len(raw))
+        self._model_of.append(bounds.index)
 
-    def _check_request(self, obj: dict[str, object]) -> None:
+    def _check_request(self, obj: dict[str, object]) -> tuple[str, str]:
+        """The line's endpoint and model, once it has passed every rule."""
         n = self._line_no
         custom_id = obj.get("custom_id")
         if not isinstance(custom_id, str) or not custom_id:
@@ -212,22 +219,36 @@ class BatchInputValidator:
         if not isinstance(model, str) or not model:
             self._fail(n, "invalid_model", "body.model must be a non-empty string")
         if self._endpoint is None:
-            self._endpoint, self._model = endpoint, model
+            self._endpoint = endpoint
         elif endpoint != self._endpoint:
             self._fail(n, "url_mismatch", f"every line must use the same url ({self._endpoint}), got {url}")
-        elif model != self._model:
-            self._fail(n, "model_mismatch", f"every line must use the same model ({self._model}), got {model}")
         if len(self._seen) >= MAX_LINES:
             self._fail(n, "too_many_requests", f"the file has more than {MAX_LINES:,} requests")
         self._seen[custom_id] = n
-        self._bound_output(endpoint, body)
+        return endpoint, model
 
-    def _bound_output(self, endpoint: str, body: dict[str, object]) -> None:
+
+class _Bounds:
+    """One model's bounds, added up line by line (ModelBounds once the file is done)."""
+
+    def __init__(self, *, index: int) -> None:
+        self.index = index
+        self.lines = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.unbounded_lines = 0
+        self.estimated_input_tokens = 0
+
+    def add(self, endpoint: str, body: dict[str, Any], line_bytes: int) -> None:
+        self.lines += 1
+        # a byte-level tokenizer never makes more tokens than the bytes it reads
+        self.input_tokens += line_bytes
+        self.estimated_input_tokens += prompt_tokens(endpoint, body)
         limit = output_limit(endpoint, body)
         if limit is None:
-            self._unbounded += 1
+            self.unbounded_lines += 1
         else:
-            self._output_tokens += limit
+            self.output_tokens += limit
 
 
 def _decode_problem(raw: bytes, exc: orjson.JSONDecodeError) -> tuple[str, str]:

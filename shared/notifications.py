@@ -44,13 +44,16 @@ def _publish(bus: Bus, detail_type: str, detail: dict[str, Any]) -> None:
 
 
 def status_changed(bus: Bus, batch: BatchRecord, previous: str | None) -> None:
-    """Report that `batch` moved from `previous` (None for a new batch) to its current status."""
-    if batch.status != previous:
+    """Report that `batch` moved from `previous` (None for a new batch) to its current status; the runs of a
+    batch of several models are its own business, never reported."""
+    if batch.status != previous and batch.parent is None:
         _publish(bus, BATCH_STATUS_CHANGED, {**_about(batch), "previous_status": previous})
 
 
 def completed(bus: Bus, batch: BatchRecord, previous: str) -> None:
     """Report a finished batch: its final status, counts, usage and cost."""
+    if batch.parent is not None:
+        return
     status_changed(bus, batch, previous)
     usage, cost = batch.usage, batch.cost
     _publish(

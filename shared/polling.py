@@ -28,6 +28,7 @@ from shared.providers.base import ListsBatches, ProviderStatus
 from shared.providers.registry import ProviderSource
 from shared.records import BatchRecord, Counts, ErrorEntry
 from shared.routing import RoutingConfig
+from shared.runs import Runs
 from shared.settings import Settings
 from shared.storage.batch_store import WORK_SHARDS
 from shared.storage.bus import BATCH_CREATED
@@ -81,6 +82,10 @@ class Poller:
     settings: Settings
     queue: ShardQueue | None = None
     clock: Callable[[], float] = time.time
+
+    @property
+    def _runs(self) -> Runs:
+        return Runs(self.batches, self.bus, self.clock)
 
     def tick(self, deadline: Deadline, shards: Sequence[int] | None = None) -> Counter[str]:
         """One run over `shards` of the work index. The scheduled run (`shards` None) polls every shard
@@ -174,6 +179,8 @@ class Poller:
         already read from the provider's list pages."""
         if batch.finalize_to is not None:
             return self._redrive_completion(batch, now)
+        if batch.runs:  # a batch of several models: its runs are polled; it ends when they all have
+            return self._runs.end_if_done(batch)
         past_window = now >= batch.expires_at + EXPIRY_GRACE_SECONDS
         if batch.status == "validating" and not past_window:
             return self._redrive_submission(batch, now)

@@ -129,6 +129,11 @@ class BatchPricer:
         )
 
 
+def output_bound(deployment: Deployment, bounds: ModelBounds) -> int:
+    """The most output tokens requests with these bounds may produce on `deployment`."""
+    return bounds.output_tokens + bounds.unbounded_lines * deployment.output_bound
+
+
 def max_cost(deployment: Deployment, bounds: ModelBounds) -> Decimal:
     """The most a batch with these bounds can cost on `deployment`, at batch prices: every input byte a token,
     every request its whole output limit (the deployment's `max_output_tokens` where its line sets none).
@@ -136,6 +141,12 @@ def max_cost(deployment: Deployment, bounds: ModelBounds) -> Decimal:
     Priced as one request, so a tiered model's long-context rate applies, which keeps it a bound.
     """
     pricer = BatchPricer(deployment)
-    output = bounds.output_tokens + bounds.unbounded_lines * deployment.output_bound
-    pricer.add(LineUsage(input_tokens=bounds.input_tokens, output_tokens=output))
+    pricer.add(LineUsage(input_tokens=bounds.input_tokens, output_tokens=output_bound(deployment, bounds)))
     return pricer.cost().total
+
+
+def input_cost(deployment: Deployment, tokens: int) -> Decimal:
+    """What `tokens` prompt tokens cost on `deployment` at batch prices."""
+    pricer = BatchPricer(deployment)
+    pricer.add(LineUsage(input_tokens=tokens))
+    return pricer.cost().input

@@ -20,17 +20,19 @@ class Record(BaseModel):
 
 
 class ModelBounds(Record):
-    """What one model's requests in a batch input file may cost at most, in tokens.
+    """What one model's requests in a batch input file may cost at most, in tokens, and an estimate.
 
-    `input_tokens` bounds the prompt: the UTF-8 bytes of each request body (a byte-level tokenizer never
+    `input_tokens` bounds the prompt: the UTF-8 bytes of each request line (a byte-level tokenizer never
     makes more tokens than bytes). `output_tokens` sums the lines' own `max_tokens`-like limits;
     `unbounded_lines` have none, and are bounded by their deployment's `max_output_tokens` at creation.
+    `estimated_input_tokens` is shared/tokens.py's estimate of the prompts, for `POST /v1/batches/estimate`.
     """
 
     lines: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     unbounded_lines: int = 0
+    estimated_input_tokens: int = 0
 
 
 class BatchInputInfo(Record):
@@ -38,8 +40,12 @@ class BatchInputInfo(Record):
 
     line_count: int
     endpoint: str
-    model: str
-    bounds: ModelBounds = ModelBounds()
+    models: dict[str, ModelBounds]  # each model the file names, in the order it first names them
+
+    @property
+    def model(self) -> str:
+        """The model a batch of this file shows: its one model, or its models joined by commas."""
+        return ",".join(self.models)
 
 
 class FileRecord(Record):
@@ -133,6 +139,11 @@ class BatchRecord(Record):
     output_expires_after: int | None = None
     usage: Usage | None = None
     cost: Cost | None = None
+    cost_by_model: dict[str, Cost] | None = None  # a batch of several models: each one's share of `cost`
+    # a batch of several models runs as one run per model (`runs`, their ids); a run names its batch (`parent`),
+    # is never shown to users, and books nothing itself: its batch merges their results and books them once
+    runs: tuple[str, ...] = ()
+    parent: str | None = None
     # the most this batch can cost, held against its key's budget until the batch is finished
     reserved: Decimal = Decimal(0)
     # the provider side: ids the adapter recorded, step by step

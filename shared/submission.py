@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 
 import orjson
@@ -51,11 +52,12 @@ def read_rejections(blobs: Blobs, batch: BatchRecord) -> dict[str, str]:
 
 
 def input_lines(blobs: Blobs, batch: BatchRecord) -> Iterator[InputLine]:
-    """The batch's requests, as stored (validated at upload)."""
+    """The batch's requests, as stored (validated at upload); a run's, those of its model."""
     for raw in iter_lines(blobs.read(blob_key(batch.input_file_id))):
         if raw.strip():
             line = orjson.loads(raw)
-            yield InputLine(line["custom_id"], line["body"])
+            if batch.parent is None or line["body"]["model"] == batch.model:
+                yield InputLine(line["custom_id"], line["body"])
 
 
 class BatchJournal:
@@ -223,4 +225,8 @@ class Submission:
             logger.info("batch was cancelled during submission", extra={"batch_id": batch.id})
             return None
         notifications.status_changed(self.bus, started, batch.status)
+        if batch.parent is not None:  # a batch of several models is in progress once one of its runs is
+            with suppress(StaleState):
+                parent = self.batches.start(batch.parent, now=int(self.clock()))
+                notifications.status_changed(self.bus, parent, "validating")
         return started

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from shared import wire
+from shared.batches import Estimate
 from shared.records import BatchRecord, FileRecord, KeyRecord, SpendRow, UploadRecord
 
 
@@ -65,7 +68,19 @@ def batch_object(record: BatchRecord) -> wire.Batch:
         )
         if usage
         else None,
-        cost=wire.Cost(value=float(cost.total), input=float(cost.input), output=float(cost.output)) if cost else None,
+        cost=wire.Cost(
+            value=float(cost.total),
+            input=float(cost.input),
+            output=float(cost.output),
+            models={
+                model: wire.ModelCost(value=float(part.total), input=float(part.input), output=float(part.output))
+                for model, part in record.cost_by_model.items()
+            }
+            if record.cost_by_model
+            else None,
+        )
+        if cost
+        else None,
     )
 
 
@@ -93,4 +108,42 @@ def key_info(record: KeyRecord) -> wire.KeyInfo:
         reserved=float(record.reserved),
         created_at=record.created_at,
         revoked=record.revoked,
+    )
+
+
+def estimate_object(estimate: Estimate) -> wire.BatchEstimate:
+    def cost(input_cost: Decimal, max_cost: Decimal) -> wire.EstimateCost:
+        return wire.EstimateCost(input=float(input_cost), max=float(max_cost))
+
+    models = estimate.models
+    budget = estimate.budget
+    return wire.BatchEstimate(
+        input_file_id=estimate.input_file_id,
+        model=",".join(models),
+        requests=sum(m.requests for m in models.values()),
+        input_tokens=sum(m.input_tokens for m in models.values()),
+        max_output_tokens=sum(m.max_output_tokens for m in models.values()),
+        cost=cost(
+            sum((m.input_cost for m in models.values()), Decimal(0)),
+            sum((m.max_cost for m in models.values()), Decimal(0)),
+        ),
+        budget=wire.EstimateBudget(
+            max_budget=float(budget.max_budget),
+            spend=float(budget.spend),
+            reserved=float(budget.reserved),
+            fits=budget.fits,
+        )
+        if budget
+        else None,
+        models={
+            model: wire.ModelEstimate(
+                requests=m.requests,
+                input_tokens=m.input_tokens,
+                max_output_tokens=m.max_output_tokens,
+                cost=cost(m.input_cost, m.max_cost),
+            )
+            for model, m in models.items()
+        }
+        if len(models) > 1
+        else None,
     )

@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    field_validator,
+    model_serializer,
+)
 
 from shared.lifecycle import BatchStatus
 
@@ -151,6 +159,43 @@ class CreateBatchRequest(Request):
         return value
 
 
+class EstimateRequest(Request):
+    input_file_id: str = Field(min_length=1, max_length=64)
+    endpoint: str = Field(min_length=1, max_length=64)
+
+
+class EstimateCost(Wire):
+    input: float  # the estimated prompts at batch prices
+    max: float  # the most the batch can cost: what creating it holds against the budget
+    currency: Literal["usd"] = "usd"
+
+
+class ModelEstimate(Wire):
+    requests: int
+    input_tokens: int
+    max_output_tokens: int
+    cost: EstimateCost
+
+
+class EstimateBudget(Wire):
+    max_budget: float
+    spend: float
+    reserved: float
+    fits: bool
+
+
+class BatchEstimate(Wire):
+    object: Literal["batch.estimate"] = "batch.estimate"
+    input_file_id: str
+    model: str
+    requests: int
+    input_tokens: int
+    max_output_tokens: int
+    cost: EstimateCost
+    budget: EstimateBudget | None
+    models: dict[str, ModelEstimate] | None = None  # a batch of several models: each one's share
+
+
 class BatchError(Wire):
     code: str | None = None
     message: str | None = None
@@ -185,11 +230,25 @@ class BatchUsage(Wire):
     total_tokens: int
 
 
+class ModelCost(Wire):
+    value: float
+    input: float
+    output: float
+
+
 class Cost(Wire):
     value: float
     currency: Literal["usd"] = "usd"
     input: float
     output: float
+    models: dict[str, ModelCost] | None = None  # a batch of several models: each one's share
+
+    @model_serializer(mode="wrap")
+    def _models_only_when_several(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        shown: dict[str, Any] = handler(self)
+        if self.models is None:
+            shown.pop("models", None)
+        return shown
 
 
 class Batch(Wire):

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 
 from shared import wire
 from shared.http.deps import BatchesDep, CallerDep
-from shared.views import batch_object
+from shared.views import batch_object, estimate_object
 
 router = APIRouter(prefix="/v1", tags=["batches"])
 
@@ -18,6 +18,11 @@ BatchId = Annotated[str, Path(max_length=64)]
 @router.post("/batches", summary="Create a batch")
 def create_batch(body: wire.CreateBatchRequest, caller: CallerDep, batches: BatchesDep) -> wire.Batch:
     return batch_object(batches.create(caller, body))
+
+
+@router.post("/batches/estimate", summary="Estimate a batch's cost without creating it")
+def estimate_batch(body: wire.EstimateRequest, caller: CallerDep, batches: BatchesDep) -> wire.BatchEstimate:
+    return estimate_object(batches.estimate(caller, body))
 
 
 @router.get("/batches/{batch_id}", summary="Retrieve a batch")

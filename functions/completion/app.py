@@ -44,6 +44,8 @@ def handler(event: dict[str, Any], context: LambdaContext, *, completion: Comple
     if done is None:
         metrics.add_metric(name="CompletionsSkipped", unit=MetricUnit.Count, value=1)
         return {"batch_id": detail.batch_id, "booked": False}
+    if done.run:  # a run of a batch of several models: its batch is counted when it completes
+        return {"batch_id": detail.batch_id, "booked": True, "status": done.status}
     metrics.add_metric(name=_STATUS_METRIC[done.status], unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="RequestsSucceeded", unit=MetricUnit.Count, value=done.counts.completed)
     metrics.add_metric(name="RequestsFailed", unit=MetricUnit.Count, value=done.counts.failed)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from shared.errors import InvalidRequest
 from shared.providers.base import BatchProvider, TranslationError
-from shared.records import BatchInputInfo
 from shared.routing import Deployment
 
 if TYPE_CHECKING:
@@ -83,21 +82,22 @@ class Providers:
             provider.close()
 
 
-def check_input(deployment: Deployment, info: BatchInputInfo) -> None:
-    """Refuse (InvalidRequest, a 400) an input `deployment`'s provider cannot run, before a batch exists."""
+def check_input(deployment: Deployment, *, endpoint: str, model: str, requests: int) -> None:
+    """Refuse (InvalidRequest, a 400) `requests` requests to `endpoint` for `model` that `deployment`'s
+    provider cannot run, before a batch exists."""
     spec = deployment.spec
-    if info.endpoint not in spec.endpoints:
+    if endpoint not in spec.endpoints:
         raise InvalidRequest(
-            f"The model '{info.model}' is served by provider {spec.name}, whose batches take "
-            f"{', '.join(spec.endpoints)}, not {info.endpoint}.",
+            f"The model '{model}' is served by provider {spec.name}, whose batches take "
+            f"{', '.join(spec.endpoints)}, not {endpoint}.",
             code="unsupported_endpoint",
             param="endpoint",
         )
     fewest, most = deployment.request_limits
-    if not fewest <= info.line_count <= most:
+    if not fewest <= requests <= most:
         raise InvalidRequest(
-            f"The model '{info.model}' is served by provider {spec.name}, whose batches take between {fewest:,} "
-            f"and {most:,} requests; this file has {info.line_count:,}.",
+            f"The model '{model}' is served by provider {spec.name}, whose batches take between {fewest:,} "
+            f"and {most:,} requests; this file has {requests:,}.",
             code="batch_size_out_of_range",
             param="input_file_id",
         )

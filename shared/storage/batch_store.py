@@ -15,7 +15,7 @@ from typing import Any, Final
 from shared import lifecycle
 from shared.errors import AdmitRefused, UnreadableRecord
 from shared.lifecycle import Outcome
-from shared.records import MASTER_OWNER, BatchRecord, Counts, ErrorEntry
+from shared.records import MASTER_OWNER, BatchRecord, Cost, Counts, ErrorEntry
 from shared.storage.dynamo import (
     KIND_INDEX,
     OWNER_INDEX,
@@ -45,6 +45,10 @@ def shard_of(batch_id: str) -> int:
 
 def batch_key(batch_id: str) -> Item:
     return key(f"BATCH#{batch_id}", "BATCH")
+
+
+def _cost(cost: Cost) -> dict[str, Decimal]:
+    return {"input": money(cost.input), "output": money(cost.output)}
 
 
 def _errors(errors: tuple[ErrorEntry, ...]) -> list[dict[str, Any]] | None:
@@ -104,20 +108,31 @@ class DynamoBatchStore:
 
     # --- transitions --------------------------------------------------------------------------------
 
-    def admit(self, batch: BatchRecord, *, max_budget: Decimal | None) -> None:
-        values = {
+    @staticmethod
+    def _values(batch: BatchRecord) -> dict[str, Any]:
+        """A new batch's item: listed for its owner unless it is a run of another batch, in the work index."""
+        return {
             **batch.model_dump(mode="python", exclude_none=True),
             "reserved": money(batch.reserved),
             "pk": f"BATCH#{batch.id}",
             "sk": "BATCH",
-            **listing("BATCH", batch.owner, batch.id),
+            **({} if batch.parent else listing("BATCH", batch.owner, batch.id)),
             "gsi3pk": f"WORK#{shard_of(batch.id)}",
             "gsi3sk": batch.id,
         }
+
+    def get_many(self, batch_ids: Sequence[str]) -> list[BatchRecord]:
+        found = [self.get(batch_id) for batch_id in batch_ids]
+        return [batch for batch in found if batch is not None]
+
+    def admit(self, batch: BatchRecord, *, runs: Sequence[BatchRecord] = (), max_budget: Decimal | None) -> None:
         in_use = Update().exists().add(in_use={batch.id})
         expiry = in_use.path("expires_at")
         in_use.when(f"attribute_not_exists({expiry}) OR {expiry} > {in_use.value(batch.created_at)}")
-        ops = [self._db.put_op(values, new=True), self._db.update_op(file_key(batch.input_file_id), in_use)]
+        ops = [
+            self._db.put_op(self._values(batch), new=True),
+            self._db.update_op(file_key(batch.input_file_id), in_use),
+        ]
         if batch.owner != MASTER_OWNER:
             held = picodollars(batch.reserved)
             hold = Update().exists().add(reserved=held, committed=held)
@@ -128,10 +143,11 @@ class DynamoBatchStore:
                 committed = hold.path("committed")
                 hold.when(f"attribute_not_exists({committed}) OR {committed} <= {hold.value(room)}")
             ops.append(self._db.update_op(key_key(batch.owner), hold))
+        ops.extend(self._db.put_op(self._values(run), new=True) for run in runs)
         try:
             self._db.transact(ops)
         except TransactionRefused as exc:
-            reasons = {0: "exists", 1: "file", 2: "budget"}
+            reasons = {0: "exists", 1: "file", 2: "budget" if batch.owner != MASTER_OWNER else "exists"}
             raise AdmitRefused(reasons.get(min(exc.failed, default=-1), "conflict")) from exc
 
     def claim_submission(self, batch_id: str, *, now: int, lease_seconds: int) -> BatchRecord:
@@ -221,7 +237,10 @@ class DynamoBatchStore:
                 "error_file_id": batch.reserved_error_file_id if batch.reserved_error_file_id in written else None,
                 "request_counts": booking.counts.model_dump(),
                 "usage": booking.usage.model_dump(),
-                "cost": {"input": money(booking.cost.input), "output": money(booking.cost.output)},
+                "cost": _cost(booking.cost),
+                "cost_by_model": {m: _cost(c) for m, c in booking.cost_by_model.items()}
+                if booking.cost_by_model
+                else None,
                 "errors": _errors(booking.errors),
                 "finalize_to": None,
                 "reserved_output_file_id": None,
@@ -233,12 +252,13 @@ class DynamoBatchStore:
             final.assign(gsi3pk=CLEANUP, gsi3sk=batch.id)
         else:
             final.remove("gsi3pk", "gsi3sk")
-        ops = [
-            self._db.update_op(batch_key(batch.id), final),
-            self._db.update_op(file_key(batch.input_file_id), Update().delete_from_set("in_use", {batch.id})),
-        ]
-        ops.extend(self._db.put_op(file_values(f)) for f in booking.files)
-        ops.extend(spend_update(self._db, booking.spend, released=batch.reserved))
+        ops = [self._db.update_op(batch_key(batch.id), final)]
+        if batch.parent is None:  # a run's batch releases the input and books the cost
+            ops.append(
+                self._db.update_op(file_key(batch.input_file_id), Update().delete_from_set("in_use", {batch.id}))
+            )
+            ops.extend(self._db.put_op(file_values(f)) for f in booking.files)
+            ops.extend(spend_update(self._db, booking.spend, owner=batch.owner, released=batch.reserved))
         self._db.transact(ops)
 
     def cleaned(self, batch_id: str) -> None:

@@ -8,7 +8,7 @@ each day's batches per model. The amounts added up are whole picodollars (shared
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
@@ -41,14 +41,17 @@ def _hash_key(key_hash: str) -> Item:
     return key(f"KEYHASH#{key_hash}", "KEYHASH")
 
 
-def spend_update(db: Dynamo, spend: SpendEntry, *, released: Decimal) -> list[TransactWriteItemTypeDef]:
-    """The completion transaction's writes for `spend`: the day's row, and the key's spend with `released`
-    (what the batch had reserved) handed back."""
-    cost, held = picodollars(spend.cost.total), picodollars(released)
+def spend_update(
+    db: Dynamo, entries: Sequence[SpendEntry], *, owner: str, released: Decimal
+) -> list[TransactWriteItemTypeDef]:
+    """The completion transaction's writes for one batch's spend: each model's row of the day, and the key's
+    spend with `released` (what the batch had reserved) handed back."""
     ops: list[TransactWriteItemTypeDef] = []
-    if cost or spend.usage.total_tokens:
+    for spend in entries:
+        if not (spend.cost.total or spend.usage.total_tokens):
+            continue
         daily = Update().add(
-            cost=cost,
+            cost=picodollars(spend.cost.total),
             input_cost=picodollars(spend.cost.input),
             output_cost=picodollars(spend.cost.output),
             input_tokens=spend.usage.input_tokens,
@@ -58,10 +61,11 @@ def spend_update(db: Dynamo, spend: SpendEntry, *, released: Decimal) -> list[Tr
         )
         daily.assign(owner=spend.owner, day=spend.day, model=spend.model)
         ops.append(db.update_op(key(f"SPEND#{spend.owner}", f"{spend.day}#{spend.model}"), daily))
-    if spend.owner != MASTER_OWNER and (cost or held):
+    cost, held = sum(picodollars(s.cost.total) for s in entries), picodollars(released)
+    if owner != MASTER_OWNER and (cost or held):
         # no existence condition: a missing key item must never stop a batch from completing
         booked = Update().add(spend=cost, reserved=-held, committed=cost - held)
-        ops.append(db.update_op(key_key(spend.owner), booked))
+        ops.append(db.update_op(key_key(owner), booked))
     return ops
 
 

@@ -56,8 +56,9 @@ class Booking:
     cost: Cost
     errors: tuple[ErrorEntry, ...]
     files: tuple[FileRecord, ...]  # the output and error files that have lines
-    spend: SpendEntry
-    cleanup: bool  # objects remain at the provider to delete (shared/cleanup.py)
+    spend: tuple[SpendEntry, ...]  # one per model
+    cleanup: bool  # objects remain at the provider to delete
+    cost_by_model: dict[str, Cost] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +72,15 @@ class Work:
 class BatchStore(Protocol):
     """Batches, and the transitions of their lifecycle."""
 
-    def admit(self, batch: BatchRecord, *, max_budget: Decimal | None) -> None:
-        """Store a new `validating` batch, mark its input file in use (its expiry suspended) and hold
-        `batch.reserved` on its key, atomically. Raises AdmitRefused naming what stopped it."""
+    def admit(self, batch: BatchRecord, *, runs: Sequence[BatchRecord] = (), max_budget: Decimal | None) -> None:
+        """Store a new `validating` batch (and its runs, for a batch of several models), mark its input file in
+        use and hold `batch.reserved` on its key, atomically. Raises AdmitRefused naming what stopped it."""
 
     def get(self, batch_id: str) -> BatchRecord | None:
         """The batch, or None. Raises UnreadableRecord for an item that cannot be read."""
+
+    def get_many(self, batch_ids: Sequence[str]) -> list[BatchRecord]:
+        """The batches (a batch's runs) that exist, in the order asked."""
 
     def page(self, owner: str | None, *, after: str | None, limit: int) -> Page[BatchRecord]:
         """One page of `owner`'s batches (everyone's for None), newest first."""
@@ -135,7 +139,8 @@ class BatchStore(Protocol):
 
     def finish(self, batch: BatchRecord, booking: Booking) -> None:
         """The completion transaction: final status, result files, input release, reservation released and
-        real cost booked on the key and the spend rows. Conditional on the batch being as `batch` saw it."""
+        real cost booked on the key and the spend rows. Conditional on the batch being as `batch` saw it.
+        A run books only itself: its batch releases the input and books the cost."""
 
     def cleaned(self, batch_id: str) -> None:
         """The provider objects of a finished batch are gone (or given up on)."""

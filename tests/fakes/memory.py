@@ -92,7 +92,7 @@ class MemoryBatchStore:
 
     def page(self, owner: str | None, *, after: str | None, limit: int) -> Page[BatchRecord]:
         with self.db.lock:
-            mine = [b for b in self.db.batches.values() if owner is None or b.owner == owner]
+            mine = [b for b in self.db.batches.values() if (owner is None or b.owner == owner) and b.parent is None]
         return _page(mine, [b.id for b in mine], after, limit, ascending=False)
 
     def work(self, shard: int) -> Iterator[BatchRecord | Broken]:
@@ -108,9 +108,13 @@ class MemoryBatchStore:
             found = sorted(b for b, where in self.db.work.items() if where == "CLEANUP")
         yield from found
 
-    def admit(self, batch: BatchRecord, *, max_budget: Decimal | None) -> None:
+    def get_many(self, batch_ids: Sequence[str]) -> builtins.list[BatchRecord]:
         with self.db.lock:
-            if batch.id in self.db.batches:
+            return [self.db.batches[b] for b in batch_ids if b in self.db.batches]
+
+    def admit(self, batch: BatchRecord, *, runs: Sequence[BatchRecord] = (), max_budget: Decimal | None) -> None:
+        with self.db.lock:
+            if batch.id in self.db.batches or any(run.id in self.db.batches for run in runs):
                 raise AdmitRefused("exists")
             file = self.db.files.get(batch.input_file_id)
             if file is None or (file.expires_at is not None and file.expires_at <= batch.created_at):
@@ -126,6 +130,9 @@ class MemoryBatchStore:
             self.db.batches[batch.id] = batch.model_copy(update={"reserved": held})
             self.db.in_use.setdefault(batch.input_file_id, set()).add(batch.id)
             self.db.work[batch.id] = f"WORK#{shard_of(batch.id)}"
+            for run in runs:
+                self.db.batches[run.id] = run
+                self.db.work[run.id] = f"WORK#{shard_of(run.id)}"
             self.db.writes += 1
 
     def claim_submission(self, batch_id: str, *, now: int, lease_seconds: int) -> BatchRecord:
@@ -248,6 +255,7 @@ class MemoryBatchStore:
                 cost=booking.cost.model_copy(
                     update={"input": money(booking.cost.input), "output": money(booking.cost.output)}
                 ),
+                cost_by_model=booking.cost_by_model,
                 errors=booking.errors,
                 finalize_to=None,
                 reserved_output_file_id=None,
@@ -258,15 +266,19 @@ class MemoryBatchStore:
                 self.db.work[batch.id] = "CLEANUP"
             else:
                 self.db.work.pop(batch.id, None)
-            self.db.in_use.get(batch.input_file_id, set()).discard(batch.id)
-            for file in booking.files:
-                self.db.files[file.id] = file
-            self._book(booking, released=batch.reserved)
+            if batch.parent is None:  # a run's batch releases the input and books the cost
+                self.db.in_use.get(batch.input_file_id, set()).discard(batch.id)
+                for file in booking.files:
+                    self.db.files[file.id] = file
+                self._book(batch.owner, booking, released=batch.reserved)
 
-    def _book(self, booking: Booking, *, released: Decimal) -> None:
-        spend = booking.spend
-        cost = money(spend.cost.total)
-        if cost or spend.usage.total_tokens:
+    def _book(self, owner: str, booking: Booking, *, released: Decimal) -> None:
+        total = Decimal(0)
+        for spend in booking.spend:
+            cost = money(spend.cost.total)
+            total += cost
+            if not (cost or spend.usage.total_tokens):
+                continue
             row = self.db.spend.get((spend.owner, spend.day, spend.model)) or SpendRow(day=spend.day, model=spend.model)
             self.db.spend[(spend.owner, spend.day, spend.model)] = row.model_copy(
                 update={
@@ -279,10 +291,10 @@ class MemoryBatchStore:
                     "batches": row.batches + 1,
                 }
             )
-        key = self.db.keys.get(spend.owner)
+        key = self.db.keys.get(owner)
         if key is not None:
             self.db.keys[key.id] = key.model_copy(
-                update={"spend": key.spend + cost, "reserved": key.reserved - money(released)}
+                update={"spend": key.spend + total, "reserved": key.reserved - money(released)}
             )
 
     def cleaned(self, batch_id: str) -> None:

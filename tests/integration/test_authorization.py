@@ -131,6 +131,11 @@ MATRIX: dict[tuple[str, str], Row] = {
         ),
         owned(200),
     ),
+    ("POST", "/v1/batches/estimate"): Row(
+        # as create: key B names key A's file, which to B does not exist
+        lambda s, k: Request(json={"input_file_id": file_of(s, k.a), "endpoint": "/v1/chat/completions"}),
+        owned(200),
+    ),
     ("GET", "/v1/batches"): Row(lambda s, k: Request(), open_to_keys()),
     ("GET", "/v1/batches/{batch_id}"): Row(lambda s, k: Request({"batch_id": batch_of(s, k.a)}), owned(200)),
     ("POST", "/v1/batches/{batch_id}/cancel"): Row(lambda s, k: Request({"batch_id": batch_of(s, k.a)}), owned(200)),

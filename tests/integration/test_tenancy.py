@@ -59,7 +59,7 @@ def maximum_of(stack: Stack, file_id: str) -> Decimal:
     file = stack.rt.file_store.get(file_id)
     assert file is not None and file.batch_input is not None
     (deployment,) = stack.rt.routing.deployments_for("gpt-4o-mini")
-    return money(max_cost(deployment, file.batch_input.bounds))
+    return money(max_cost(deployment, file.batch_input.models["gpt-4o-mini"]))
 
 
 def test_budget_holds_each_batchs_maximum_and_books_the_real_cost_at_the_end(stack: Stack) -> None:

@@ -21,7 +21,7 @@ def maximum(world: World, content: bytes) -> Decimal:
     info = world.db.files[file_id].batch_input
     assert info is not None
     (deployment,) = world.routing.deployments_for("gpt-4o-mini")
-    return money(max_cost(deployment, info.bounds))
+    return money(max_cost(deployment, info.models["gpt-4o-mini"]))
 
 
 def test_create_admits_a_validating_batch_holds_its_maximum_and_announces_it(world: World) -> None:
@@ -40,11 +40,11 @@ def test_the_maximum_bounds_output_by_each_lines_limit_else_the_deployments(worl
     capped = world.db.files[world.upload(chat_lines(["a"], max_completion_tokens=10))].batch_input
     uncapped = world.db.files[world.upload(chat_lines(["a"]))].batch_input
     assert capped is not None and uncapped is not None
-    assert capped.bounds.output_tokens == 10 and capped.bounds.unbounded_lines == 0
-    assert uncapped.bounds.unbounded_lines == 1
-    assert max_cost(deployment, uncapped.bounds) > max_cost(deployment, capped.bounds)
+    assert capped.models["gpt-4o-mini"].output_tokens == 10 and capped.models["gpt-4o-mini"].unbounded_lines == 0
+    assert uncapped.models["gpt-4o-mini"].unbounded_lines == 1
+    assert max_cost(deployment, uncapped.models["gpt-4o-mini"]) > max_cost(deployment, capped.models["gpt-4o-mini"])
     # an unbounded line is bounded by the deployment's max_output_tokens: gpt-4o-mini at $0.30/M output
-    assert max_cost(deployment, uncapped.bounds) >= Decimal(deployment.output_bound) * Decimal("0.30") / 1_000_000
+    assert max_cost(deployment, uncapped.models["gpt-4o-mini"]) >= Decimal(deployment.output_bound) * Decimal("0.30") / 1_000_000
 
 
 def test_a_batch_over_what_the_budget_has_left_is_refused_saying_its_maximum_and_whats_left(world: World) -> None:

@@ -28,7 +28,13 @@ def failure(content: bytes) -> InvalidBatchInput:
 def test_valid_file_yields_count_endpoint_model_and_ids() -> None:
     summary = validate_batch_input([line("a") + b"\n" + line("b") + b"\n\n\n"])
     assert summary.line_count == 2 and summary.custom_ids == ("a", "b")
-    assert summary.endpoint == "/v1/chat/completions" and summary.model == "gpt-4o-mini"
+    assert summary.endpoint == "/v1/chat/completions" and list(summary.models) == ["gpt-4o-mini"]
+
+
+def test_a_file_may_name_several_models_each_bounded_and_each_line_tagged_with_its_own() -> None:
+    summary = validate_batch_input([line("a") + b"\n" + line("b", model="claude") + b"\n" + line("c") + b"\n"])
+    assert list(summary.models) == ["gpt-4o-mini", "claude"] and summary.model_of == (0, 1, 0)
+    assert summary.models["gpt-4o-mini"].lines == 2 and summary.models["claude"].lines == 1
 
 
 def test_urls_without_v1_are_normalized() -> None:
@@ -60,7 +66,6 @@ def test_chunk_boundaries_do_not_matter(chunk_size: int) -> None:
         (line("b", body=[1]), "invalid_body"),
         (line("b", body={"messages": []}), "invalid_model"),
         (line("b", url="/v1/embeddings"), "url_mismatch"),
-        (line("b", model="gpt-4o"), "model_mismatch"),
         (line("a"), "duplicate_custom_id"),
         (b"\xff\xfe", "invalid_encoding"),
     ],
@@ -163,6 +168,6 @@ def test_bounds_sum_each_lines_output_limit_and_count_lines_without_one() -> Non
         {"custom_id": "c", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m"}},
     ]
     raw = b"".join(orjson.dumps(line) + b"\n" for line in lines)
-    bounds = validate_batch_input([raw]).bounds
+    (bounds,) = validate_batch_input([raw]).models.values()
     assert (bounds.lines, bounds.output_tokens, bounds.unbounded_lines) == (3, 10 + 60, 1)
     assert bounds.input_tokens == len(raw) - 3  # every byte of every line but the newlines

@@ -38,7 +38,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from shared.providers.openai import FILE_TTL_SECONDS, UPLOAD_FIELDS, batch_line, create_body
 from tests.fakes.azure_upstream import AZURE_KEY, DEPLOYMENT, FakeAzureOpenAI
 from tests.fakes.openai_upstream import API_KEY, FakeOpenAI
-from tests.unit.test_anthropic_sdk_types import extra_fields, sdk_problems
+from tests.sdk_types import extra_fields, sdk_problems
 
 SCHEMA = {
     "type": "object",
