@@ -96,7 +96,9 @@ def test_groq_faults_still_end_every_batch_right_and_bill_once(stack: Stack, gro
     assert float(row.cost) == pytest.approx(groq_cost(*(groq_batch(fake, b) for b in batch_ids)), rel=1e-9)
 
 
-def test_embeddings_batch_on_a_groq_deployment_fails_with_groqs_reason(stack: Stack, groq: tuple[FakeGroq, str]) -> None:
+def test_embeddings_batch_on_a_groq_deployment_fails_with_groqs_reason(
+    stack: Stack, groq: tuple[FakeGroq, str]
+) -> None:
     # batchgw takes embeddings for `openai` deployments; Groq serves chat only and refuses the batch
     line = {"custom_id": "e1", "method": "POST", "url": "/v1/embeddings", "body": {"model": MODEL, "input": "hi"}}
     batch_id = started(stack, orjson.dumps(line), endpoint="/v1/embeddings")

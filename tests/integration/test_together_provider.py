@@ -221,4 +221,3 @@ def test_together_progress_percentage_is_reported_as_requests_done(
     assert done.state == "completed"
     results = [r.custom_id for r in adapter.results(journal.refs, custom_ids(content)) if isinstance(r, ResultLine)]
     assert sorted(results) == sorted(custom_ids(content))
-
