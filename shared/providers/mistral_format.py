@@ -131,7 +131,7 @@ def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
         else:
             raise TranslationError(f"Mistral's embeddings API has no `{key}`")
     if "input" not in out:
-        raise TranslationError("an embeddings request needs `input`")
+        raise TranslationError("a request needs `messages` (chat) or `input` (embeddings)")
     return out
 
 

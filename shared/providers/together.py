@@ -46,7 +46,8 @@ def screen(deployment: Deployment, body: dict[str, Any]) -> None:
 
 
 class _Replayable:
-    """A request body that starts over from `open_stream` each time it is sent, so a resent one is whole."""
+    """A request body that starts over from `open_stream` each time it is iterated: once to measure it
+    (a presigned PUT needs its Content-Length), once to send it."""
 
     def __init__(self, open_stream: Callable[[], Iterator[bytes]]) -> None:
         self._open = open_stream
@@ -56,17 +57,17 @@ class _Replayable:
 
 
 class TogetherProvider(OpenAIProvider):
+    """Batches on Together AI's batch API."""
+
     def _base_url(self) -> str:
         return (self._deployment.api_base or DEFAULT_API_BASE).rstrip("/")
 
     @property
     def _http_presigned(self) -> httpx.Client:
-        """For the presigned upload URL: no Authorization header, which the URL's own signature forbids."""
+        """For the presigned upload URL: no Authorization header, which the URL's own signature forbids.
+        A failed PUT is not resent here: the submission retries the whole upload."""
         return self._clients.get(
-            "presigned",
-            lambda: build_client(
-                base_url="", headers={}, timeout=self._deployment.timeout, max_retries=self._deployment.max_retries
-            ),
+            "presigned", lambda: build_client(base_url="", headers={}, timeout=self._deployment.timeout, max_retries=0)
         )
 
     def submit(self, request: SubmitRequest, journal: Journal) -> None:

@@ -64,7 +64,7 @@ def test_chat_messages_lose_names_and_developer_becomes_system_but_tool_messages
         ({"messages": [USER], "tools": [{"type": "custom", "custom": {"name": "x"}}]}, "function tools only"),
         ({"input": [[1, 2, 3]]}, "list of strings"),
         ({"input": "x", "user": "u", "dimensions": 8, "extra": 1}, "`extra`"),
-        ({"model": "m"}, "needs `input`"),
+        ({"model": "m"}, "needs `messages` \\(chat\\) or `input`"),
     ],
 )
 def test_requests_mistral_cannot_take_are_refused_with_the_reason(body: dict[str, Any], reason: str) -> None:
