@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-ProviderName = Literal["openai", "azure", "anthropic", "vertex", "bedrock", "mock"]
+ProviderName = Literal["openai", "azure", "anthropic", "vertex", "bedrock", "mistral", "together", "mock"]
 
 ALL_ENDPOINTS: Final = ("/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/responses")
 CHAT: Final = ("/v1/chat/completions",)
@@ -56,6 +56,10 @@ SPECS: Final[dict[ProviderName, ProviderSpec]] = {
             min_requests=100,
             max_requests=50_000,
         ),
+        # Mistral's batch jobs serve chat and embeddings among OpenAI's endpoints; a bound, not sent
+        ProviderSpec("mistral", "shared.providers.mistral", (*CHAT, "/v1/embeddings"), "mistral", 32_768),
+        # Together's batches serve chat only (and audio); a bound, not sent
+        ProviderSpec("together", "shared.providers.together", CHAT, "together", 32_768),
         ProviderSpec("mock", "shared.providers.mock", ALL_ENDPOINTS, None, 1_024),
     )
 }
