@@ -31,14 +31,13 @@ from shared.providers.openai import OpenAIProvider, openai_state
 from shared.providers.registry import ProviderDeps
 from shared.records import Counts, ErrorEntry
 from shared.routing import Deployment
-from shared.secret_refs import resolve_secret
 
 DEFAULT_API_BASE: Final = "https://api.together.xyz/v1"
 FILE_PURPOSE: Final = "batch-api"
 
 
 def build(deployment: Deployment, deps: ProviderDeps) -> TogetherProvider:
-    return TogetherProvider(deployment, resolve_secret(deployment.api_key) if deployment.api_key else None)
+    return TogetherProvider(deployment)
 
 
 def screen(deployment: Deployment, body: dict[str, Any]) -> None:
@@ -81,7 +80,7 @@ class TogetherProvider(OpenAIProvider):
             line = {"custom_id": anthropic_custom_id(custom_id), "body": {**body, "model": model}}
             yield orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
 
-    def _upload(self, request: SubmitRequest) -> str:
+    def _upload(self, request: SubmitRequest) -> dict[str, Any]:
         form = {"purpose": FILE_PURPOSE, "file_name": f"{request.batch_id}.jsonl", "file_type": "jsonl"}
         started = send(self._http, "POST", "/files", what="start upload", data=form, follow_redirects=False)
         location: str | None = started.headers.get("location")
@@ -100,22 +99,35 @@ class TogetherProvider(OpenAIProvider):
             content=content,
             headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
         )
-        send(self._http, "POST", f"/files/{file_id}/preprocess", what="finish upload")
-        return file_id
+        processed = send(self._http, "POST", f"/files/{file_id}/preprocess", what="finish upload")
+        return {**json_of(processed, "finish upload"), "id": file_id}
 
-    def _find_batch(self, input_file_id: str) -> str | None:
-        """The batch an earlier attempt created from `input_file_id` (a file only this submission uploaded)."""
+    def _batches(self) -> list[dict[str, Any]]:
+        """Every batch of the account: Together lists them all at once, as a bare array."""
         try:
             answer = orjson.loads(send(self._http, "GET", "/batches", what="list batches").content)
         except orjson.JSONDecodeError as exc:
             raise ProviderError("list batches: the answer is not JSON", retryable=True) from exc
         batches = answer.get("data") if isinstance(answer, dict) else answer
-        for batch in batches if isinstance(batches, list) else ():
-            if isinstance(batch, dict) and batch.get("input_file_id") == input_file_id:
-                batch_id = batch.get("id")
-                if isinstance(batch_id, str) and batch_id:
-                    return batch_id
+        return [b for b in batches if isinstance(b, dict)] if isinstance(batches, list) else []
+
+    def _find_batch(self, input_file_id: str, request: SubmitRequest, journal: Journal) -> str | None:
+        """The batch an earlier attempt created from `input_file_id` (a file only this submission uploaded)."""
+        for batch in self._batches():
+            batch_id = batch.get("id")
+            ours = batch.get("input_file_id") == input_file_id and isinstance(batch_id, str) and batch_id
+            if ours and not journal.claimed_by_another(str(batch_id)):
+                return str(batch_id)
         return None
+
+    def list_statuses(self, refs: Sequence[Mapping[str, str]]) -> dict[str, ProviderStatus]:
+        """Read from the one list Together answers."""
+        wanted = {r["batch_id"]: r for r in refs}
+        return {
+            batch["id"]: self._status(batch, wanted[batch["id"]])
+            for batch in self._batches()
+            if batch.get("id") in wanted
+        }
 
     def _create(self, request: SubmitRequest, input_file_id: str) -> str:
         body = {"input_file_id": input_file_id, "endpoint": request.endpoint, "completion_window": "24h"}
@@ -127,7 +139,9 @@ class TogetherProvider(OpenAIProvider):
         return batch_id
 
     def refresh(self, refs: Mapping[str, str]) -> ProviderStatus:
-        batch = self._batch(refs["batch_id"])
+        return self._status(self._batch(refs["batch_id"]), refs)
+
+    def _status(self, batch: Mapping[str, Any], refs: Mapping[str, str]) -> ProviderStatus:
         state = openai_state(batch.get("status"))
         # progress counts requests done, failed ones included; the final counts come from the result files
         total, progress = int(refs.get("request_count", "0")), batch.get("progress")

@@ -71,7 +71,7 @@ class FakeTogether(FakeOpenAI):
             "id": batch.id,
             "user_id": "user_fake",
             "input_file_id": batch.input_file_id,
-            "file_size_bytes": len(self.files[batch.input_file_id][1]) if batch.input_file_id in self.files else 0,
+            "file_size_bytes": len(self.files[batch.input_file_id].content) if batch.input_file_id in self.files else 0,
             "status": _STATUS[batch.status],
             "job_deadline": _rfc3339(batch.created_at + 24 * 3600),
             "created_at": _rfc3339(batch.created_at),
@@ -130,17 +130,17 @@ async def _presigned_put(file_id: str, request: Request) -> Response:
     with fake.lock:
         if file_id not in fake.files:
             return Response(b"<Error><Code>NoSuchUpload</Code></Error>", 404)
-        fake.files[file_id] = (PURPOSE, content)
+        fake.files[file_id].content = content
     return Response(status_code=200)
 
 
 def _preprocess(file_id: str, request: Request) -> JSONResponse:
     fake = _fake(request)
     with fake.lock:
-        if file_id not in fake.files or not fake.files[file_id][1]:
+        if file_id not in fake.files or not fake.files[file_id].content:
             return _error(400, f"File {file_id} has no content to process")
         fake.processed.add(file_id)
-        content = fake.files[file_id][1]
+        content = fake.files[file_id].content
     return JSONResponse(
         {
             "id": file_id,
@@ -160,7 +160,7 @@ def _file_content(file_id: str, request: Request) -> Response:
     fake = _fake(request)
     if file_id not in fake.files:
         return _error(404, "File not found")
-    return Response(fake.files[file_id][1], media_type="application/octet-stream")
+    return Response(fake.files[file_id].content, media_type="application/octet-stream")
 
 
 def _delete_file(file_id: str, request: Request) -> JSONResponse:
@@ -191,7 +191,7 @@ async def _create_batch(request: Request) -> JSONResponse:
             return _error(400, f"File {file_id} is not a processed batch-api file")
         if body.get("endpoint") != "/v1/chat/completions":
             return _error(400, f"Unsupported endpoint {body.get('endpoint')!r}")
-        lines = [orjson.loads(raw) for raw in fake.files[file_id][1].splitlines() if raw.strip()]
+        lines = [orjson.loads(raw) for raw in fake.files[file_id].content.splitlines() if raw.strip()]
         problem = _check_lines(lines)
         if problem is not None:
             return _error(400, problem)

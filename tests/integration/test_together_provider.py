@@ -195,9 +195,15 @@ def test_embeddings_routed_to_together_are_refused_at_creation(stack: Stack) -> 
 def adapter(together: tuple[FakeTogether, str]) -> Iterator[TogetherProvider]:
     _, url = together
     deployment = Deployment(
-        name=MODEL, provider="together", model=PROVIDER_MODEL, api_base=f"{url}/v1", timeout=1, max_retries=1
+        name=MODEL,
+        provider="together",
+        model=PROVIDER_MODEL,
+        api_base=f"{url}/v1",
+        api_key=API_KEY,
+        timeout=1,
+        max_retries=1,
     )
-    provider = TogetherProvider(deployment, API_KEY)
+    provider = TogetherProvider(deployment)
     yield provider
     provider.close()
 

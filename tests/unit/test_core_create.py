@@ -44,7 +44,10 @@ def test_the_maximum_bounds_output_by_each_lines_limit_else_the_deployments(worl
     assert uncapped.models["gpt-4o-mini"].unbounded_lines == 1
     assert max_cost(deployment, uncapped.models["gpt-4o-mini"]) > max_cost(deployment, capped.models["gpt-4o-mini"])
     # an unbounded line is bounded by the deployment's max_output_tokens: gpt-4o-mini at $0.30/M output
-    assert max_cost(deployment, uncapped.models["gpt-4o-mini"]) >= Decimal(deployment.output_bound) * Decimal("0.30") / 1_000_000
+    assert (
+        max_cost(deployment, uncapped.models["gpt-4o-mini"])
+        >= Decimal(deployment.output_bound) * Decimal("0.30") / 1_000_000
+    )
 
 
 def test_a_batch_over_what_the_budget_has_left_is_refused_saying_its_maximum_and_whats_left(world: World) -> None:
