@@ -64,6 +64,10 @@ class FakeTogether(FakeOpenAI):
         garbled = b"\n".join(line[: len(line) // 2] if b"garbled" in line else line for line in output.split(b"\n"))
         super().store_results(batch, garbled, errors)
 
+    def response_body(self, line: dict[str, Any], index: int, created: int) -> tuple[dict[str, Any], int, int]:
+        # Together's lines name no url: every one is a chat completion (its only batch endpoint)
+        return super().response_body({**line, "url": "/v1/chat/completions"}, index, created)
+
     def batch_json(self, batch: FakeBatch) -> dict[str, Any]:
         ended = batch.status not in ("validating", "in_progress", "cancelling")
         elapsed = (time.monotonic() - batch.created_at) / max(self.processing_seconds, 0.001)
