@@ -1,4 +1,4 @@
-"""The `batchgw` client verbs: submit, status, results, keys, spend, on the official openai SDK.
+"""The `batchgw` client verbs: submit, estimate, status, results, keys, spend, on the official openai SDK.
 
 Base URL and key come from --base-url / --api-key or OPENAI_BASE_URL / OPENAI_API_KEY, as for the SDK.
 Admin verbs (keys, spend) need the master key and use the gateway's /admin routes.
@@ -123,6 +123,68 @@ def _wait(client: openai.OpenAI, batch: openai.types.Batch, interval: float) -> 
     return batch
 
 
+def _upload(client: openai.OpenAI, path: Path) -> str:
+    """Upload a batch input file (through the Uploads API when large); its file id."""
+    if path.stat().st_size > CHUNKED_ABOVE:
+        upload = client.uploads.upload_file_chunked(
+            file=path, mime_type="application/jsonl", purpose="batch", part_size=PART_BYTES
+        )
+        if upload.file is None:
+            raise CommandError(f"upload {upload.id} ended {upload.status} without a file")
+        return upload.file.id
+    return client.files.create(file=path, purpose="batch").id
+
+
+def _estimate(client: openai.OpenAI, file_id: str, endpoint: str) -> dict[str, Any]:
+    body = {"input_file_id": file_id, "endpoint": endpoint}
+    return client.post("/batches/estimate", cast_to=dict[str, Any], body=body)
+
+
+def _estimate_table(estimate: dict[str, Any]) -> Table:
+    table = Table("model", "requests", "input tokens (est.)", "max output tokens", "input cost (est.)", "max cost")
+    models = estimate.get("models") or {estimate["model"]: estimate}
+    for model, part in models.items():
+        table.add_row(
+            model,
+            f"{part['requests']:,}",
+            f"{part['input_tokens']:,}",
+            f"{part['max_output_tokens']:,}",
+            f"${part['cost']['input']:.6f}",
+            f"${part['cost']['max']:.6f}",
+        )
+    if len(models) > 1:
+        cost = estimate["cost"]
+        table.add_row(
+            "[bold]total[/bold]",
+            f"{estimate['requests']:,}",
+            f"{estimate['input_tokens']:,}",
+            f"{estimate['max_output_tokens']:,}",
+            f"${cost['input']:.6f}",
+            f"${cost['max']:.6f}",
+        )
+    return table
+
+
+def estimate(args: argparse.Namespace) -> int:
+    path = Path(args.file_or_id)
+    with _sdk(args) as client:
+        if path.is_file():
+            file_id, endpoint = _upload(client, path), args.endpoint or _endpoint_of(path)
+            err.print(f"uploaded {path} as [bold]{file_id}[/bold]")
+        elif args.file_or_id.startswith("file-"):
+            file_id, endpoint = args.file_or_id, args.endpoint or "/v1/chat/completions"
+        else:
+            raise CommandError(f"no such file, and not a file id: {args.file_or_id}")
+        found = _estimate(client, file_id, endpoint)
+    out.print(_estimate_table(found))
+    budget = found.get("budget")
+    if budget is not None:
+        left = budget["max_budget"] - budget["spend"] - budget["reserved"]
+        verdict = "fits" if budget["fits"] else "does not fit"
+        out.print(f"budget: ${left:.6f} left of ${budget['max_budget']:.2f}; the batch's maximum {verdict}")
+    return 0
+
+
 def submit(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
@@ -130,15 +192,14 @@ def submit(args: argparse.Namespace) -> int:
     endpoint = args.endpoint or _endpoint_of(path)
     metadata = dict(item.split("=", 1) for item in args.metadata or [])
     with _sdk(args) as client:
-        if path.stat().st_size > CHUNKED_ABOVE:
-            upload = client.uploads.upload_file_chunked(
-                file=path, mime_type="application/jsonl", purpose="batch", part_size=PART_BYTES
-            )
-            if upload.file is None:
-                raise CommandError(f"upload {upload.id} ended {upload.status} without a file")
-            file_id = upload.file.id
-        else:
-            file_id = client.files.create(file=path, purpose="batch").id
+        file_id = _upload(client, path)
+        if args.max_cost is not None:
+            most = _estimate(client, file_id, endpoint)["cost"]["max"]
+            if most > args.max_cost:
+                raise CommandError(
+                    f"the batch may cost up to ${most:.6f}, above --max-cost ${args.max_cost:.6f}; not created "
+                    f"(its file is {file_id}); set max_tokens on the requests to lower its maximum"
+                )
         batch = client.batches.create(
             input_file_id=file_id,
             endpoint=endpoint,  # type: ignore[arg-type]  # checked by the gateway, which names the bad value
@@ -251,8 +312,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--endpoint", help="the batch endpoint (default: the url of the file's first request)")
     parser.add_argument("--metadata", action="append", metavar="KEY=VALUE", help="batch metadata (repeatable)")
     parser.add_argument("--wait", action="store_true", help="show progress until the batch ends")
+    parser.add_argument(
+        "--max-cost", type=float, metavar="USD", help="refuse to create the batch if it may cost more than this"
+    )
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between status checks with --wait")
     command("status", status, "show a batch").add_argument("batch_id")
+    parser = command("estimate", estimate, "what a batch of a file would cost, creating nothing")
+    parser.add_argument("file_or_id", help="a JSONL batch input file (uploaded first), or a file id")
+    parser.add_argument("--endpoint", help="the batch endpoint (default: the url of the file's first request)")
     parser = command("results", results, "download a finished batch's output and error files")
     parser.add_argument("batch_id")
     parser.add_argument("-o", "--output", required=True, help="where to write the output file")

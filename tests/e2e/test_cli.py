@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import openai
 import orjson
 import pytest
 
@@ -148,3 +149,22 @@ def test_unfinished_results_and_missing_settings_fail_clearly(gateway: Gateway, 
         text=True,
     )
     assert unset.returncode == 1 and "OPENAI_BASE_URL" in unset.stderr
+
+
+def test_estimate_prints_each_models_figures_and_submit_refuses_above_max_cost(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    path = write_batch(tmp_path / "est.jsonl", 3, "gpt-4o-mini", prefix="e")
+    estimated = gateway.cli("estimate", str(path))
+    assert estimated.returncode == 0, estimated.stderr
+    assert "gpt-4o-mini" in estimated.stdout and "max cost" in estimated.stdout and "uploaded" in estimated.stderr
+
+    with openai.OpenAI(base_url=gateway.base_url, api_key=DEV_KEY) as client:
+        before = len(client.batches.list(limit=100).data)
+        refused = gateway.cli("submit", str(path), "--max-cost", "0.000000001")
+        assert refused.returncode == 1 and "above --max-cost" in refused.stderr
+        assert len(client.batches.list(limit=100).data) == before  # no batch was made
+
+        allowed = gateway.cli("submit", str(path), "--max-cost", "100")
+        assert allowed.returncode == 0, allowed.stderr
+        assert len(client.batches.list(limit=100).data) == before + 1

@@ -28,7 +28,7 @@ def test_an_estimate_creates_nothing_and_bounds_what_the_batch_holds(client: ope
     file = client.files.create(file=path, purpose="batch")
     before = len(client.batches.list(limit=100).data)
     estimate: dict[str, Any] = client.post(
-        "/batches/estimate", cast_to=object, body={"input_file_id": file.id, "endpoint": "/v1/chat/completions"}
+        "/batches/estimate", cast_to=dict[str, Any], body={"input_file_id": file.id, "endpoint": "/v1/chat/completions"}
     )
     assert estimate["object"] == "batch.estimate" and estimate["model"] == "gpt-4o-mini"
     assert estimate["requests"] == 2 and estimate["max_output_tokens"] == 200 and estimate["input_tokens"] > 0
@@ -41,7 +41,7 @@ def test_an_estimate_is_refused_as_a_create_would_be(client: openai.OpenAI, tmp_
     file = client.files.create(file=lines_file(tmp_path / "x.jsonl", [("a", "no-such-model")]), purpose="batch")
     with pytest.raises(openai.BadRequestError) as refused:
         client.post(
-            "/batches/estimate", cast_to=object, body={"input_file_id": file.id, "endpoint": "/v1/chat/completions"}
+            "/batches/estimate", cast_to=dict[str, Any], body={"input_file_id": file.id, "endpoint": "/v1/chat/completions"}
         )
     assert refused.value.code == "model_not_found"
 
