@@ -45,6 +45,7 @@ def handler(event: dict[str, Any], context: LambdaContext, *, completion: Comple
         metrics.add_metric(name="CompletionsSkipped", unit=MetricUnit.Count, value=1)
         return {"batch_id": detail.batch_id, "booked": False}
     if done.run:  # a run of a batch of several models: its batch is counted when it completes
+        metrics.add_metric(name="RunsCompleted", unit=MetricUnit.Count, value=1)
         return {"batch_id": detail.batch_id, "booked": True, "status": done.status}
     metrics.add_metric(name=_STATUS_METRIC[done.status], unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="RequestsSucceeded", unit=MetricUnit.Count, value=done.counts.completed)

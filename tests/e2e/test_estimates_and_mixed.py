@@ -41,7 +41,9 @@ def test_an_estimate_is_refused_as_a_create_would_be(client: openai.OpenAI, tmp_
     file = client.files.create(file=lines_file(tmp_path / "x.jsonl", [("a", "no-such-model")]), purpose="batch")
     with pytest.raises(openai.BadRequestError) as refused:
         client.post(
-            "/batches/estimate", cast_to=dict[str, Any], body={"input_file_id": file.id, "endpoint": "/v1/chat/completions"}
+            "/batches/estimate",
+            cast_to=dict[str, Any],
+            body={"input_file_id": file.id, "endpoint": "/v1/chat/completions"},
         )
     assert refused.value.code == "model_not_found"
 
