@@ -36,7 +36,7 @@ from shared.providers.base import (
     Unreadable,
     guarded,
 )
-from shared.providers.http import LazyClients, build_client, cancel, create_once, json_of, send, stream_lines
+from shared.providers.http import HttpClients, build_client, cancel, create_once, json_of, send, stream_lines
 from shared.providers.registry import ProviderDeps
 from shared.results import custom_id_in
 from shared.routing import Deployment
@@ -93,7 +93,7 @@ class AnthropicProvider:
         self._headers = {"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
         if api_key:
             self._headers["x-api-key"] = api_key
-        self._clients = LazyClients()
+        self._api = HttpClients(self._client, deployment.max_retries)
 
     def _client(self, max_retries: int) -> httpx.Client:
         base_url = (self._deployment.api_base or DEFAULT_API_BASE).rstrip("/")
@@ -101,17 +101,8 @@ class AnthropicProvider:
             base_url=base_url, headers=self._headers, timeout=self._deployment.timeout, max_retries=max_retries
         )
 
-    @property
-    def _http(self) -> httpx.Client:
-        return self._clients.get("retrying", lambda: self._client(self._deployment.max_retries))
-
-    @property
-    def _http_once(self) -> httpx.Client:
-        """For creating a batch, which is not idempotent: its retries look for what an earlier attempt made."""
-        return self._clients.get("once", lambda: self._client(0))
-
     def close(self) -> None:
-        self._clients.close()
+        self._api.close()
 
     # --- submit ---------------------------------------------------------------------------------
 
@@ -127,7 +118,7 @@ class AnthropicProvider:
 
     def _create(self, request: SubmitRequest) -> str:
         body = _CreateBody(request, self._deployment.provider_model, self._deployment.output_bound)
-        response = send(self._http_once, "POST", BATCHES, what="create message batch", content=body)
+        response = send(self._api.once, "POST", BATCHES, what="create message batch", content=body)
         batch_id = json_of(response, "create message batch").get("id")
         if not isinstance(batch_id, str) or not batch_id:
             raise ProviderError("create message batch: the answer has no batch id", retryable=True)
@@ -151,7 +142,7 @@ class AnthropicProvider:
         after_id: str | None = None
         for _ in range(_FIND_PAGES):
             params: dict[str, str | int] = {"limit": _FIND_PAGE_SIZE, **({"after_id": after_id} if after_id else {})}
-            page = json_of(send(self._http, "GET", BATCHES, what="list message batches", params=params), "list")
+            page = json_of(send(self._api.retrying, "GET", BATCHES, what="list message batches", params=params), "list")
             data = [b for b in page.get("data") or [] if isinstance(b, dict)]
             older_reached = False
             for batch in data:
@@ -185,7 +176,9 @@ class AnthropicProvider:
     # --- after submit ---------------------------------------------------------------------------
 
     def _batch(self, batch_id: str) -> dict[str, Any]:
-        return json_of(send(self._http, "GET", f"{BATCHES}/{batch_id}", what="retrieve message batch"), "retrieve")
+        return json_of(
+            send(self._api.retrying, "GET", f"{BATCHES}/{batch_id}", what="retrieve message batch"), "retrieve"
+        )
 
     def refresh(self, refs: Mapping[str, str]) -> ProviderStatus:
         batch = self._batch(refs["batch_id"])
@@ -196,7 +189,7 @@ class AnthropicProvider:
         return ProviderStatus(state, counts)
 
     def cancel(self, refs: Mapping[str, str]) -> None:
-        cancel(self._http, f"{BATCHES}/{refs['batch_id']}/cancel", what="cancel message batch")
+        cancel(self._api.retrying, f"{BATCHES}/{refs['batch_id']}/cancel", what="cancel message batch")
 
     def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
         batch = self._batch(refs["batch_id"])
@@ -206,7 +199,10 @@ class AnthropicProvider:
         created = unix_seconds(batch.get("ended_at")) or int(time.time())
         hashed: dict[str, str] | None = None
         lines = stream_lines(
-            self._http, results_url, what="download message batch results", headers={"accept": "application/binary"}
+            self._api.retrying,
+            results_url,
+            what="download message batch results",
+            headers={"accept": "application/binary"},
         )
         for raw in lines:
             line = _parse(raw)

@@ -143,6 +143,28 @@ class LazyClients:
             client.close()
 
 
+class HttpClients:
+    """An adapter's two clients to its API, built on first use: `retrying` for what is safe to resend, and
+    `once` for creating a batch, which is never resent (a resend could create a second one; create_once
+    looks for what an earlier attempt made instead)."""
+
+    def __init__(self, build: Callable[[int], httpx.Client], max_retries: int) -> None:
+        self._build = build
+        self._max_retries = max_retries
+        self._clients = LazyClients()
+
+    @property
+    def retrying(self) -> httpx.Client:
+        return self._clients.get("retrying", lambda: self._build(self._max_retries))
+
+    @property
+    def once(self) -> httpx.Client:
+        return self._clients.get("once", lambda: self._build(0))
+
+    def close(self) -> None:
+        self._clients.close()
+
+
 def provider_error(response: httpx.Response, what: str) -> ProviderError:
     """A ProviderError for a failed answer, with the provider's own message where it gave one."""
     message = response.text[:500]

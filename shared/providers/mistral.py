@@ -35,7 +35,7 @@ from shared.providers.base import (
     guarded,
 )
 from shared.providers.http import (
-    LazyClients,
+    HttpClients,
     ReopeningReader,
     build_client,
     cancel,
@@ -116,7 +116,7 @@ class MistralProvider:
         self._deployment = deployment
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._clock = clock
-        self._clients = LazyClients()
+        self._api = HttpClients(self._client, deployment.max_retries)
 
     def _client(self, max_retries: int) -> httpx.Client:
         return build_client(
@@ -126,17 +126,8 @@ class MistralProvider:
             max_retries=max_retries,
         )
 
-    @property
-    def _http(self) -> httpx.Client:
-        return self._clients.get("retrying", lambda: self._client(self._deployment.max_retries))
-
-    @property
-    def _http_once(self) -> httpx.Client:
-        """For creating a job, which is not idempotent: its retries look for what an earlier attempt made."""
-        return self._clients.get("once", lambda: self._client(0))
-
     def close(self) -> None:
-        self._clients.close()
+        self._api.close()
 
     # --- submit ---------------------------------------------------------------------------------
 
@@ -165,7 +156,7 @@ class MistralProvider:
 
     def _upload(self, request: SubmitRequest) -> str:
         response = send(
-            self._http,
+            self._api.retrying,
             "POST",
             "/files",
             what="upload batch input",
@@ -197,7 +188,7 @@ class MistralProvider:
             "metadata": {"batchgw_batch_id": request.batch_id},
             "timeout_hours": self._timeout_hours(request),
         }
-        response = send(self._http_once, "POST", JOBS, what="create batch job", json=body)
+        response = send(self._api.once, "POST", JOBS, what="create batch job", json=body)
         job_id = json_of(response, "create batch job").get("id")
         if not isinstance(job_id, str) or not job_id:
             raise ProviderError("create batch job: the answer has no job id", retryable=True)
@@ -213,7 +204,9 @@ class MistralProvider:
                 "created_after": since,
                 "order_by": "-created",
             }
-            answer = json_of(send(self._http, "GET", JOBS, what="list batch jobs", params=params), "list batch jobs")
+            answer = json_of(
+                send(self._api.retrying, "GET", JOBS, what="list batch jobs", params=params), "list batch jobs"
+            )
             jobs = [j for j in answer.get("data") or () if isinstance(j, dict)]
             for job in jobs:
                 if input_file_id in (job.get("input_files") or ()) and isinstance(job.get("id"), str):
@@ -225,13 +218,15 @@ class MistralProvider:
     # --- after submit ---------------------------------------------------------------------------
 
     def _job(self, job_id: str) -> dict[str, Any]:
-        return json_of(send(self._http, "GET", f"{JOBS}/{job_id}", what="retrieve batch job"), "retrieve batch job")
+        return json_of(
+            send(self._api.retrying, "GET", f"{JOBS}/{job_id}", what="retrieve batch job"), "retrieve batch job"
+        )
 
     def refresh(self, refs: Mapping[str, str]) -> ProviderStatus:
         return job_status(self._job(refs["batch_id"]))
 
     def cancel(self, refs: Mapping[str, str]) -> None:
-        cancel(self._http, f"{JOBS}/{refs['batch_id']}/cancel", what="cancel batch job")
+        cancel(self._api.retrying, f"{JOBS}/{refs['batch_id']}/cancel", what="cancel batch job")
 
     def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
         job = self._job(refs["batch_id"])
@@ -239,7 +234,7 @@ class MistralProvider:
             file_id = job.get(key)
             if not isinstance(file_id, str) or not file_id:
                 continue
-            for raw in stream_lines(self._http, f"/files/{file_id}/content", what=f"download {key}"):
+            for raw in stream_lines(self._api.retrying, f"/files/{file_id}/content", what=f"download {key}"):
                 line = result_line(raw)
                 if isinstance(line, ResultLine):
                     yield guarded(line.custom_id, _openai_line, line)
@@ -259,7 +254,7 @@ class MistralProvider:
                 files += [f for key in _RESULT_FILES if isinstance(f := job.get(key), str) and f]
         for file_id in dict.fromkeys(files):
             try:
-                send(self._http, "DELETE", f"/files/{file_id}", what="delete a provider file")
+                send(self._api.retrying, "DELETE", f"/files/{file_id}", what="delete a provider file")
             except ProviderError as exc:
                 if exc.code != "not_found":
                     raise

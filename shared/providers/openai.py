@@ -27,7 +27,7 @@ from shared.jsonl import LineTooLong
 from shared.lifecycle import BatchStatus
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable
 from shared.providers.http import (
-    LazyClients,
+    HttpClients,
     ReopeningReader,
     build_client,
     cancel,
@@ -236,7 +236,7 @@ class OpenAIProvider:
 
     def __init__(self, deployment: Deployment) -> None:
         self._deployment = deployment
-        self._clients = LazyClients()
+        self._api = HttpClients(self._client, deployment.max_retries)
 
     def _auth(self) -> httpx.Auth | None:
         return SecretAuth(self._deployment.api_key) if self._deployment.api_key else None
@@ -260,17 +260,8 @@ class OpenAIProvider:
             client.auth = auth
         return client
 
-    @property
-    def _http(self) -> httpx.Client:
-        return self._clients.get("retrying", lambda: self._client(self._deployment.max_retries))
-
-    @property
-    def _http_once(self) -> httpx.Client:
-        """For creating a batch: never resent, since a resend could create a second one."""
-        return self._clients.get("once", lambda: self._client(0))
-
     def close(self) -> None:
-        self._clients.close()
+        self._api.close()
 
     def _endpoint(self, endpoint: str) -> str:
         """The endpoint as this server wants it in lines and at create."""
@@ -287,7 +278,7 @@ class OpenAIProvider:
     def _upload(self, request: SubmitRequest) -> dict[str, Any]:
         """Upload the input; the provider's file object."""
         response = send(
-            self._http,
+            self._api.retrying,
             "POST",
             "/files",
             what="upload batch input",
@@ -319,7 +310,7 @@ class OpenAIProvider:
         while True:
             if file is None:
                 what = "retrieve batch input"
-                file = json_of(send(self._http, "GET", f"/files/{file_id}", what=what), what)
+                file = json_of(send(self._api.retrying, "GET", f"/files/{file_id}", what=what), what)
             status = str(file.get("status") or "").lower()
             if status == "error":
                 details = file.get("status_details") or "no details given"
@@ -337,7 +328,9 @@ class OpenAIProvider:
         after: str | None = None
         for _ in range(_FIND_PAGES):
             params: dict[str, str | int] = {"limit": 100, **({"after": after} if after else {})}
-            page = json_of(send(self._http, "GET", "/batches", what="list batches", params=params), "list batches")
+            page = json_of(
+                send(self._api.retrying, "GET", "/batches", what="list batches", params=params), "list batches"
+            )
             data = [b for b in page.get("data") or [] if isinstance(b, dict)]
             for batch in data:
                 found, metadata = batch.get("id"), batch.get("metadata")
@@ -356,7 +349,7 @@ class OpenAIProvider:
     def _create(self, request: SubmitRequest, input_file_id: str) -> str:
         body = create_body(input_file_id, self._endpoint(request.endpoint), request.batch_id)
         try:
-            response = self._http_once.post("/batches", json=body)
+            response = self._api.once.post("/batches", json=body)
         except httpx.TransportError as exc:
             raise ProviderError(f"create batch: {type(exc).__name__}: {exc}", retryable=True) from exc
         if response.is_error:
@@ -385,14 +378,16 @@ class OpenAIProvider:
     # --- after submit ---------------------------------------------------------------------------
 
     def _batch(self, batch_id: str) -> dict[str, Any]:
-        return json_of(send(self._http, "GET", f"/batches/{batch_id}", what="retrieve batch"), "retrieve batch")
+        return json_of(send(self._api.retrying, "GET", f"/batches/{batch_id}", what="retrieve batch"), "retrieve batch")
 
     def list_statuses(self, refs: Sequence[Mapping[str, str]]) -> dict[str, ProviderStatus]:
         """Read from `GET /batches` pages (100 a page, newest first, entered after our own batches' ids)."""
 
         def fetch(after: str | None) -> Page:
             params: dict[str, str | int] = {"limit": _LIST_PAGE, **({"after": after} if after else {})}
-            page = json_of(send(self._http, "GET", "/batches", what="list batches", params=params), "list batches")
+            page = json_of(
+                send(self._api.retrying, "GET", "/batches", what="list batches", params=params), "list batches"
+            )
             shown = [b for b in page.get("data") or [] if isinstance(b, dict) and isinstance(b.get("id"), str)]
             return [(b["id"], _status_of(b)) for b in shown], bool(page.get("has_more"))
 
@@ -403,7 +398,7 @@ class OpenAIProvider:
         return ProviderStatus(openai_state(batch.get("status")), counts_of(batch), errors_of(batch))
 
     def cancel(self, refs: Mapping[str, str]) -> None:
-        cancel(self._http, f"/batches/{refs['batch_id']}/cancel", what="cancel batch")
+        cancel(self._api.retrying, f"/batches/{refs['batch_id']}/cancel", what="cancel batch")
 
     def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
         batch = self._batch(refs["batch_id"])
@@ -411,7 +406,7 @@ class OpenAIProvider:
             file_id = batch.get(key)
             if not isinstance(file_id, str) or not file_id:
                 continue
-            for raw in stream_lines(self._http, f"/files/{file_id}/content", what=f"download {key}"):
+            for raw in stream_lines(self._api.retrying, f"/files/{file_id}/content", what=f"download {key}"):
                 line = result_line(raw)
                 if line is not None:
                     yield line
@@ -430,7 +425,7 @@ class OpenAIProvider:
                 files += [f for key in _RESULT_FILES if isinstance(f := batch.get(key), str) and f]
         for file_id in dict.fromkeys(files):
             try:
-                send(self._http, "DELETE", f"/files/{file_id}", what="delete a provider file")
+                send(self._api.retrying, "DELETE", f"/files/{file_id}", what="delete a provider file")
             except ProviderError as exc:
                 if exc.code != "not_found":
                     raise

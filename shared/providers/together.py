@@ -61,14 +61,6 @@ class TogetherProvider(OpenAIProvider):
     def _base_url(self) -> str:
         return (self._deployment.api_base or DEFAULT_API_BASE).rstrip("/")
 
-    @property
-    def _http_presigned(self) -> httpx.Client:
-        """For the presigned upload URL: no Authorization header, which the URL's own signature forbids.
-        A failed PUT is not resent here: the submission retries the whole upload."""
-        return self._clients.get(
-            "presigned", lambda: build_client(base_url="", headers={}, timeout=self._deployment.timeout, max_retries=0)
-        )
-
     def submit(self, request: SubmitRequest, journal: Journal) -> None:
         if "request_count" not in journal.refs:
             journal.record(request_count=str(request.line_count))  # what Together's progress is a share of
@@ -82,7 +74,7 @@ class TogetherProvider(OpenAIProvider):
 
     def _upload(self, request: SubmitRequest) -> dict[str, Any]:
         form = {"purpose": FILE_PURPOSE, "file_name": f"{request.batch_id}.jsonl", "file_type": "jsonl"}
-        started = send(self._http, "POST", "/files", what="start upload", data=form, follow_redirects=False)
+        started = send(self._api.retrying, "POST", "/files", what="start upload", data=form, follow_redirects=False)
         location: str | None = started.headers.get("location")
         file_id: str | None = started.headers.get("x-together-file-id")
         if started.status_code != httpx.codes.FOUND or not location or not file_id:
@@ -91,21 +83,24 @@ class TogetherProvider(OpenAIProvider):
             )
         content = _Replayable(lambda: self._translated_input(request))
         size = sum(len(chunk) for chunk in content)
-        send(
-            self._http_presigned,
-            "PUT",
-            location,
-            what="upload batch input",
-            content=content,
-            headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
-        )
-        processed = send(self._http, "POST", f"/files/{file_id}/preprocess", what="finish upload")
+        # the presigned URL's own signature forbids an Authorization header; a failed PUT is not resent
+        # here: the submission retries the whole upload
+        with build_client(base_url="", headers={}, timeout=self._deployment.timeout, max_retries=0) as presigned:
+            send(
+                presigned,
+                "PUT",
+                location,
+                what="upload batch input",
+                content=content,
+                headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
+            )
+        processed = send(self._api.retrying, "POST", f"/files/{file_id}/preprocess", what="finish upload")
         return {**json_of(processed, "finish upload"), "id": file_id}
 
     def _batches(self) -> list[dict[str, Any]]:
         """Every batch of the account: Together lists them all at once, as a bare array."""
         try:
-            answer = orjson.loads(send(self._http, "GET", "/batches", what="list batches").content)
+            answer = orjson.loads(send(self._api.retrying, "GET", "/batches", what="list batches").content)
         except orjson.JSONDecodeError as exc:
             raise ProviderError("list batches: the answer is not JSON", retryable=True) from exc
         batches = answer.get("data") if isinstance(answer, dict) else answer
@@ -131,7 +126,7 @@ class TogetherProvider(OpenAIProvider):
 
     def _create(self, request: SubmitRequest, input_file_id: str) -> str:
         body = {"input_file_id": input_file_id, "endpoint": request.endpoint, "completion_window": "24h"}
-        answer = json_of(send(self._http_once, "POST", "/batches", what="create batch", json=body), "create batch")
+        answer = json_of(send(self._api.once, "POST", "/batches", what="create batch", json=body), "create batch")
         job = answer.get("job", answer)
         batch_id = job.get("id") if isinstance(job, dict) else None
         if not isinstance(batch_id, str) or not batch_id:
