@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
-from types import TracebackType
-from typing import TYPE_CHECKING, Self, cast
+from typing import TYPE_CHECKING, cast
 
 from botocore.exceptions import ClientError
+
+from shared.storage.ports import BlobSink
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -26,7 +27,7 @@ def _bytes_like(buffer: bytearray) -> bytes:
     return cast(bytes, buffer)
 
 
-class BlobWriter:
+class BlobWriter(BlobSink):
     """Writes one object from a stream: a single PUT when small, multipart when not; never the whole in memory.
 
     Bytes collect in a part-sized buffer; a full buffer uploads on a background thread while the next
@@ -119,17 +120,6 @@ class BlobWriter:
             self._pool.shutdown()
         self._client.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
         self._upload_id = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 class S3Blobs:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Self
 
 from shared.lifecycle import BatchStatus, Outcome
 from shared.records import BatchRecord, Cost, Counts, ErrorEntry, FileRecord, KeyRecord, SpendRow, UploadRecord, Usage
@@ -230,11 +230,17 @@ class BlobSink(Protocol):
 
     def abort(self) -> None: ...
 
-    def __enter__(self) -> BlobSink: ...
+    def __enter__(self) -> Self:
+        return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
+    ) -> None:
+        """Commits what was written when the block ends cleanly, aborts it when it raised."""
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
 
 
 class Bus(Protocol):

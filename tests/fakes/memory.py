@@ -12,8 +12,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from shared import lifecycle
 from shared.errors import AdmitRefused, PublishFailed, StaleState, UnreadableRecord
@@ -30,7 +29,7 @@ from shared.records import (
 )
 from shared.storage.batch_store import shard_of
 from shared.storage.dynamo import money
-from shared.storage.ports import Booking, Broken, Page
+from shared.storage.ports import BlobSink, Booking, Broken, Page
 
 
 @dataclass
@@ -439,7 +438,7 @@ class MemoryClaimStore:
             return {d for d in deployments if self.db.failing.get(d, 0) > now}
 
 
-class MemorySink:
+class MemorySink(BlobSink):
     def __init__(self, blobs: MemoryBlobs, key: str) -> None:
         self._blobs = blobs
         self._key = key
@@ -455,17 +454,6 @@ class MemorySink:
 
     def abort(self) -> None:
         self._data.clear()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 class MemoryBlobs:
