@@ -183,6 +183,28 @@ def provider_error(response: httpx.Response, what: str) -> ProviderError:
     return ProviderError(f"{what}: HTTP {response.status_code}: {message}", retryable=retryable, code=code)
 
 
+def delete_batch_files(
+    client: httpx.Client, refs: Mapping[str, str], fetch: Callable[[str], Mapping[str, Any]], keys: tuple[str, ...]
+) -> None:
+    """Delete a batch's uploaded input and the result files its provider object names under `keys`, each
+    once, from an API with OpenAI's `DELETE /files/{id}`; what is already gone is fine."""
+    files = [refs["input_file_id"]] if "input_file_id" in refs else []
+    if "batch_id" in refs:
+        try:
+            batch = fetch(refs["batch_id"])
+        except ProviderError as exc:
+            if exc.code != "not_found":
+                raise
+        else:
+            files += [f for key in keys if isinstance(f := batch.get(key), str) and f]
+    for file_id in dict.fromkeys(files):
+        try:
+            send(client, "DELETE", f"/files/{file_id}", what="delete a provider file")
+        except ProviderError as exc:
+            if exc.code != "not_found":
+                raise
+
+
 def send(client: httpx.Client, method: str, url: str, *, what: str, **kwargs: Any) -> httpx.Response:
     """Send one request; a failed answer or transport error becomes a ProviderError."""
     try:

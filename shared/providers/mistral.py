@@ -40,6 +40,7 @@ from shared.providers.http import (
     build_client,
     cancel,
     create_once,
+    delete_batch_files,
     json_of,
     send,
     stream_lines,
@@ -243,18 +244,4 @@ class MistralProvider:
 
     def cleanup(self, refs: Mapping[str, str]) -> None:
         """Delete the uploaded input and the job's output and error files (Mistral keeps them until then)."""
-        files = [refs["input_file_id"]] if "input_file_id" in refs else []
-        if "batch_id" in refs:
-            try:
-                job = self._job(refs["batch_id"])
-            except ProviderError as exc:
-                if exc.code != "not_found":
-                    raise
-            else:
-                files += [f for key in _RESULT_FILES if isinstance(f := job.get(key), str) and f]
-        for file_id in dict.fromkeys(files):
-            try:
-                send(self._api.retrying, "DELETE", f"/files/{file_id}", what="delete a provider file")
-            except ProviderError as exc:
-                if exc.code != "not_found":
-                    raise
+        delete_batch_files(self._api.retrying, refs, self._job, _RESULT_FILES)

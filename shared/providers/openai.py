@@ -32,6 +32,7 @@ from shared.providers.http import (
     build_client,
     cancel,
     create_once,
+    delete_batch_files,
     json_of,
     provider_error,
     send,
@@ -414,18 +415,4 @@ class OpenAIProvider:
     def cleanup(self, refs: Mapping[str, str]) -> None:
         """Delete the uploaded input and the batch's output and error files (they count against the
         provider's file quota: Azure's is 500 per resource)."""
-        files = [refs["input_file_id"]] if "input_file_id" in refs else []
-        if "batch_id" in refs:
-            try:
-                batch = self._batch(refs["batch_id"])
-            except ProviderError as exc:
-                if exc.code != "not_found":
-                    raise
-            else:
-                files += [f for key in _RESULT_FILES if isinstance(f := batch.get(key), str) and f]
-        for file_id in dict.fromkeys(files):
-            try:
-                send(self._api.retrying, "DELETE", f"/files/{file_id}", what="delete a provider file")
-            except ProviderError as exc:
-                if exc.code != "not_found":
-                    raise
+        delete_batch_files(self._api.retrying, refs, self._batch, _RESULT_FILES)
