@@ -133,9 +133,7 @@ def test_thousand_requests_run_once_each_within_the_cap_despite_429s_and_hangs(
     assert done["cost"]["value"] == pytest.approx(expected, rel=1e-9)
 
 
-def test_cancel_stops_dispatching_and_keeps_what_finished(
-    stack: Stack, endpoint: tuple[FakeSyncEndpoint, str]
-) -> None:
+def test_cancel_stops_dispatching_and_keeps_what_finished(stack: Stack, endpoint: tuple[FakeSyncEndpoint, str]) -> None:
     fake, _ = endpoint
     fake.delay = 0.05
     batch_id = started(stack, batch_lines(400, model=MODEL))
