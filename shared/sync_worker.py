@@ -142,7 +142,7 @@ class SyncWorker:
             if custom_id in results:
                 continue
             self._wait(ready_at, deadline)
-            if self._clock() >= task.expires_at or self._stopped(task):
+            if 0 < task.expires_at <= self._clock() or self._stopped(task):
                 outcome = "stopped"
                 break
             if deadline.remaining() < STOP_STARTING_SECONDS:
