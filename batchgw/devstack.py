@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import boto3
 import orjson
@@ -37,6 +37,7 @@ from shared.http.app import error_response
 from shared.runtime import reset_runtime
 
 if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.literals import QueueAttributeNameType
 
 logger = logging.getLogger("batchgw.dev")
@@ -44,6 +45,8 @@ logger = logging.getLogger("batchgw.dev")
 DEV_MASTER_KEY = "sk-batchgw-dev"
 REGION = "us-east-1"
 _VISIBILITY_SECONDS = 5
+# how long a FIFO queue's delivery worker waits after finding nothing (it does not long-poll: DevQueue)
+_FIFO_IDLE_SECONDS = 0.2
 _MAX_RECEIVES = 3
 # the most delivery workers one SQS event source gets in the dev stack, whatever its MaximumConcurrency
 DEV_MAX_DELIVERIES = 16
@@ -126,6 +129,40 @@ def sqs_event(message: Mapping[str, Any], queue_url: str) -> dict[str, Any]:
             }
         ]
     }
+
+
+class DevQueue:
+    """Receiving from and deleting on one queue of the emulator, as Lambda's event source would.
+
+    A FIFO queue is read one call at a time across the process, without long polling: moto's receive is not
+    atomic across concurrent callers, and a long poll keeps the view of the groups in flight it started
+    with, either of which would hand out a second message of a group while one is in flight.
+    """
+
+    _fifo_locks: ClassVar[dict[str, threading.Lock]] = {}
+    _locks_lock: ClassVar = threading.Lock()
+
+    def __init__(self, sqs: SQSClient, queue_url: str) -> None:
+        self._sqs = sqs
+        self.url = queue_url
+        self.fifo = queue_url.endswith(".fifo")
+        with self._locks_lock:
+            self._lock = self._fifo_locks.setdefault(queue_url, threading.Lock()) if self.fifo else None
+
+    def receive(self, count: int) -> list[dict[str, Any]]:
+        if self._lock is None:
+            answer = self._sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=count, WaitTimeSeconds=1)
+        else:
+            with self._lock:
+                answer = self._sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=count)
+        return [dict(message) for message in answer.get("Messages", [])]
+
+    def delete(self, message: Mapping[str, Any]) -> None:
+        if self._lock is None:
+            self._sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+            return
+        with self._lock:
+            self._sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
 
 
 class ApiGateway:
@@ -287,25 +324,25 @@ class DevStack:
         target), or, for an SQS event source (`sqs_batch_size` given), the message wrapped in the event Lambda
         would send, taken `sqs_batch_size` at a time."""
         as_sqs_event = sqs_batch_size is not None
-        sqs = boto3.session.Session(region_name=os.environ["AWS_DEFAULT_REGION"]).client("sqs")
+        queue = DevQueue(boto3.session.Session(region_name=os.environ["AWS_DEFAULT_REGION"]).client("sqs"), queue_url)
         while not self._stop.is_set():
             try:
-                messages = sqs.receive_message(
-                    QueueUrl=queue_url, MaxNumberOfMessages=sqs_batch_size or 10, WaitTimeSeconds=1
-                )
+                messages = queue.receive(sqs_batch_size or 10)
             except Exception:
                 if self._stop.is_set():
                     return
                 logger.exception("receiving events failed")
                 time.sleep(1)
                 continue
-            for message in messages.get("Messages", []):
+            if not messages and queue.fifo:
+                self._stop.wait(_FIFO_IDLE_SECONDS)
+            for message in messages:
                 try:
                     invoke(function, sqs_event(message, queue_url) if as_sqs_event else orjson.loads(message["Body"]))
                 except Exception:
                     logger.exception("%s failed; the event will be retried", function.logical_id)
                     continue
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+                queue.delete(message)
 
     def _schedule(self, function: template.Function) -> None:
         while not self._stop.wait(self.poll_interval):

@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
-from batchgw.devstack import sqs_event
+from batchgw.devstack import DevQueue, sqs_event
 from tests.fakes.servers import serve_in_thread
 from tests.fakes.sync_upstream import API_KEY, COMPLETION_TOKENS, FakeSyncEndpoint
 from tests.integration.conftest import TERMINAL, Stack, batch, batch_lines, lines, started
@@ -53,14 +53,15 @@ def extra_routes(endpoint: tuple[FakeSyncEndpoint, str]) -> str:
 @contextmanager
 def sync_workers(stack: Stack, count: int) -> Iterator[None]:
     """`count` threads delivering the sync queue's messages to the worker's handler, one message each, as the
-    event source mapping does; a failed invocation is recorded in `stack.failures` and its message left."""
+    event source mapping does (and as the dev stack does, through DevQueue); a failed invocation is recorded
+    in `stack.failures` and its message left."""
     url = stack.queues["SyncWorkerFunction:SQS"]
     stop = threading.Event()
 
     def deliver() -> None:
-        sqs = boto3.client("sqs")
+        queue = DevQueue(boto3.client("sqs"), url)
         while not stop.is_set():
-            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1).get("Messages", [])
+            messages = queue.receive(1)
             if not messages:
                 time.sleep(0.2)
                 continue
@@ -69,7 +70,7 @@ def sync_workers(stack: Stack, count: int) -> Iterator[None]:
             except Exception as exc:
                 stack.failures.append(exc)
                 continue
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=messages[0]["ReceiptHandle"])
+            queue.delete(messages[0])
 
     threads = [threading.Thread(target=deliver, daemon=True) for _ in range(count)]
     for thread in threads:
