@@ -109,31 +109,33 @@ class SyncWorker:
         `stopped` (cancelled or expired), `requeued` (out of time) or `gone` (its batch or deployment is)."""
         deployment = self._routing.deployment(task.deployment)
         provider = self._providers.get(deployment) if deployment is not None else None
-        raw = self._blobs.get(input_key(task.batch_id, task.chunk))
-        if deployment is None or not isinstance(provider, SyncProvider) or raw is None:
-            logger.warning("a chunk whose batch or deployment is gone; dropped", extra={"batch_id": task.batch_id})
+        if deployment is None or not isinstance(provider, SyncProvider):
+            logger.warning("a chunk whose deployment is gone; dropped", extra={"batch_id": task.batch_id})
             return "gone"
-        # the lease is taken before looking for the stop marker: a refresh that sees no lease knows that every
-        # worker still to come will see the marker
+        # The lease is taken before anything is read: a refresh that sees no lease knows that every worker still
+        # to come will see the stop marker. The input is read last: cleanup removes the inputs before the rest,
+        # so a worker that finds its input has seen the batch's part and marker as they were.
         lease = lease_key(task.batch_id, task.chunk, int(self._clock() + deadline.remaining()) + LEASE_MARGIN_SECONDS)
         self._blobs.put(lease, b"")
         try:
             with within(deadline):
-                return self._run(task, deployment, provider.client(), raw, deadline)
+                return self._run(task, deployment, provider.client(), deadline)
         finally:
             self._blobs.delete(lease)
 
     def _stopped(self, task: ChunkTask) -> bool:
         return self._blobs.get(stop_key(task.batch_id)) is not None
 
-    def _run(
-        self, task: ChunkTask, deployment: Deployment, client: httpx.Client, raw: bytes, deadline: Deadline
-    ) -> str:
+    def _run(self, task: ChunkTask, deployment: Deployment, client: httpx.Client, deadline: Deadline) -> str:
         if self._stopped(task):
             return "stopped"
         found = progress(self._blobs, task.batch_id, task.chunk)
         saved = found.parts.get(task.chunk)
         results = self._read_part(saved)
+        raw = self._blobs.get(input_key(task.batch_id, task.chunk))
+        if raw is None:
+            logger.warning("a chunk whose batch is gone; dropped", extra={"batch_id": task.batch_id})
+            return "gone"
         requests = [orjson.loads(line) for line in raw.split(b"\n") if line.strip()]
         pace, ready_at, saved_at = Pace.of(deployment), 0.0, self._monotonic()
         outcome = "done"

@@ -310,8 +310,11 @@ class SyncProvider:
                     yield item
 
     def cleanup(self, refs: Mapping[str, str]) -> None:
-        """Remove the batch's chunks, parts, leases and stop marker."""
+        """Remove the batch's chunks, then its parts, leases and stop marker: a worker that still finds its
+        chunk (a late duplicate message) finds the batch's part and marker too, and sends nothing again."""
         if "batch_id" not in refs:
             return
+        prefix = batch_prefix(_batch_of(refs))
         with _aws("remove the batch's objects"):
-            self._blobs.delete(*self._blobs.keys(f"{batch_prefix(_batch_of(refs))}/"))
+            self._blobs.delete(*self._blobs.keys(f"{prefix}/in/"))
+            self._blobs.delete(*self._blobs.keys(f"{prefix}/"))

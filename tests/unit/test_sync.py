@@ -307,3 +307,11 @@ def test_cleanup_removes_everything_of_the_batch(world: World) -> None:
     world.adapter.cancel(journal.refs)
     world.adapter.cleanup(journal.refs)
     assert world.blobs.objects == {} and stop_key(BATCH) not in world.blobs.objects
+
+
+def test_a_chunk_delivered_again_sends_nothing_before_or_after_cleanup(world: World) -> None:
+    journal = world.submit(5)
+    assert world.run_all() == ["done"] and len(world.sent) == 5
+    assert world.run_all() == ["done"] and len(world.sent) == 5  # its part is full
+    world.adapter.cleanup(journal.refs)
+    assert world.run_all() == ["gone"] and len(world.sent) == 5 and world.blobs.objects == {}
