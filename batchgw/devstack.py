@@ -7,6 +7,9 @@
 - EventBridge delivery: each EventBridgeRule of the template becomes a rule on the emulated bus with an
   SQS queue as target, and a worker invokes the function's real handler with each event it receives
   (a failed invocation is retried, then dead-lettered, like Lambda's async retries);
+- SQS event sources: each queue is created with the template's attributes (a FIFO queue stays FIFO, so its
+  message groups hold as in AWS), and as many workers as the event source's MaximumConcurrency (at most
+  DEV_MAX_DELIVERIES) invoke the function's handler with BatchSize messages at a time;
 - the schedule: the poller's real handler is invoked with a real scheduled event every `poll_interval`.
 """
 
@@ -22,7 +25,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import boto3
 import orjson
@@ -33,12 +36,26 @@ from batchgw import emulator, template
 from shared.http.app import error_response
 from shared.runtime import reset_runtime
 
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
+
 logger = logging.getLogger("batchgw.dev")
 
 DEV_MASTER_KEY = "sk-batchgw-dev"
 REGION = "us-east-1"
 _VISIBILITY_SECONDS = 5
+# how long a FIFO queue's delivery worker waits after finding nothing (it does not long-poll: DevQueue)
+_FIFO_IDLE_SECONDS = 0.2
 _MAX_RECEIVES = 3
+# the most delivery workers one SQS event source gets in the dev stack, whatever its MaximumConcurrency
+DEV_MAX_DELIVERIES = 16
+# the queue attributes of the template that the dev stack's queues take
+_QUEUE_ATTRIBUTES: Final[tuple[QueueAttributeNameType, ...]] = (
+    "FifoQueue",
+    "ContentBasedDeduplication",
+    "VisibilityTimeout",
+)
 
 type Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -112,6 +129,40 @@ def sqs_event(message: Mapping[str, Any], queue_url: str) -> dict[str, Any]:
             }
         ]
     }
+
+
+class DevQueue:
+    """Receiving from and deleting on one queue of the emulator, as Lambda's event source would.
+
+    A FIFO queue is read one call at a time across the process, without long polling: moto's receive is not
+    atomic across concurrent callers, and a long poll keeps the view of the groups in flight it started
+    with, either of which would hand out a second message of a group while one is in flight.
+    """
+
+    _fifo_locks: ClassVar[dict[str, threading.Lock]] = {}
+    _locks_lock: ClassVar = threading.Lock()
+
+    def __init__(self, sqs: SQSClient, queue_url: str) -> None:
+        self._sqs = sqs
+        self.url = queue_url
+        self.fifo = queue_url.endswith(".fifo")
+        with self._locks_lock:
+            self._lock = self._fifo_locks.setdefault(queue_url, threading.Lock()) if self.fifo else None
+
+    def receive(self, count: int) -> list[dict[str, Any]]:
+        if self._lock is None:
+            answer = self._sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=count, WaitTimeSeconds=1)
+        else:
+            with self._lock:
+                answer = self._sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=count)
+        return [dict(message) for message in answer.get("Messages", [])]
+
+    def delete(self, message: Mapping[str, Any]) -> None:
+        if self._lock is None:
+            self._sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+            return
+        with self._lock:
+            self._sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
 
 
 class ApiGateway:
@@ -231,7 +282,16 @@ class DevStack:
             for _, props in function.events_of("SQS"):
                 attribute = props["Queue"]["Fn::GetAtt"]  # `Queue.Arn` (short form) or [Queue, Arn]
                 source = attribute.split(".", 1)[0] if isinstance(attribute, str) else attribute[0]
-                queue = sqs.create_queue(QueueName=f"{self.names.bus}-{source}")["QueueUrl"]
+                declared = template.resource(source)["Properties"]
+                attributes: dict[QueueAttributeNameType, str] = {
+                    name: str(declared[name]).lower() if isinstance(declared[name], bool) else str(declared[name])
+                    for name in _QUEUE_ATTRIBUTES
+                    if name in declared
+                }
+                suffix = ".fifo" if declared.get("FifoQueue") else ""
+                queue = sqs.create_queue(QueueName=f"{self.names.bus}-{source}{suffix}", Attributes=attributes)[
+                    "QueueUrl"
+                ]
                 queues[f"{function.logical_id}:SQS"] = queue
                 # the function reads the queue's URL from the variable whose value is its Ref
                 for variable, value in function.environment.items():
@@ -246,7 +306,11 @@ class DevStack:
                 self._spawn(f"deliver-{function.logical_id}", self._deliver, function, queues[function.logical_id])
             if f"{function.logical_id}:SQS" in queues:
                 queue = queues[f"{function.logical_id}:SQS"]
-                self._spawn(f"sqs-{function.logical_id}", self._deliver, function, queue, True)
+                for _, props in function.events_of("SQS"):
+                    batch_size = int(template.value(props.get("BatchSize", 10)))
+                    scaling = props.get("ScalingConfig", {}).get("MaximumConcurrency", 1)
+                    for n in range(min(int(template.value(scaling)), DEV_MAX_DELIVERIES)):
+                        self._spawn(f"sqs-{function.logical_id}-{n}", self._deliver, function, queue, batch_size)
             if any(True for _ in function.events_of("ScheduleV2")) or any(True for _ in function.events_of("Schedule")):
                 self._spawn(f"schedule-{function.logical_id}", self._schedule, function)
 
@@ -255,26 +319,30 @@ class DevStack:
         thread.start()
         self._threads.append(thread)
 
-    def _deliver(self, function: template.Function, queue_url: str, as_sqs_event: bool = False) -> None:
+    def _deliver(self, function: template.Function, queue_url: str, sqs_batch_size: int | None = None) -> None:
         """Invoke `function` with each message of `queue_url`: the message is the event (an EventBridge rule's
-        target), or, for an SQS event source, the message wrapped in the event Lambda would send."""
-        sqs = boto3.session.Session(region_name=os.environ["AWS_DEFAULT_REGION"]).client("sqs")
+        target), or, for an SQS event source (`sqs_batch_size` given), the message wrapped in the event Lambda
+        would send, taken `sqs_batch_size` at a time."""
+        as_sqs_event = sqs_batch_size is not None
+        queue = DevQueue(boto3.session.Session(region_name=os.environ["AWS_DEFAULT_REGION"]).client("sqs"), queue_url)
         while not self._stop.is_set():
             try:
-                messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+                messages = queue.receive(sqs_batch_size or 10)
             except Exception:
                 if self._stop.is_set():
                     return
                 logger.exception("receiving events failed")
                 time.sleep(1)
                 continue
-            for message in messages.get("Messages", []):
+            if not messages and queue.fifo:
+                self._stop.wait(_FIFO_IDLE_SECONDS)
+            for message in messages:
                 try:
                     invoke(function, sqs_event(message, queue_url) if as_sqs_event else orjson.loads(message["Body"]))
                 except Exception:
                     logger.exception("%s failed; the event will be retried", function.logical_id)
                     continue
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+                queue.delete(message)
 
     def _schedule(self, function: template.Function) -> None:
         while not self._stop.wait(self.poll_interval):

@@ -72,6 +72,15 @@ def functions(path: Path = TEMPLATE) -> list[Function]:
     ]
 
 
+def value(value: Any, path: Path = TEMPLATE) -> Any:
+    """A property's value, a `Ref` to a parameter read as the parameter's default."""
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        parameter = load_template(path)["Parameters"].get(value["Ref"])
+        if parameter is not None:
+            return parameter.get("Default")
+    return value
+
+
 def table_definition(table_name: str, path: Path = TEMPLATE) -> dict[str, Any]:
     """create_table arguments for the template's table, as the template declares it."""
     props = resource("Table", path)["Properties"]

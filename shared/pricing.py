@@ -9,6 +9,10 @@ Where genai-prices has a batch price for a model it is used as is; where it has 
 (Azure's models, embeddings), that price is halved rather than billing batches at the standard rate.
 The model is looked up by the deployment's `price_model`, its provider model, then its client-facing
 name, since an Azure deployment name (`gpt-4o-mini-batch`) is not a model name.
+
+A `mode: sync` deployment is not a batch API: batchgw sends its requests one by one to the endpoint's
+synchronous API, which bills them at its standard price, so that is the price used (no batch context, no
+halving); its `pricing` override, if any, holds its standard rates.
 """
 
 from __future__ import annotations
@@ -49,17 +53,20 @@ _MAKERS: Final = (None, "openai", "anthropic", "google")
 
 
 @lru_cache(maxsize=256)
-def _model_price(models: tuple[str, ...], provider: str | None) -> tuple[ModelPrice, Decimal] | None:
-    """genai-prices' price for the first of `models` it knows, and the factor that makes it a batch price."""
+def _model_price(models: tuple[str, ...], provider: str | None, *, batch: bool) -> tuple[ModelPrice, Decimal] | None:
+    """genai-prices' price for the first of `models` it knows, and the factor that makes it the price billed:
+    the batch price when `batch`, else the standard one."""
     sample = PriceUsage(input_tokens=1_000_000, output_tokens=1_000_000)
     for model, maker in ((m, p) for m in models for p in ((provider,) if provider else _MAKERS)):
         try:
-            batch = calc_price(sample, model, provider_id=maker, price_context=BATCH_CONTEXT)
             standard = calc_price(sample, model, provider_id=maker)
+            if not batch:
+                return standard.model_price, Decimal(1)
+            batched = calc_price(sample, model, provider_id=maker, price_context=BATCH_CONTEXT)
         except LookupError:
             continue
-        has_batch_rate = batch.total_price != standard.total_price
-        return batch.model_price, Decimal(1) if has_batch_rate else BATCH_DISCOUNT
+        has_batch_rate = batched.total_price != standard.total_price
+        return batched.model_price, Decimal(1) if has_batch_rate else BATCH_DISCOUNT
     return None
 
 
@@ -68,13 +75,15 @@ def _is_tiered(price: ModelPrice) -> bool:
 
 
 class BatchPricer:
-    """Adds up one batch's usage line by line and prices it at batch rates."""
+    """Adds up one batch's usage line by line and prices it at its deployment's rates (batch rates but for
+    a sync deployment)."""
 
     def __init__(self, deployment: Deployment) -> None:
         self._override = deployment.pricing
         refs = (deployment.price_model, deployment.provider_model, deployment.name)
         models = tuple(dict.fromkeys(ref for ref in refs if ref))
-        found = None if self._override else _model_price(models, deployment.spec.price_provider)
+        batch = deployment.mode == "batch"
+        found = None if self._override else _model_price(models, deployment.spec.price_provider, batch=batch)
         self._price: ModelPrice | None = found[0] if found else None
         self._factor = found[1] if found else Decimal(1)
         self._per_request = self._price is not None and _is_tiered(self._price)
@@ -135,7 +144,7 @@ def output_bound(deployment: Deployment, bounds: ModelBounds) -> int:
 
 
 def max_cost(deployment: Deployment, bounds: ModelBounds) -> Decimal:
-    """The most a batch with these bounds can cost on `deployment`, at batch prices: every input byte a token,
+    """The most a batch with these bounds can cost on `deployment`, at its prices: every input byte a token,
     every request its whole output limit (the deployment's `max_output_tokens` where its line sets none).
 
     Priced as one request, so a tiered model's long-context rate applies, which keeps it a bound.
@@ -146,7 +155,7 @@ def max_cost(deployment: Deployment, bounds: ModelBounds) -> Decimal:
 
 
 def input_cost(deployment: Deployment, tokens: int) -> Decimal:
-    """What `tokens` prompt tokens cost on `deployment` at batch prices."""
+    """What `tokens` prompt tokens cost on `deployment` at its prices."""
     pricer = BatchPricer(deployment)
     pricer.add(LineUsage(input_tokens=tokens))
     return pricer.cost().input

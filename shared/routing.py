@@ -9,11 +9,12 @@ from datetime import date
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shared.providers.specs import SPECS, ProviderName, ProviderSpec
+from shared.providers.specs import SPECS, SYNC, ProviderName, ProviderSpec
 
 
 class RoutingError(Exception):
@@ -21,7 +22,8 @@ class RoutingError(Exception):
 
 
 class Pricing(BaseModel):
-    """USD per million tokens, at batch rates. Overrides genai-prices for this deployment."""
+    """USD per million tokens, at the rates the deployment bills: batch rates, or a `mode: sync` deployment's
+    standard ones. Overrides genai-prices for this deployment."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -45,6 +47,12 @@ class Deployment(BaseModel):
     timeout: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=10)
     pricing: Pricing | None = None
+    # `sync`: an OpenAI-compatible endpoint without a batch API, whose requests batchgw sends itself, at most
+    # `max_concurrency` at once across every batch, within `rpm` requests and `tpm` tokens a minute
+    mode: Literal["batch", "sync"] = "batch"
+    max_concurrency: int = Field(default=8, ge=1, le=1000)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
     # the output bound of a request whose line sets none (the budget reservation's maximum); default per provider
     max_output_tokens: int | None = Field(default=None, gt=0)
     # requests per batch this deployment takes (Bedrock's are per-model quotas); default per provider
@@ -79,6 +87,11 @@ class Deployment(BaseModel):
 
     @model_validator(mode="after")
     def _provider_needs(self) -> Deployment:
+        if self.mode == "sync" and self.provider != "openai":
+            raise ValueError("mode sync is for OpenAI-compatible endpoints: provider openai")
+        pacing = sorted(self.model_fields_set & {"max_concurrency", "rpm", "tpm"})
+        if self.mode == "batch" and pacing:
+            raise ValueError(f"{', '.join(pacing)} only apply to mode sync")
         missing = [f for f in self.spec.required if not getattr(self, f)]
         if missing:
             raise ValueError(f"provider {self.provider} needs {', '.join(missing)}")
@@ -88,7 +101,7 @@ class Deployment(BaseModel):
 
     @property
     def spec(self) -> ProviderSpec:
-        return SPECS[self.provider]
+        return SYNC if self.mode == "sync" else SPECS[self.provider]
 
     @property
     def output_bound(self) -> int:

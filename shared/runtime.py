@@ -25,7 +25,7 @@ from shared.storage.claim_store import DynamoClaimStore
 from shared.storage.dynamo import Dynamo
 from shared.storage.file_store import DynamoFileStore
 from shared.storage.key_store import DynamoKeyStore
-from shared.storage.queue import SqsShardQueue
+from shared.storage.queue import SqsFifoQueue, SqsShardQueue
 from shared.storage.upload_store import DynamoUploadStore
 
 # SigV4 for presigned downloads (short-lived, and the only signature every region takes); payloads not
@@ -49,6 +49,7 @@ class Runtime:
     routing: RoutingConfig
     providers: Providers
     shard_queue: SqsShardQueue | None
+    sync_queue: SqsFifoQueue | None
 
 
 def _build() -> Runtime:
@@ -62,6 +63,8 @@ def _build() -> Runtime:
     )
     db = Dynamo(session.client("dynamodb", config=config), settings.table_name)
     blobs = S3Blobs(session.client("s3", config=config.merge(_S3)), settings.bucket_name)
+    sqs = session.client("sqs", config=config)
+    sync_queue = SqsFifoQueue(sqs, settings.sync_queue_url) if settings.sync_queue_url else None
     return Runtime(
         settings=settings,
         batch_store=DynamoBatchStore(db),
@@ -72,10 +75,9 @@ def _build() -> Runtime:
         blobs=blobs,
         bus=EventBus(session.client("events", config=config), settings.event_bus_name),
         routing=load_routing(settings.config_source),
-        providers=Providers(ProviderDeps(blobs=blobs, session=session, clock=time.time)),
-        shard_queue=SqsShardQueue(session.client("sqs", config=config), settings.poll_queue_url)
-        if settings.poll_queue_url
-        else None,
+        providers=Providers(ProviderDeps(blobs=blobs, session=session, clock=time.time, sync_queue=sync_queue)),
+        shard_queue=SqsShardQueue(sqs, settings.poll_queue_url) if settings.poll_queue_url else None,
+        sync_queue=sync_queue,
     )
 
 

@@ -28,6 +28,7 @@ _ENV = {
     "BATCHGW_MAX_REDRIVES": "max_redrives",
     "BATCHGW_POLL_QUEUE": "poll_queue_url",
     "BATCHGW_FANOUT_THRESHOLD": "fanout_threshold",
+    "BATCHGW_SYNC_QUEUE": "sync_queue_url",
 }
 
 
@@ -51,6 +52,8 @@ class Settings(BaseModel):
     # work is larger than `fanout_threshold` batches (estimated from the first shard)
     poll_queue_url: str | None = None
     fanout_threshold: int = Field(default=5_000, gt=0)
+    # the FIFO queue where sync deployments' chunks of requests wait for the sync worker (shared/providers/sync.py)
+    sync_queue_url: str | None = None
     # the poller re-drives a batch stuck this long, at most max_redrives times, then fails it
     submit_stuck_seconds: int = Field(default=300, ge=0)
     finalize_stuck_seconds: int = Field(default=600, ge=0)

@@ -19,17 +19,19 @@ from shared.routing import Deployment
 if TYPE_CHECKING:
     from boto3.session import Session
 
-    from shared.storage.ports import Blobs
+    from shared.storage.ports import Blobs, FifoQueue
 
 
 @dataclass(frozen=True, slots=True)
 class ProviderDeps:
-    """What adapters may use besides their deployment: the stack's bucket (the mock keeps its state there),
-    the AWS session (Bedrock's clients), the clock."""
+    """What adapters may use besides their deployment: the stack's bucket (the mock and sync deployments keep
+    their state there), the AWS session (Bedrock's clients), the clock, and the queue sync deployments' chunks
+    of requests wait in (None where the stack has none)."""
 
     blobs: Blobs
     session: Session
     clock: Callable[[], float]
+    sync_queue: FifoQueue | None = None
 
 
 class _AdapterModule(Protocol):

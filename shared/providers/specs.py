@@ -1,5 +1,6 @@
 """What batchgw knows about each provider, in one place: its adapter module, the routing keys it needs,
-the batch endpoints it serves, its genai-prices id, and its limits.
+the batch endpoints it serves, its genai-prices id, and its limits. A `mode: sync` deployment (an
+OpenAI-compatible endpoint without a batch API, which batchgw runs itself) has a spec of its own: SYNC.
 
 Adapter modules are named, not imported: a function's cold start imports only the adapters its routing
 file uses (shared/providers/__init__.py). Each adapter module offers `build(deployment, deps)` and
@@ -63,3 +64,9 @@ SPECS: Final[dict[ProviderName, ProviderSpec]] = {
         ProviderSpec("mock", "shared.providers.mock", ALL_ENDPOINTS, None, 1_024),
     )
 }
+
+# `mode: sync`: batchgw sends each request to the endpoint's synchronous API itself (shared/providers/sync.py).
+# Its models are anyone's (vLLM, DeepSeek, a fine-tune server), so genai-prices is asked by model alone.
+SYNC: Final = ProviderSpec(
+    "openai", "shared.providers.sync", ("/v1/chat/completions", "/v1/embeddings"), None, 32_768, ("api_base",)
+)

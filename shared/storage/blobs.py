@@ -159,6 +159,12 @@ class S3Blobs:
                 Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
             )
 
+    def keys(self, prefix: str) -> Iterator[str]:
+        """The keys under `prefix`, in key order (S3 lists in UTF-8 binary order)."""
+        for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield item["Key"]
+
     def presigned_get(self, key: str, *, filename: str, expires_in: int) -> str:
         """A short-lived URL that downloads the object as `filename`."""
         safe = filename.replace('"', "").replace("\\", "")

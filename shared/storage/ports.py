@@ -216,6 +216,9 @@ class Blobs(Protocol):
 
     def delete(self, *keys: str) -> None: ...
 
+    def keys(self, prefix: str) -> Iterator[str]:
+        """The keys under `prefix`, in key order."""
+
     def presigned_get(self, key: str, *, filename: str, expires_in: int) -> str: ...
 
 
@@ -253,3 +256,20 @@ class ShardQueue(Protocol):
 
     def send(self, shards: Iterable[int]) -> None:
         """Queue one message per shard; raises PublishFailed."""
+
+
+@dataclass(frozen=True, slots=True)
+class FifoMessage:
+    """A message of a FIFO queue: delivered after the earlier messages of its group, never while one of them
+    is in flight, and dropped if a message with its `dedup_id` was sent within the queue's window."""
+
+    group: str
+    dedup_id: str
+    body: str
+
+
+class FifoQueue(Protocol):
+    """A FIFO queue: where sync deployments' chunks of requests wait for the sync worker."""
+
+    def send(self, messages: Sequence[FifoMessage]) -> None:
+        """Queue the messages in order; raises PublishFailed."""

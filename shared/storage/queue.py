@@ -1,14 +1,16 @@
-"""The SQS adapter: the queue the scheduled poller fans shards of the work index out through."""
+"""The SQS adapters: the queue the scheduled poller fans shards of the work index out through, and the FIFO
+queue sync deployments' chunks of requests wait in for the sync worker."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import PublishFailed
+from shared.storage.ports import FifoMessage
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -23,13 +25,31 @@ class SqsShardQueue:
 
     def send(self, shards: Iterable[int]) -> None:
         entries = [{"Id": str(shard), "MessageBody": orjson.dumps({"shard": shard}).decode()} for shard in shards]
-        for start in range(0, len(entries), _PER_CALL):
-            try:
-                response = self._client.send_message_batch(
-                    QueueUrl=self._queue_url,
-                    Entries=entries[start : start + _PER_CALL],  # type: ignore[arg-type]
-                )
-            except (ClientError, BotoCoreError) as exc:
-                raise PublishFailed(f"poll shards: {exc}") from exc
-            if response.get("Failed"):
-                raise PublishFailed(f"poll shards: {response['Failed'][0].get('Message', 'refused')}")
+        _send_batches(self._client, self._queue_url, entries, what="poll shards")
+
+
+class SqsFifoQueue:
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        self._client = client
+        self._queue_url = queue_url
+
+    def send(self, messages: Sequence[FifoMessage]) -> None:
+        entries = [
+            {"Id": str(n), "MessageBody": m.body, "MessageGroupId": m.group, "MessageDeduplicationId": m.dedup_id}
+            for n, m in enumerate(messages)
+        ]
+        _send_batches(self._client, self._queue_url, entries, what="sync chunks")
+
+
+def _send_batches(client: SQSClient, queue_url: str, entries: list[dict[str, Any]], *, what: str) -> None:
+    """Send `entries` in order, ten per SendMessageBatch call."""
+    for start in range(0, len(entries), _PER_CALL):
+        try:
+            response = client.send_message_batch(
+                QueueUrl=queue_url,
+                Entries=entries[start : start + _PER_CALL],  # type: ignore[arg-type]
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise PublishFailed(f"{what}: {exc}") from exc
+        if response.get("Failed"):
+            raise PublishFailed(f"{what}: {response['Failed'][0].get('Message', 'refused')}")

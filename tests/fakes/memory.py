@@ -29,7 +29,7 @@ from shared.records import (
 )
 from shared.storage.batch_store import shard_of
 from shared.storage.dynamo import money
-from shared.storage.ports import BlobSink, Booking, Broken, Page
+from shared.storage.ports import BlobSink, Booking, Broken, FifoMessage, Page
 
 
 @dataclass
@@ -480,6 +480,9 @@ class MemoryBlobs:
         for key in keys:
             self.objects.pop(key, None)
 
+    def keys(self, prefix: str) -> Iterator[str]:
+        yield from sorted(k for k in list(self.objects) if k.startswith(prefix))
+
     def presigned_get(self, key: str, *, filename: str, expires_in: int) -> str:
         return f"memory://{key}?filename={filename}&expires_in={expires_in}"
 
@@ -498,6 +501,17 @@ class MemoryBus:
 
     def of(self, detail_type: str) -> list[dict[str, Any]]:
         return [detail for kind, detail in self.events if kind == detail_type]
+
+
+class MemoryFifoQueue:
+    """A FIFO queue: the messages sent, in order, less those whose dedup id was sent before."""
+
+    def __init__(self) -> None:
+        self.sent: list[FifoMessage] = []
+
+    def send(self, messages: Sequence[FifoMessage]) -> None:
+        seen = {m.dedup_id for m in self.sent}
+        self.sent.extend(m for m in messages if m.dedup_id not in seen)
 
 
 class MemoryShardQueue:

@@ -66,3 +66,22 @@ def test_models_without_a_batch_rate_in_genai_prices_get_the_providers_batch_dis
     embeddings = BatchPricer(Deployment(name="text-embedding-3-small", provider="openai"))
     embeddings.add(LineUsage(input_tokens=1_000_000))
     assert embeddings.cost().input == Decimal("0.01")
+
+
+def test_sync_deployments_are_priced_at_the_standard_rate() -> None:
+    # a sync endpoint bills each request as it is sent: gpt-4o-mini's standard $0.15 in, $0.60 out per million
+    sync = BatchPricer(
+        Deployment(name="gpt-4o-mini", provider="openai", mode="sync", api_base="http://vllm.internal:8000/v1")
+    )
+    sync.add(LineUsage(input_tokens=1_000_000, output_tokens=1_000_000))
+    assert sync.cost().input == Decimal("0.15") and sync.cost().output == Decimal("0.6") and sync.known
+
+
+def test_sync_deployment_s_pricing_override_wins() -> None:
+    pricing = Pricing(input_per_mtok=Decimal("0.27"), output_per_mtok=Decimal("1.1"))
+    deployment = Deployment(
+        name="deepseek-chat", provider="openai", mode="sync", api_base="https://api.deepseek.com/v1", pricing=pricing
+    )
+    pricer = BatchPricer(deployment)
+    pricer.add(LineUsage(input_tokens=2_000_000, output_tokens=1_000_000))
+    assert pricer.cost().input == Decimal("0.54") and pricer.cost().output == Decimal("1.1")

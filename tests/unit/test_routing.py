@@ -51,6 +51,12 @@ def test_deployment_keys_are_stable_across_loads() -> None:
         ("models: [{name: a, provider: mock}, {name: a, provider: mock}]", "give each an `id`"),
         ("models: [{name: a", "not valid YAML"),
         ("models: [{name: a, provider: mock, failure_rate: 2}]", "failure_rate"),
+        ("models: [{name: a, provider: azure, api_base: 'https://x', mode: sync}]", "provider openai"),
+        ("models: [{name: a, provider: openai, rpm: 60}]", "rpm only apply to mode sync"),
+        (
+            "models: [{name: a, provider: openai, mode: sync, api_base: 'http://x', max_concurrency: 0}]",
+            "max_concurrency",
+        ),
     ],
 )
 def test_invalid_files_name_the_problem(text: str, fragment: str) -> None:
@@ -65,6 +71,7 @@ def test_invalid_files_name_the_problem(text: str, fragment: str) -> None:
         ("{name: a, provider: azure}", "api_base"),
         ("{name: a, provider: bedrock, role_arn: arn}", "s3_bucket"),
         ("{name: a, provider: vertex, project: p}", "gcs_bucket"),
+        ("{name: a, provider: openai, mode: sync}", "api_base"),
     ],
 )
 def test_each_provider_s_required_settings_are_checked_when_the_file_loads(entry: str, missing: str) -> None:
@@ -80,3 +87,17 @@ def test_unquoted_dates_are_read_as_the_api_version_written() -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RoutingError, match=r"cannot read routing file"):
         load_routing(str(tmp_path / "absent.yaml"))
+
+
+def test_sync_deployment_reads_its_limits_and_is_run_by_batchgw_s_own_adapter() -> None:
+    text = """
+models:
+  - {name: llama, provider: openai, mode: sync, api_base: 'http://vllm/v1', max_concurrency: 4, rpm: 600, tpm: 90000}
+  - {name: deepseek-chat, provider: openai, mode: sync, api_base: 'https://api.deepseek.com/v1'}
+  - {name: gpt-4o-mini, provider: openai}
+"""
+    tuned, plain, batch = parse_routing(text, source="r").models
+    assert (tuned.max_concurrency, tuned.rpm, tuned.tpm) == (4, 600, 90_000)
+    assert (plain.max_concurrency, plain.rpm, plain.tpm) == (8, None, None)
+    assert tuned.spec.module == plain.spec.module == "shared.providers.sync" != batch.spec.module
+    assert tuned.spec.endpoints == ("/v1/chat/completions", "/v1/embeddings")
