@@ -19,7 +19,7 @@ from shared.completion import Completion
 from shared.files import encode_custom_ids, ids_key
 from shared.jsonl import iter_lines
 from shared.providers.base import BatchProvider, ProviderStatus, ResultLine, SubmitRequest, Unreadable
-from shared.providers.openai import result_line
+from shared.providers.openai_results import result_line
 from shared.routing import Deployment
 from shared.runtime import runtime
 

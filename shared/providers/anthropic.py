@@ -18,15 +18,8 @@ import orjson
 
 from shared.errors import ProviderError
 from shared.jsonl import LineTooLong
-from shared.providers.anthropic_format import (
-    anthropic_custom_id,
-    batch_status,
-    hashed_custom_ids,
-    is_hashed_custom_id,
-    result_line,
-    to_params,
-    unix_seconds,
-)
+from shared.providers.anthropic_format import anthropic_custom_id, hashed_custom_ids, is_hashed_custom_id, to_params
+from shared.providers.anthropic_results import batch_status, result_line, unix_seconds
 from shared.providers.base import (
     Journal,
     ProviderStatus,

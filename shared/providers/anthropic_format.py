@@ -1,4 +1,4 @@
-"""OpenAI chat completions <-> Anthropic Messages, for the `anthropic` provider's batches. Pure: no I/O.
+"""OpenAI chat completions -> Anthropic Messages params, for the `anthropic` provider's batches. Pure: no I/O.
 
 Requests: system and developer messages become the top-level `system`; tool calls and tool results become
 `tool_use` and `tool_result` blocks; consecutive turns of one role are merged, as Messages wants roles to
@@ -14,29 +14,20 @@ Structured output: `json_object` adds an instruction to `system`; `json_schema` 
 `input_schema` is the schema, named with SCHEMA_TOOL_PREFIX so that the answer's `tool_use` input is
 recognised without the request and returned as the message content, a JSON string, as OpenAI does.
 
-Results: each Anthropic result line becomes an OpenAI output line; an `errored` one keeps Anthropic's error
-type and message under the HTTP status of that type; `canceled` and `expired` requests get OpenAI's own
-`batch_cancelled` and `batch_expired` errors; a line not shaped as Anthropic documents (its usage, above
-all, which is billed) becomes a `provider_error` line saying what is wrong. Custom ids Anthropic would
-refuse are sent hashed and mapped back by hashing the input's ids.
+Custom ids Anthropic would refuse are sent hashed and mapped back by hashing the input's ids. Anthropic's
+answers are read by shared/providers/anthropic_results.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import reprlib
-import time
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from typing import Any, Final
 
 import orjson
 
-from shared.lifecycle import BatchStatus
-from shared.providers.base import LineUsage, ResultLine, TranslationError
-from shared.records import Counts
-from shared.results import not_run
+from shared.providers.base import TranslationError
 
 DEFAULT_MAX_TOKENS: Final = 4096
 SCHEMA_TOOL_PREFIX: Final = "batchgw_json__"
@@ -52,35 +43,6 @@ _HASHED_ID: Final = re.compile(r"h[0-9a-f]{40}")
 _DATA_URL: Final = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,(.*)", re.DOTALL)
 _IMAGE_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _TOOL_CHOICES: Final = {"auto": {"type": "auto"}, "none": {"type": "none"}, "required": {"type": "any"}}
-_FINISH_REASONS: Final = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
-_ERROR_STATUS: Final = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "billing_error": 402,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
-_STATES: Final[dict[str, BatchStatus]] = {"in_progress": "in_progress", "canceling": "cancelling"}
-_TOKEN_COUNTS: Final = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
-_REQUIRED_TOKEN_COUNTS: Final = frozenset({"input_tokens", "output_tokens"})
-# what to_chat_completion reads of each kind of content block, and the type it must have
-_READ_BLOCK_FIELDS: Final[dict[str, dict[str, type]]] = {
-    "text": {"text": str},
-    "tool_use": {"id": str, "name": str, "input": dict},
-}
 
 JSONObject = dict[str, Any]
 
@@ -336,192 +298,3 @@ def hashed_custom_ids(custom_ids: Iterable[str]) -> dict[str, str]:
     """Sent id -> our id, for the ids that were sent hashed."""
     mapped = ((anthropic_custom_id(c), c) for c in custom_ids)
     return {sent: ours for sent, ours in mapped if sent != ours}
-
-
-# --- batches and results ----------------------------------------------------------------------------
-
-
-def unix_seconds(timestamp: Any) -> int | None:
-    """An RFC 3339 timestamp as Unix seconds; None when absent or unreadable."""
-    if not isinstance(timestamp, str):
-        return None
-    try:
-        return int(datetime.fromisoformat(timestamp).timestamp())
-    except ValueError:
-        return None
-
-
-def batch_status(batch: Mapping[str, Any]) -> tuple[BatchStatus, Counts]:
-    """A MessageBatch's state in OpenAI's vocabulary, and its request counts."""
-    counts = batch.get("request_counts") or {}
-    number = {k: _int(counts.get(k)) for k in ("processing", "succeeded", "errored", "canceled", "expired")}
-    mapped = Counts(
-        total=sum(number.values()),
-        completed=number["succeeded"],
-        failed=number["errored"] + number["canceled"] + number["expired"],
-    )
-    status = batch.get("processing_status")
-    if status == "ended":
-        if batch.get("cancel_initiated_at"):
-            return "cancelled", mapped
-        return ("expired" if number["expired"] else "completed"), mapped
-    if status in _STATES:
-        return _STATES[status], mapped
-    raise TranslationError(f"unknown message batch processing_status {status!r}")
-
-
-class MalformedResult(ValueError):
-    """A result line not shaped as Anthropic documents it; the text says what is wrong."""
-
-
-def result_line(line: Mapping[str, Any], custom_id: str, *, created: int) -> ResultLine:
-    """One Anthropic result line (its custom_id already mapped back to `custom_id`) as an OpenAI output line.
-
-    A line that cannot be read becomes a `provider_error` line for `custom_id` saying what is wrong with it.
-    """
-    try:
-        return _result_line(line, custom_id, created)
-    except MalformedResult as exc:
-        message = f"Anthropic returned a result for this request that cannot be read: {exc}."
-        return ResultLine(custom_id=custom_id, response=None, error={"code": "provider_error", "message": message})
-
-
-def _result_line(line: Mapping[str, Any], custom_id: str, created: int) -> ResultLine:
-    result = line.get("result")
-    if not isinstance(result, dict):
-        raise MalformedResult(f"its result is {reprlib.repr(result)}, not an object")
-    match result.get("type"):
-        case "succeeded":
-            message = checked_message(result.get("message"))
-            body, usage = to_chat_completion(message, custom_id, created=created)
-            response = {"status_code": 200, "request_id": body["id"], "body": body}
-            return ResultLine(custom_id=custom_id, response=response, usage=usage)
-        case "errored":
-            return ResultLine(custom_id=custom_id, response=error_response(result.get("error"), custom_id))
-        case "canceled":
-            return not_run(custom_id, "cancelled")
-        case "expired":
-            return not_run(custom_id, "expired")
-        case other:
-            raise MalformedResult(f"its result type {other!r} is unknown")
-
-
-def checked_message(message: Any) -> JSONObject:
-    """`message` if it reads as a Message (to_chat_completion's input), else MalformedResult saying why not.
-
-    Its usage is billed, so token counts that are missing, negative or not integers make it unreadable.
-    """
-    if not isinstance(message, dict):
-        raise MalformedResult(f"its message is {reprlib.repr(message)}, not an object")
-    for name in ("id", "model"):
-        if not isinstance(message.get(name), str):
-            raise MalformedResult(f"its message's {name} is {reprlib.repr(message.get(name))}, not a string")
-    content = message.get("content")
-    if not isinstance(content, list):
-        raise MalformedResult(f"its message's content is {reprlib.repr(content)}, not a list of content blocks")
-    for index, block in enumerate(content):
-        if not isinstance(block, dict):
-            raise MalformedResult(f"its message's content block {index} is {reprlib.repr(block)}, not an object")
-        fields = _READ_BLOCK_FIELDS.get(str(block.get("type")), {})  # other blocks (thinking, ...) are not read
-        wrong = [name for name, kind in fields.items() if not isinstance(block.get(name), kind)]
-        if wrong:
-            raise MalformedResult(f"its message's content block {index}, {block['type']}, has no valid {wrong[0]}")
-    usage = message.get("usage")
-    if not isinstance(usage, dict):
-        raise MalformedResult(f"its message's usage is {reprlib.repr(usage)}, not an object")
-    for name in _TOKEN_COUNTS:
-        value = usage.get(name)
-        if value is None and name not in _REQUIRED_TOKEN_COUNTS:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise MalformedResult(f"its usage.{name} is {reprlib.repr(value)}, not a count of tokens")
-    return message
-
-
-def to_chat_completion(
-    message: Mapping[str, Any], custom_id: str, *, created: int | None = None
-) -> tuple[JSONObject, LineUsage]:
-    """An Anthropic Message as an OpenAI `chat.completion` body (`created` defaults to now), and its usage.
-
-    Check an untrusted message with checked_message first: this reads absent token counts as zero.
-    """
-    texts: list[str] = []
-    tool_calls: list[JSONObject] = []
-    structured: str | None = None
-    for block in message.get("content") or ():
-        if block.get("type") == "text":
-            texts.append(str(block.get("text", "")))
-        elif block.get("type") == "tool_use":
-            arguments = orjson.dumps(block.get("input") or {}).decode()
-            if str(block.get("name", "")).startswith(SCHEMA_TOOL_PREFIX):
-                structured = arguments
-                continue
-            call = {
-                "id": block.get("id"),
-                "type": "function",
-                "function": {"name": block.get("name"), "arguments": arguments},
-            }
-            tool_calls.append(call)
-    reply: JSONObject = {
-        "role": "assistant",
-        "content": structured if structured is not None else ("".join(texts) or None),
-        "refusal": None,
-        "annotations": [],
-    }
-    if tool_calls:
-        reply["tool_calls"] = tool_calls
-        finish_reason = "tool_calls"
-    elif structured is not None:
-        finish_reason = "stop"
-    else:
-        finish_reason = _FINISH_REASONS.get(str(message.get("stop_reason")), "stop")
-    usage, line_usage = _usage(message.get("usage") or {})
-    body: JSONObject = {
-        "id": message.get("id") or _stable_id("msg_", custom_id),
-        "object": "chat.completion",
-        "created": int(time.time()) if created is None else created,
-        "model": message.get("model"),
-        "choices": [{"index": 0, "message": reply, "logprobs": None, "finish_reason": finish_reason}],
-        "usage": usage,
-    }
-    return body, line_usage
-
-
-def _usage(usage: Mapping[str, Any]) -> tuple[JSONObject, LineUsage]:
-    """OpenAI usage (prompt tokens count cache reads and writes, as OpenAI's do) and the usage to price."""
-    uncached, output = _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
-    cache_read, cache_write = _int(usage.get("cache_read_input_tokens")), _int(usage.get("cache_creation_input_tokens"))
-    prompt = uncached + cache_read + cache_write
-    openai_usage = {
-        "prompt_tokens": prompt,
-        "completion_tokens": output,
-        "total_tokens": prompt + output,
-        "prompt_tokens_details": {"cached_tokens": cache_read},
-    }
-    return openai_usage, LineUsage(
-        input_tokens=prompt, cached_tokens=cache_read, cache_write_tokens=cache_write, output_tokens=output
-    )
-
-
-def error_response(error: Any, custom_id: str) -> JSONObject:
-    """An `errored` result's ErrorResponse as the response of an OpenAI error line: Anthropic's error type and
-    message, under the HTTP status Anthropic gives that type. Raises MalformedResult if it is no ErrorResponse.
-    """
-    detail = error.get("error") if isinstance(error, dict) else None
-    kind, message = (detail.get("type"), detail.get("message")) if isinstance(detail, dict) else (None, None)
-    if not isinstance(error, dict) or not isinstance(kind, str) or not isinstance(message, str):
-        raise MalformedResult(f"its error is {reprlib.repr(error)}, not an ErrorResponse with a type and a message")
-    request_id = error.get("request_id")  # null in the batch results seen
-    return {
-        "status_code": _ERROR_STATUS.get(kind, 500),
-        "request_id": request_id if isinstance(request_id, str) and request_id else _stable_id("req_", custom_id),
-        "body": {"error": {"message": message, "type": kind, "param": None, "code": None}},
-    }
-
-
-def _stable_id(prefix: str, custom_id: str) -> str:
-    return prefix + hashlib.blake2b(custom_id.encode(), digest_size=12).hexdigest()
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) else 0

@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shared.errors import ProviderError
 from shared.jsonl import LineTooLong, iter_lines
 from shared.lifecycle import BatchStatus
-from shared.providers import anthropic_format, bedrock_format
+from shared.providers import anthropic_results, bedrock_format
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable, guarded
 from shared.providers.http import MAX_RESULT_LINE_BYTES
 from shared.providers.registry import ProviderDeps
@@ -277,7 +277,7 @@ class BedrockProvider:
             body, usage = bedrock_format.from_converse(output, model=self._deployment.provider_model, completion_id=rid)
         else:
             # checked first: to_chat_completion reads absent or broken token counts as zero
-            body, usage = anthropic_format.to_chat_completion(anthropic_format.checked_message(output), custom_id)
+            body, usage = anthropic_results.to_chat_completion(anthropic_results.checked_message(output), custom_id)
         return ResultLine(custom_id, {"status_code": 200, "request_id": rid, "body": body}, usage=usage)
 
     def close(self) -> None:

@@ -46,7 +46,7 @@ from shared.providers.http import (
     stream_lines,
 )
 from shared.providers.mistral_format import openai_response, to_mistral
-from shared.providers.openai import result_line
+from shared.providers.openai_results import result_line
 from shared.providers.registry import ProviderDeps
 from shared.records import Counts, ErrorEntry
 from shared.routing import Deployment

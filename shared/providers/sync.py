@@ -42,7 +42,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shared.errors import ProviderError, PublishFailed
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, TranslationError, Unreadable
 from shared.providers.http import LazyClients, build_client
-from shared.providers.openai import result_line
+from shared.providers.openai_results import result_line
 from shared.providers.registry import ProviderDeps
 from shared.records import Counts
 from shared.routing import Deployment

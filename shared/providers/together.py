@@ -27,7 +27,8 @@ from shared.errors import ProviderError
 from shared.providers.anthropic_format import anthropic_custom_id, hashed_custom_ids, is_hashed_custom_id
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable
 from shared.providers.http import build_client, json_of, send
-from shared.providers.openai import OpenAIProvider, openai_state
+from shared.providers.openai import OpenAIProvider
+from shared.providers.openai_results import openai_state
 from shared.providers.registry import ProviderDeps
 from shared.records import Counts, ErrorEntry
 from shared.routing import Deployment

@@ -4,8 +4,9 @@ Submission streams our input, translated line by line (shared/providers/vertex_f
 `gs://{gcs_bucket}/batchgw/{batch id}/input.jsonl` and records where it went; then records that a
 create is under way, then the job's resource name (as `batch_id`). A create whose answer was lost is
 found again by its display name, which is our batch id, before another is tried. Results are the
-`predictions*.jsonl` objects under the job's output prefix; their lines carry the input line's index
-spelt in digit labels (vertex_format.line_labels), which map them back to custom_ids.
+`predictions*.jsonl` objects under the job's output prefix, read by shared/providers/vertex_results.py;
+their lines carry the input line's index spelt in digit labels (vertex_format.line_labels), which map them
+back to custom_ids.
 
 Auth is a bearer token: the deployment's `api_key` as a ready-made OAuth token, else Application
 Default Credentials (google-auth, loaded on first use, refreshed over urllib3: Lambda has no `requests`).
@@ -26,7 +27,8 @@ from shared.jsonl import LineTooLong
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable, guarded
 from shared.providers.http import LazyClients, build_client, cancel, create_once, json_of, send, stream_lines
 from shared.providers.registry import ProviderDeps
-from shared.providers.vertex_format import input_line, job_status, line_index, result_line
+from shared.providers.vertex_format import input_line, line_index
+from shared.providers.vertex_results import job_status, result_line
 from shared.routing import Deployment
 from shared.secret_refs import resolve_secret
 

@@ -12,13 +12,15 @@ from shared.providers.anthropic_format import (
     JSON_OBJECT_INSTRUCTION,
     SCHEMA_TOOL_PREFIX,
     anthropic_custom_id,
-    batch_status,
-    error_response,
     hashed_custom_ids,
     is_hashed_custom_id,
+    to_params,
+)
+from shared.providers.anthropic_results import (
+    batch_status,
+    error_response,
     result_line,
     to_chat_completion,
-    to_params,
     unix_seconds,
 )
 from shared.providers.base import LineUsage, TranslationError

@@ -21,7 +21,8 @@ from anthropic.types.messages.batch_create_params import Request
 from fastapi.testclient import TestClient
 from pydantic import TypeAdapter, ValidationError
 
-from shared.providers.anthropic_format import anthropic_custom_id, result_line, to_params
+from shared.providers.anthropic_format import anthropic_custom_id, to_params
+from shared.providers.anthropic_results import result_line
 from tests.fakes.anthropic_upstream import ANTHROPIC_VERSION, API_KEY, EXPIRING_MODEL, FakeAnthropic
 from tests.sdk_types import extra_fields, openai_completion_problems, sdk_problems
 from tests.unit.test_anthropic_format import MESSAGE

@@ -9,15 +9,8 @@ import pytest
 
 from shared.errors import ProviderBusy, ProviderError
 from shared.providers.base import LineUsage, ResultLine, Unreadable
-from shared.providers.openai import (
-    FILE_RETRY_AFTER,
-    SecretAuth,
-    busy_refusal,
-    counts_of,
-    errors_of,
-    openai_state,
-    result_line,
-)
+from shared.providers.openai import FILE_RETRY_AFTER, SecretAuth, busy_refusal
+from shared.providers.openai_results import counts_of, errors_of, openai_state, result_line
 from shared.records import Counts
 from shared.results import checked
 

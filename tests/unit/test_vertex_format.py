@@ -1,4 +1,5 @@
-"""OpenAI chat-completions lines to Vertex Gemini batch lines and back (shared/providers/vertex_format.py)."""
+"""OpenAI chat-completions lines to Vertex Gemini batch lines and back (shared/providers/vertex_format.py and
+vertex_results.py)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,8 @@ import pytest
 from shared.errors import ProviderError
 from shared.jsonl import MAX_LINES
 from shared.providers.base import LineUsage
-from shared.providers.vertex_format import (
-    error_status_code,
-    generate_content_request,
-    input_line,
-    job_status,
-    line_index,
-    line_labels,
-    openai_state,
-    result_line,
-)
+from shared.providers.vertex_format import generate_content_request, input_line, line_index, line_labels
+from shared.providers.vertex_results import error_status_code, job_status, openai_state, result_line
 from shared.records import Counts, ErrorEntry
 from tests.fakes.vertex_upstream import Forecast
 

@@ -1,5 +1,6 @@
 """The Vertex translation checked against the providers' own SDK types: Google's google-genai for what goes to
-Vertex and comes back, openai's for what goes back to the user (shared/providers/vertex_format.py)."""
+Vertex and comes back, openai's for what goes back to the user (shared/providers/vertex_format.py and
+vertex_results.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from google.genai import types
 from openai.types.chat import ChatCompletion
 from pydantic import TypeAdapter, ValidationError
 
-from shared.providers.vertex_format import generate_content_request, input_line, line_index, result_line
+from shared.providers.vertex_format import generate_content_request, input_line, line_index
+from shared.providers.vertex_results import result_line
 from tests.fakes.vertex_upstream import FakeJob, FakeVertex, Forecast, function_to_call, line_problem
 
 FORECAST_SCHEMA = Forecast.model_json_schema()
