@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+import reprlib
 from typing import Any, Final
 
 import orjson
 
 from shared.ids import REQUEST
+from shared.jsonl import LineTooLong
 from shared.providers.base import LineUsage, ResultLine, Unreadable
 
 _CUSTOM_ID: Final = re.compile(rb'"custom_id"\s*:\s*("(?:[^"\\]|\\.)*")')
@@ -70,6 +72,38 @@ def custom_id_in(prefix: bytes) -> str | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, str) else None
+
+
+def checked_usage(
+    usage: Any, counts: tuple[str, ...], required: frozenset[str], malformed: type[Exception]
+) -> dict[str, Any]:
+    """A provider's usage object whose token `counts` are counts where given, the `required` ones given;
+    raises `malformed` saying what is wrong otherwise."""
+    if not isinstance(usage, dict):
+        raise malformed(f"its usage is {reprlib.repr(usage)}, not an object")
+    for name in counts:
+        value = usage.get(name)
+        if value is None and name not in required:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise malformed(f"its usage.{name} is {reprlib.repr(value)}, not a count of tokens")
+    return usage
+
+
+def parsed_line(raw: bytes) -> dict[str, Any] | Unreadable | None:
+    """A provider's JSON result line as an object with a string custom_id; Unreadable for a broken one (with
+    its custom_id where that much can be read); None for a blank one."""
+    if isinstance(raw, LineTooLong):
+        return Unreadable(custom_id_in(raw), f"the line is longer than {len(raw):,} bytes")
+    if not raw.strip():
+        return None
+    try:
+        line = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return Unreadable(custom_id_in(raw), "the line is not valid JSON")
+    if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
+        return Unreadable(None, "the line has no custom_id")
+    return line
 
 
 def checked(line: ResultLine) -> ResultLine | Unreadable:

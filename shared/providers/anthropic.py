@@ -17,7 +17,6 @@ import httpx
 import orjson
 
 from shared.errors import ProviderError
-from shared.jsonl import LineTooLong
 from shared.providers.anthropic_format import anthropic_custom_id, hashed_custom_ids, is_hashed_custom_id, to_params
 from shared.providers.anthropic_results import batch_status, result_line, unix_seconds
 from shared.providers.base import (
@@ -31,7 +30,7 @@ from shared.providers.base import (
 )
 from shared.providers.http import HttpClients, build_client, cancel, create_once, json_of, send, stream_lines
 from shared.providers.registry import ProviderDeps
-from shared.results import custom_id_in
+from shared.results import parsed_line
 from shared.routing import Deployment
 from shared.secret_refs import resolve_secret
 
@@ -198,7 +197,7 @@ class AnthropicProvider:
             headers={"accept": "application/binary"},
         )
         for raw in lines:
-            line = _parse(raw)
+            line = parsed_line(raw)
             if line is None or isinstance(line, Unreadable):
                 if line is not None:
                     yield line
@@ -212,18 +211,3 @@ class AnthropicProvider:
 
     def cleanup(self, refs: Mapping[str, str]) -> None:
         """Nothing to remove: a message batch holds no files, and its results expire at Anthropic."""
-
-
-def _parse(raw: bytes) -> dict[str, Any] | Unreadable | None:
-    """A result line as a dict with a string custom_id; Unreadable for a broken one; None for a blank one."""
-    if isinstance(raw, LineTooLong):
-        return Unreadable(custom_id_in(raw), f"the line is longer than {len(raw):,} bytes")
-    if not raw.strip():
-        return None
-    try:
-        line = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return Unreadable(custom_id_in(raw), "the line is not valid JSON")
-    if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
-        return Unreadable(None, "the line has no custom_id")
-    return line

@@ -22,7 +22,7 @@ from shared.lifecycle import BatchStatus
 from shared.providers.anthropic_format import SCHEMA_TOOL_PREFIX, JSONObject
 from shared.providers.base import LineUsage, ResultLine, TranslationError
 from shared.records import Counts
-from shared.results import not_run
+from shared.results import checked_usage, not_run
 
 _FINISH_REASONS: Final = {
     "end_turn": "stop",
@@ -143,15 +143,7 @@ def checked_message(message: Any) -> JSONObject:
         wrong = [name for name, kind in fields.items() if not isinstance(block.get(name), kind)]
         if wrong:
             raise MalformedResult(f"its message's content block {index}, {block['type']}, has no valid {wrong[0]}")
-    usage = message.get("usage")
-    if not isinstance(usage, dict):
-        raise MalformedResult(f"its message's usage is {reprlib.repr(usage)}, not an object")
-    for name in _TOKEN_COUNTS:
-        value = usage.get(name)
-        if value is None and name not in _REQUIRED_TOKEN_COUNTS:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise MalformedResult(f"its usage.{name} is {reprlib.repr(value)}, not a count of tokens")
+    checked_usage(message.get("usage"), _TOKEN_COUNTS, _REQUIRED_TOKEN_COUNTS, MalformedResult)
     return message
 
 

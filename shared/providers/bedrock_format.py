@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from shared.providers import anthropic_format
 from shared.providers.base import LineUsage, TranslationError
+from shared.results import checked_usage
 
 JSONObject = dict[str, Any]
 
@@ -276,15 +277,7 @@ def _checked_converse(output: Any) -> tuple[list[JSONObject], JSONObject]:
             raise MalformedOutput(f"its content block {index} is {reprlib.repr(block)}, not an object")
         if "text" in block and not isinstance(block["text"], str):
             raise MalformedOutput(f"its content block {index} has text {reprlib.repr(block['text'])}, not a string")
-    usage = output.get("usage")
-    if not isinstance(usage, dict):
-        raise MalformedOutput(f"its usage is {reprlib.repr(usage)}, not an object")
-    for name in _TOKEN_COUNTS:
-        value = usage.get(name)
-        if value is None and name not in _REQUIRED_TOKEN_COUNTS:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise MalformedOutput(f"its usage.{name} is {reprlib.repr(value)}, not a count of tokens")
+    usage = checked_usage(output.get("usage"), _TOKEN_COUNTS, _REQUIRED_TOKEN_COUNTS, MalformedOutput)
     return content, usage
 
 

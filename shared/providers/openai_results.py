@@ -10,14 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from shared.errors import ProviderError
-from shared.jsonl import LineTooLong
 from shared.lifecycle import BatchStatus
 from shared.providers.base import ResultLine, Unreadable
 from shared.records import Counts, ErrorEntry
-from shared.results import BadUsage, custom_id_in, usage_from_openai
+from shared.results import BadUsage, parsed_line, usage_from_openai
 
 _STATES: dict[str, BatchStatus] = {
     "validating": "validating",
@@ -70,17 +67,10 @@ def errors_of(batch: Mapping[str, Any]) -> tuple[ErrorEntry, ...]:
 def result_line(raw: bytes) -> ResultLine | Unreadable | None:
     """An OpenAI output or error line as a ResultLine; Unreadable for a line that cannot be read or priced
     (with its custom_id when that much can be read); None for a blank line."""
-    if isinstance(raw, LineTooLong):
-        return Unreadable(custom_id_in(raw), f"the line is longer than {len(raw):,} bytes")
-    if not raw.strip():
-        return None
-    try:
-        line = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return Unreadable(custom_id_in(raw), "the line is not valid JSON")
-    custom_id = line.get("custom_id") if isinstance(line, dict) else None
-    if not isinstance(custom_id, str):
-        return Unreadable(None, "the line has no custom_id")
+    line = parsed_line(raw)
+    if not isinstance(line, dict):
+        return line
+    custom_id: str = line["custom_id"]
     response, error = line.get("response"), line.get("error")
     if response is not None and not isinstance(response, dict):
         return Unreadable(custom_id, "the line's response is not a JSON object")
