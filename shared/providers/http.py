@@ -15,7 +15,8 @@ from httpx_retries import Retry, RetryTransport
 from shared import deadline
 from shared.errors import ProviderBusy, ProviderError
 from shared.jsonl import iter_lines
-from shared.providers.base import Journal
+from shared.providers.base import Journal, ResultLine, Unreadable
+from shared.providers.openai_results import result_line
 
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504, 529)  # 529: Anthropic's "overloaded"
 _NOT_RETRYABLE_4XX = range(400, 500)
@@ -181,6 +182,21 @@ def provider_error(response: httpx.Response, what: str) -> ProviderError:
     retryable = response.status_code in RETRY_STATUSES or response.status_code not in _NOT_RETRYABLE_4XX
     code = "not_found" if response.status_code == 404 else "provider_error"
     return ProviderError(f"{what}: HTTP {response.status_code}: {message}", retryable=retryable, code=code)
+
+
+def result_file_lines(
+    client: httpx.Client, batch: Mapping[str, Any], keys: tuple[str, ...]
+) -> Iterator[ResultLine | Unreadable]:
+    """The OpenAI-shaped lines of the result files a batch object names under `keys`, streamed from an API
+    with OpenAI's `GET /files/{id}/content`."""
+    for key in keys:
+        file_id = batch.get(key)
+        if not isinstance(file_id, str) or not file_id:
+            continue
+        for raw in stream_lines(client, f"/files/{file_id}/content", what=f"download {key}"):
+            line = result_line(raw)
+            if line is not None:
+                yield line
 
 
 def delete_batch_files(

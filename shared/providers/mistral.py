@@ -42,11 +42,10 @@ from shared.providers.http import (
     create_once,
     delete_batch_files,
     json_of,
+    result_file_lines,
     send,
-    stream_lines,
 )
 from shared.providers.mistral_format import openai_response, to_mistral
-from shared.providers.openai_results import result_line
 from shared.providers.registry import ProviderDeps
 from shared.records import Counts, ErrorEntry
 from shared.routing import Deployment
@@ -231,16 +230,8 @@ class MistralProvider:
 
     def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
         job = self._job(refs["batch_id"])
-        for key in _RESULT_FILES:
-            file_id = job.get(key)
-            if not isinstance(file_id, str) or not file_id:
-                continue
-            for raw in stream_lines(self._api.retrying, f"/files/{file_id}/content", what=f"download {key}"):
-                line = result_line(raw)
-                if isinstance(line, ResultLine):
-                    yield guarded(line.custom_id, _openai_line, line)
-                elif line is not None:
-                    yield line
+        for line in result_file_lines(self._api.retrying, job, _RESULT_FILES):
+            yield guarded(line.custom_id, _openai_line, line) if isinstance(line, ResultLine) else line
 
     def cleanup(self, refs: Mapping[str, str]) -> None:
         """Delete the uploaded input and the job's output and error files (Mistral keeps them until then)."""

@@ -33,11 +33,11 @@ from shared.providers.http import (
     delete_batch_files,
     json_of,
     provider_error,
+    result_file_lines,
     send,
-    stream_lines,
 )
 from shared.providers.listing import Page, statuses_from_pages
-from shared.providers.openai_results import counts_of, errors_of, openai_state, result_line
+from shared.providers.openai_results import counts_of, errors_of, openai_state
 from shared.providers.registry import ProviderDeps
 from shared.routing import Deployment
 from shared.secret_refs import SecretError, resolve_secret
@@ -319,14 +319,7 @@ class OpenAIProvider:
 
     def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
         batch = self._batch(refs["batch_id"])
-        for key in _RESULT_FILES:
-            file_id = batch.get(key)
-            if not isinstance(file_id, str) or not file_id:
-                continue
-            for raw in stream_lines(self._api.retrying, f"/files/{file_id}/content", what=f"download {key}"):
-                line = result_line(raw)
-                if line is not None:
-                    yield line
+        yield from result_file_lines(self._api.retrying, batch, _RESULT_FILES)
 
     def cleanup(self, refs: Mapping[str, str]) -> None:
         """Delete the uploaded input and the batch's output and error files (they count against the
