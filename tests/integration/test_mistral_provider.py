@@ -67,6 +67,7 @@ def test_mistral_batch_completes_with_openai_lines_usage_and_batch_price(
 ) -> None:
     # Given good requests, one Mistral fails, one cut short by the model's length, one whose line comes back cut off
     fake, _ = mistral
+    fake.corrupt = {"garbled-0": "cut"}
     content = (
         batch_lines(3, model=MODEL)
         + batch_lines(1, model=MODEL, prefix="fail")

@@ -53,6 +53,7 @@ def test_together_batch_completes_with_openai_lines_usage_and_batch_price(
 ) -> None:
     # Given requests with ids Together would refuse (over 64 characters, spaces), one it fails, one cut off
     fake, _ = together
+    fake.corrupt = {"garbled-0": "cut"}
     long_id, spaced_id = "x" * 100, "order #7 / réponse"
     content = batch_lines(2, model=MODEL) + batch_lines(1, model=MODEL, prefix="fail")
     content += batch_lines(1, model=MODEL, prefix="garbled")
