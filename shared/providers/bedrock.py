@@ -238,17 +238,13 @@ class BedrockProvider:
     ) -> ResultLine | Unreadable | None:
         """One output record as a result line; None for a blank line or a record already read (the first wins)."""
         if isinstance(raw, LineTooLong):
-            too_long = f"a record is longer than {len(raw):,} bytes"
-            index = bedrock_format.index_in_line(raw)
-            if index is None or index >= len(custom_ids):
-                return Unreadable(None, too_long)
-            return Unreadable(custom_ids[index], too_long) if self._first(index, seen, job_arn) else None
+            return self._unparsed(raw, f"a record is longer than {len(raw):,} bytes", custom_ids, job_arn, seen)
         if not raw.strip():
             return None
         try:
             record = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return Unreadable(None, "a record is not valid JSON")
+            return self._unparsed(raw, "a record is not valid JSON", custom_ids, job_arn, seen)
         if not isinstance(record, dict):
             return Unreadable(None, "a record is not a JSON object")
         index = bedrock_format.index_of(str(record.get("recordId", "")))
@@ -258,6 +254,16 @@ class BedrockProvider:
             return None
         custom_id = custom_ids[index]
         return guarded(custom_id, self._translated, record, custom_id, request_id(job_arn, custom_id))
+
+    def _unparsed(
+        self, raw: bytes, reason: str, custom_ids: Sequence[str], job_arn: str, seen: set[int]
+    ) -> Unreadable | None:
+        """A record that cannot be parsed (cut off, or too long): unreadable for the request its start names,
+        if it shows one; None when that request's record was read already (the first wins)."""
+        index = bedrock_format.index_in_line(raw)
+        if index is None or index >= len(custom_ids):
+            return Unreadable(None, reason)
+        return Unreadable(custom_ids[index], reason) if self._first(index, seen, job_arn) else None
 
     @staticmethod
     def _first(index: int, seen: set[int], job_arn: str) -> bool:

@@ -27,7 +27,7 @@ from shared.jsonl import LineTooLong
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable, guarded
 from shared.providers.http import LazyClients, build_client, cancel, create_once, json_of, send, stream_lines
 from shared.providers.registry import ProviderDeps
-from shared.providers.vertex_format import input_line, line_index
+from shared.providers.vertex_format import index_in_line, input_line, line_index
 from shared.providers.vertex_results import job_status, result_line
 from shared.routing import Deployment
 from shared.secret_refs import resolve_secret
@@ -49,6 +49,13 @@ def split_gs_uri(uri: str) -> tuple[str, str]:
     """(bucket, object name or prefix) of a gs:// URI."""
     bucket, _, name = uri.removeprefix("gs://").partition("/")
     return bucket, name
+
+
+def _unparsed(raw: bytes, reason: str, custom_ids: Sequence[str]) -> Unreadable:
+    """A prediction line that cannot be parsed: unreadable for the request its labels name, if its start
+    shows them all."""
+    index = index_in_line(raw)
+    return Unreadable(custom_ids[index] if index is not None and index < len(custom_ids) else None, reason)
 
 
 class _BearerAuth(httpx.Auth):
@@ -296,14 +303,14 @@ class VertexProvider:
             url = f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}"
             for raw in stream_lines(self._storage, url, what="download results", params={"alt": "media"}):
                 if isinstance(raw, LineTooLong):
-                    yield Unreadable(None, f"a prediction line is longer than {len(raw):,} bytes")
+                    yield _unparsed(raw, f"a prediction line is longer than {len(raw):,} bytes", custom_ids)
                     continue
                 if not raw.strip():
                     continue
                 try:
                     prediction = orjson.loads(raw)
                 except orjson.JSONDecodeError:
-                    yield Unreadable(None, "a prediction line is not valid JSON")
+                    yield _unparsed(raw, "a prediction line is not valid JSON", custom_ids)
                     continue
                 index = line_index(prediction) if isinstance(prediction, dict) else None
                 if index is None or index >= len(custom_ids):

@@ -32,6 +32,8 @@ from shared.jsonl import MAX_LINES
 # one label key per decimal digit of the largest line index, units first
 LINE_LABEL_KEYS: Final = tuple(f"batchgw_d{place}" for place in range(len(str(MAX_LINES - 1))))
 _DIGITS: Final = "0123456789"
+# a line label as the start of a prediction line shows it, before the line can be parsed
+_LABELS_IN_LINE: Final = tuple(re.compile(rb'"%s"\s*:\s*"([0-9])"' % key.encode()) for key in LINE_LABEL_KEYS)
 INT32_MAX: Final = 2**31 - 1
 
 # Vertex wants a MIME type with every file reference; these are the types Gemini reads
@@ -293,4 +295,16 @@ def line_index(prediction: Mapping[str, Any]) -> int | None:
         if not isinstance(digit, str) or len(digit) != 1 or digit not in _DIGITS:
             return None
         index += int(digit) * 10**place
+    return index
+
+
+def index_in_line(prefix: bytes) -> int | None:
+    """The input line index a prediction line that cannot be parsed (cut off, too long) answers, if its start
+    shows every one of the line labels, each once; None otherwise."""
+    index = 0
+    for place, label in enumerate(_LABELS_IN_LINE):
+        found = label.findall(prefix)
+        if len(found) != 1:
+            return None
+        index += int(found[0]) * 10**place
     return index

@@ -13,7 +13,8 @@ Anthropic words it, while the rest of the batch succeeds. It runs each batch by 
 A request whose custom_id contains "fail" comes back `errored` too; a batch of model `claude-expire` ends
 with its second half `expired`; a cancelled batch is `canceling` once, then ends with its second half
 `canceled`. Usage per request is deterministic and what each batch billed is recorded, so tests
-compute the expected cost on their own.
+compute the expected cost on their own. `corrupt` breaks chosen requests' succeeded result lines and
+`garbage` mixes lines naming no request into the results (tests/fakes/defects.py).
 
 `Faults` makes a share of calls answer 500, 529 overloaded, 429 with retry-after, or hang past the
 client's timeout; `slow_create_seconds` makes the next create answer only after that long, once the
@@ -36,6 +37,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from tests.fakes.defects import Defect, LineFormat, result_rows
 from tests.fakes.faults import Faults
 
 API_KEY = "sk-ant-fake-upstream"
@@ -62,6 +64,14 @@ _PARAMS = frozenset(
     }
 )
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+# where a result line keeps what a defect breaks; its `type` stands for a status
+RESULT_LINE = LineFormat(
+    names=("custom_id",),
+    markers=(("result", "type"),),
+    status=("result", "type"),
+    body=("result", "message"),
+    usage=("result", "message", "usage", "input_tokens"),
+)
 
 
 class Invalid(Exception):
@@ -118,6 +128,8 @@ class FakeAnthropic:
         self.model_seconds: dict[str, float] = {}
         self.slow_create_seconds = 0.0
         self.faults = faults or Faults(seed=11)
+        self.corrupt: dict[str, Defect] = {}  # custom_id (as sent) -> how its succeeded result line is broken
+        self.garbage = False  # mix lines naming no request into the results
         self.batches: dict[str, FakeMessageBatch] = {}
         self.calls: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -206,6 +218,14 @@ class FakeAnthropic:
             self._end(batch, half, "expired")
         else:
             self._end(batch, len(batch.requests), "expired")
+
+    def results_content(self, batch: FakeMessageBatch) -> bytes:
+        """The results JSONL of an ended batch, broken as `corrupt` and `garbage` say."""
+        lines = [
+            (line, self.corrupt.get(line["custom_id"]) if line["result"]["type"] == "succeeded" else None)
+            for line in batch.results
+        ]
+        return b"".join(result_rows(lines, RESULT_LINE, garbage=self.garbage))
 
     def batch_json(self, batch: FakeMessageBatch, base_url: str) -> dict[str, Any]:
         counts = dict.fromkeys(("processing", "succeeded", "errored", "canceled", "expired"), 0)
@@ -566,7 +586,7 @@ def _batch_results(batch_id: str, request: Request) -> Response:
         fake.advance(batch)
         if batch.ended_at is None:
             return _error(400, "invalid_request_error", "Results are not available until the batch has ended")
-        content = b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in batch.results)
+        content = fake.results_content(batch)
     return Response(content, media_type="application/binary")
 
 

@@ -18,7 +18,9 @@ As on Bedrock:
 - a stopped job writes the first half of its records and ends `Stopped`;
 - `clientRequestToken` makes creation idempotent.
 
-Jobs run by the clock: Submitted, InProgress, then their end. Usage is deterministic and recorded per job.
+Jobs run by the clock: Submitted, InProgress, then their end. Usage is deterministic (`tokens_for`) and
+recorded per job. `corrupt` breaks the succeeded output records of chosen input records and `garbage`
+mixes lines naming no record into the output (tests/fakes/defects.py).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from botocore.validate import ParamValidator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from tests.fakes.defects import Defect, LineFormat, result_rows
+
 REGION: Final = "us-east-1"
 ACCOUNT: Final = "123456789012"
 ANTHROPIC_VERSION: Final = "bedrock-2023-05-31"
@@ -44,6 +48,26 @@ FAIL_MARKER: Final = "fail"
 OUT_OF_TIME_MARKER: Final = "out of time"
 ENDED: Final = frozenset({"Completed", "PartiallyCompleted", "Stopped", "Failed", "Expired"})
 _CONVERSE_REQUEST = botocore.session.get_session().get_service_model("bedrock-runtime").shape_for("ConverseRequest")
+
+
+def _record_format(usage: str) -> LineFormat:
+    """Where an output record keeps what a defect breaks, its usage's input count named `usage`."""
+    return LineFormat(
+        names=("recordId",),
+        markers=(("modelOutput",), ("error",)),
+        status=None,
+        body=("modelOutput",),
+        usage=("modelOutput", "usage", usage),
+    )
+
+
+CLAUDE_RECORD: Final = _record_format("input_tokens")
+CONVERSE_RECORD: Final = _record_format("inputTokens")
+
+
+def tokens_for(index: int) -> tuple[int, int]:
+    """The input and output tokens the fake bills the record at `index` of a job's input."""
+    return 30 + index % 7, 10 + index % 4
 
 
 @dataclass
@@ -117,6 +141,8 @@ class FakeBedrock:
         self.jobs: dict[str, FakeJob] = {}
         self.tokens: dict[str, str] = {}
         self.calls: dict[str, int] = {}
+        self.corrupt: dict[int, Defect] = {}  # input record index -> how its succeeded output record is broken
+        self.garbage = False  # mix lines naming no record into the output
         self.lock = threading.Lock()
         self.app = self._build()
 
@@ -141,7 +167,7 @@ class FakeBedrock:
         if problem is not None:
             job.failed += 1
             return {**record, "error": {"errorCode": 400, "errorMessage": f"Malformed input request: {problem}"}}
-        prompt, completion = 30 + index % 7, 10 + index % 4
+        prompt, completion = tokens_for(index)
         job.input_tokens += prompt
         job.output_tokens += completion
         job.succeeded += 1
@@ -169,12 +195,14 @@ class FakeBedrock:
         records = self.read_records(job.input_uri)
         runnable = records[: len(records) // 2] if stopped else records
         processed = [(i, r) for i, r in enumerate(runnable) if OUT_OF_TIME_MARKER not in _text_of(r["modelInput"])]
-        written = [self._output(job, record, i) for i, record in processed]
+        written = [(i, self._output(job, record, i)) for i, record in processed]
         out_bucket, out_prefix = _split(job.output_uri.rstrip("/"))
         job_id = job.arn.rsplit("/", 1)[-1]
         input_name = job.input_uri.rsplit("/", 1)[-1]
         s3 = boto3.client("s3", region_name=REGION)
-        body = b"".join(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE) for line in reversed(written))
+        lines = [(line, None if "error" in line else self.corrupt.get(i)) for i, line in reversed(written)]
+        form = CONVERSE_RECORD if job.invocation_type == "Converse" else CLAUDE_RECORD
+        body = b"".join(result_rows(lines, form, garbage=self.garbage))
         manifest = {
             "totalRecordCount": len(records),
             "processedRecordCount": len(written),

@@ -11,8 +11,9 @@ A job runs by the clock: `QUEUED`, then `RUNNING` for `processing_seconds`, then
 output file (and an error file for the requests that failed: custom_ids containing "fail", bodies
 Mistral refuses). A job on model `fake-timeout` ends `TIMEOUT_EXCEEDED` with its first half done; a
 cancelled job is `CANCELLATION_REQUESTED` once, then `CANCELLED` with its first half done. A request
-whose custom_id contains "garbled" comes back as a cut-off line, one containing "long" with finish
-reason `model_length`. Usage per request is deterministic and recorded per job.
+whose custom_id contains "long" comes back with finish reason `model_length`. Usage per request is
+deterministic and recorded per job and per line. `corrupt` breaks chosen requests' output lines and
+`garbage` mixes lines naming no request into the output file (tests/fakes/defects.py).
 
 `Faults` makes a share of calls answer 500, 429 with Retry-After, or hang past the client's timeout;
 `slow_create_seconds` makes the next create answer only after that long, once the job exists, so the
@@ -34,6 +35,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from tests.fakes.defects import OPENAI_LINE, Defect, result_rows
 from tests.fakes.faults import Faults
 
 API_KEY = "mistral-fake-key"
@@ -102,6 +104,8 @@ class FakeJob:
     error_file: str | None = None
     failed: int = 0
     billed: Billed = field(default_factory=Billed)
+    # custom_id -> (prompt, completion) tokens billed for each request that succeeded
+    line_usage: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def mistral_error(status: int, message: Any, kind: str = "invalid_request_error") -> dict[str, Any]:
@@ -124,6 +128,8 @@ class FakeMistral:
         # creates the job, then answers only after this long (once): the client's answer is lost
         self.slow_create_seconds = 0.0
         self.faults = faults or Faults()
+        self.corrupt: dict[str, Defect] = {}  # custom_id -> how its output line is broken
+        self.garbage = False  # mix lines naming no request into output files
         self.files: dict[str, tuple[str, bytes]] = {}
         self.jobs: dict[str, FakeJob] = {}
         self.calls: Counter[str] = Counter()
@@ -159,8 +165,10 @@ class FakeMistral:
         if job.endpoint == "/v1/embeddings":
             data = [{"object": "embedding", "embedding": [0.1, 0.2], "index": 0}]
             usage = {"prompt_tokens": prompt, "total_tokens": prompt, "completion_tokens": 0}
+            job.line_usage[custom_id] = (prompt, 0)
             return {"status_code": 200, "body": {"id": f"emb-{index}", "object": "list", "data": data, "usage": usage}}
         job.billed.completion_tokens += completion
+        job.line_usage[custom_id] = (prompt, completion)
         message = {"role": "assistant", "content": f"answer {custom_id}", "tool_calls": None}
         choice = {"index": 0, "message": message, "finish_reason": "model_length" if "long" in custom_id else "stop"}
         chat = {
@@ -175,18 +183,18 @@ class FakeMistral:
 
     def _end(self, job: FakeJob, done: int, status: str) -> None:
         """End `job` with its first `done` requests run."""
-        output, errors = bytearray(), bytearray()
+        succeeded: list[tuple[dict[str, Any], Defect | None]] = []
+        errors = bytearray()
         for index, line in enumerate(job.lines[:done]):
             response = self._response(job, index, line)
-            raw = orjson.dumps({"id": f"batch-{job.id}-{index}", "custom_id": line["custom_id"], "response": response})
-            if "garbled" in line["custom_id"]:
-                raw = raw[: len(raw) // 2]
+            result = {"id": f"batch-{job.id}-{index}", "custom_id": line["custom_id"], "response": response}
             if response["status_code"] == 200:
-                output += raw + b"\n"
+                succeeded.append((result, self.corrupt.get(line["custom_id"])))
             else:
                 job.failed += 1
-                errors += raw + b"\n"
-        job.output_file = self.store("batch_result", bytes(output)) if output else None
+                errors += orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE)
+        output = b"".join(result_rows(succeeded, OPENAI_LINE, garbage=self.garbage))
+        job.output_file = self.store("batch_result", output) if output else None
         job.error_file = self.store("batch_error", bytes(errors)) if errors else None
         job.status = status
 

@@ -14,7 +14,8 @@ Files: an upload is `uploaded` for `file_processing_seconds`, then `processed`, 
 Files can be retrieved and deleted, so a test sees which are still live.
 
 Usage per request is deterministic and recorded per batch and per line, so tests compute the expected
-cost from what the fake billed. `corrupt` makes chosen requests' output lines malformed.
+cost from what the fake billed. `corrupt` breaks chosen requests' output lines and `garbage` mixes lines
+naming no request into the output file (tests/fakes/defects.py).
 """
 
 from __future__ import annotations
@@ -24,19 +25,17 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from tests.fakes.defects import OPENAI_LINE, Defect, result_rows
 from tests.fakes.faults import Faults
 
 API_KEY = "sk-fake-upstream"
 BAD_FILE_MARKER = "fake-unparseable-file"  # an uploaded file holding this ends in status `error`
-# how `corrupt` breaks a request's output line: status_code as a string, no status_code, a body that is
-# not an object, or the line written twice
-Corruption = Literal["status_as_string", "no_status", "body_not_object", "duplicate"]
 
 
 @dataclass
@@ -98,7 +97,8 @@ class FakeOpenAI:
         # creates the batch, then answers only after this long (once): the client's answer is lost
         self.slow_create_seconds = 0.0
         self.faults = faults or Faults()
-        self.corrupt: dict[str, Corruption] = {}
+        self.corrupt: dict[str, Defect] = {}  # custom_id -> how its output line is broken
+        self.garbage = False  # mix lines naming no request into output files
         self.files: dict[str, FakeFile] = {}
         self.batches: dict[str, FakeBatch] = {}
         self.calls: Counter[str] = Counter()
@@ -239,21 +239,10 @@ class FakeOpenAI:
         body = {"id": f"chatcmpl-{index}", "object": "chat.completion", "created": created, "model": model}
         return body | {"choices": [choice], "usage": usage}, prompt, completion
 
-    def _result(self, index: int, custom_id: str, response: dict[str, Any]) -> bytes:
-        """The output line of one request that succeeded, broken as `corrupt` says."""
-        kind = self.corrupt.get(custom_id)
-        if kind == "status_as_string":
-            response = response | {"status_code": "200"}
-        elif kind == "no_status":
-            response = {k: v for k, v in response.items() if k != "status_code"}
-        elif kind == "body_not_object":
-            response = response | {"body": "<html>upstream error</html>"}
-        line = orjson.dumps(self.output_line(index, custom_id, response, None), option=orjson.OPT_APPEND_NEWLINE)
-        return line * 2 if kind == "duplicate" else line
-
     def _run(self, batch: FakeBatch, done: int, outcome: str) -> None:
         """End `batch` with its first `done` requests processed."""
-        output, errors = bytearray(), bytearray()
+        succeeded: list[tuple[dict[str, Any], Defect | None]] = []
+        errors = bytearray()
         created = int(time.time())
         for index, line in enumerate(batch.lines):
             custom_id = line["custom_id"]
@@ -282,8 +271,9 @@ class FakeOpenAI:
             batch.completion_tokens += completion
             batch.line_usage[custom_id] = (prompt, completion)
             batch.completed += 1
-            output += self._result(index, custom_id, {"status_code": 200, "request_id": f"req_{index}", "body": body})
-        self.store_results(batch, bytes(output), bytes(errors))
+            response = {"status_code": 200, "request_id": f"req_{index}", "body": body}
+            succeeded.append((self.output_line(index, custom_id, response, None), self.corrupt.get(custom_id)))
+        self.store_results(batch, b"".join(result_rows(succeeded, OPENAI_LINE, garbage=self.garbage)), bytes(errors))
         batch.status = outcome
 
     def store_results(self, batch: FakeBatch, output: bytes, errors: bytes) -> None:

@@ -10,9 +10,8 @@ Together's own routes and quirks over the base fake's way of running a batch (te
 - Create answers 201 `{"job": {...}}`; a batch has upper-case statuses (`CANCELING` while cancelling),
   RFC 3339 times, a `progress` percentage and no request counts; the list is a bare array.
 
-A request whose custom_id contains "garbled" comes back as a cut-off line; otherwise results, failures
-("fail" in a custom_id), expiry (model `fake-expire`), cancellation, faults and lost creates
-(`slow_create_seconds`) are the base fake's.
+Results, broken lines (`corrupt`, `garbage`), failures ("fail" in a custom_id), expiry (model
+`fake-expire`), cancellation, faults and lost creates (`slow_create_seconds`) are the base fake's.
 """
 
 from __future__ import annotations
@@ -59,10 +58,6 @@ class FakeTogether(FakeOpenAI):
         if request.url.path.startswith("/presigned/"):
             return True  # signed by its URL: the route itself refuses a second auth mechanism
         return request.headers.get("authorization") == f"Bearer {API_KEY}"
-
-    def store_results(self, batch: FakeBatch, output: bytes, errors: bytes) -> None:
-        garbled = b"\n".join(line[: len(line) // 2] if b"garbled" in line else line for line in output.split(b"\n"))
-        super().store_results(batch, garbled, errors)
 
     def response_body(self, line: dict[str, Any], index: int, created: int) -> tuple[dict[str, Any], int, int]:
         # Together's lines name no url: every one is a chat completion (its only batch endpoint)

@@ -18,9 +18,10 @@ calling mode ANY is answered with a call to the first function it allows; a job 
 ends EXPIRED with the first half of its lines written; a cancelled job is CANCELLING once, then CANCELLED
 with half written.
 Usage is deterministic per line and what each job billed is recorded, so tests compute the expected
-cost. `Faults` makes a share of calls answer 500, 429 with Retry-After, or hang past the client's
-timeout; `fail_next` fails the next calls to a path with 503; `lose_next_create` makes the next create
-make its job and lose the answer.
+cost. `corrupt` breaks the succeeded predictions of chosen input lines and `garbage` mixes lines naming
+no request into the predictions (tests/fakes/defects.py). `Faults` makes a share of calls answer 500,
+429 with Retry-After, or hang past the client's timeout; `fail_next` fails the next calls to a path with
+503; `lose_next_create` makes the next create make its job and lose the answer.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from tests.fakes.defects import Defect, LineFormat, result_rows
 from tests.fakes.faults import Faults
 
 TOKEN = "ya29.fake-vertex-token"
@@ -53,6 +55,15 @@ _STATUS |= {500: "INTERNAL", 503: "UNAVAILABLE", 412: "FAILED_PRECONDITION"}
 LABEL_VALUES_LIMIT = 1000
 _LABELS_PER_REQUEST = 64
 _LABEL_TEXT_MAX = 63
+# where a prediction keeps what a defect breaks: its labels name its request, its status and response say
+# whether it succeeded, and its status is free text, not a code
+PREDICTION_LINE = LineFormat(
+    names=("request", "labels"),
+    markers=(("status",), ("response",)),
+    status=None,
+    body=("response",),
+    usage=("response", "usageMetadata", "promptTokenCount"),
+)
 
 
 class Unit(StrEnum):
@@ -258,6 +269,8 @@ class FakeVertex:
         self.page_size = 2  # small, so clients must follow nextPageToken
         self.shard_lines: int | None = None  # write predictions in files of this many lines
         self.label_values: dict[str, set[str]] = {}  # label key -> every value the jobs' lines gave it
+        self.corrupt: dict[int, Defect] = {}  # input line index -> how its succeeded prediction is broken
+        self.garbage = False  # mix lines naming no request into the predictions
         self._rng = random.Random(seed)
         self._seq = 1_000_000
         self.app = self._build()
@@ -339,7 +352,9 @@ class FakeVertex:
         """End `job` with its first `done` lines processed, written in shuffled order."""
         indexes = list(range(done))
         self._rng.shuffle(indexes)
-        rows = [orjson.dumps(self._prediction(job, i), option=orjson.OPT_APPEND_NEWLINE) for i in indexes]
+        predictions = [(i, self._prediction(job, i)) for i in indexes]
+        lines = [(p, None if p["status"] else self.corrupt.get(i)) for i, p in predictions]
+        rows = result_rows(lines, PREDICTION_LINE, garbage=self.garbage)
         job.written = indexes
         assert job.output_directory is not None
         shard = self.shard_lines or max(len(rows), 1)

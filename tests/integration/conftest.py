@@ -1,7 +1,9 @@
-"""Integration harness: moto in-process, the stack provisioned from template.yaml, a fake OpenAI upstream.
+"""Integration harness: moto in-process, the stack provisioned from template.yaml, fake provider upstreams.
 
 `stack` provisions the table, bucket, bus and rules exactly as `batchgw dev` does (from the template),
-routes EventBridge events into SQS queues, and lets a test deliver them to the real handlers.
+routes EventBridge events into SQS queues, and lets a test deliver them to the real handlers. It always
+runs the fake OpenAI upstream; a test module adds its providers' deployments by overriding `extra_routes`,
+starting their fakes with the fixtures named after them (`azure`, `anthropic`, `vertex`, ...).
 """
 
 from __future__ import annotations
@@ -22,11 +24,20 @@ from batchgw import emulator, template
 from batchgw.devstack import ApiGateway, DevStack, LambdaContext, import_handler, scheduled_event
 from shared.records import BatchRecord
 from shared.runtime import Runtime, reset_runtime, runtime
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.azure_upstream import FakeAzureOpenAI
+from tests.fakes.bedrock_upstream import FakeBedrock
+from tests.fakes.mistral_upstream import FakeMistral
 from tests.fakes.openai_upstream import API_KEY, FakeOpenAI
 from tests.fakes.servers import serve_in_thread
+from tests.fakes.together_upstream import FakeTogether
+from tests.fakes.vertex_upstream import TOKEN, FakeVertex
 
 MASTER_KEY = "sk-test-master"
 EVENTS = Path(__file__).resolve().parents[2] / "events"
+VERTEX_BUCKET = "test-bucket"  # at the fake Cloud Storage
+BEDROCK_ROLE = "arn:aws:iam::123456789012:role/batchgw-bedrock"
+BEDROCK_BUCKET = "batchgw-dev"  # the stack's own bucket, in moto
 
 
 def load_event(name: str, **detail: Any) -> dict[str, Any]:
@@ -164,6 +175,64 @@ def upstream() -> Iterator[tuple[FakeOpenAI, str]]:
     fake = FakeOpenAI(processing_seconds=0.3)
     with serve_in_thread(fake.app) as url:
         yield fake, url
+
+
+@pytest.fixture
+def azure() -> Iterator[tuple[FakeAzureOpenAI, str]]:
+    fake = FakeAzureOpenAI(processing_seconds=0.3)
+    with serve_in_thread(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture
+def anthropic() -> Iterator[tuple[FakeAnthropic, str]]:
+    fake = FakeAnthropic(processing_seconds=0.3)
+    with serve_in_thread(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture
+def vertex() -> Iterator[tuple[FakeVertex, str]]:
+    fake = FakeVertex(processing_seconds=0.3)
+    with serve_in_thread(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture
+def bedrock() -> Iterator[tuple[FakeBedrock, str]]:
+    fake = FakeBedrock(processing_seconds=0.3)
+    with serve_in_thread(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture
+def mistral() -> Iterator[tuple[FakeMistral, str]]:
+    fake = FakeMistral(processing_seconds=0.3)
+    with serve_in_thread(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture
+def together() -> Iterator[tuple[FakeTogether, str]]:
+    fake = FakeTogether(processing_seconds=0.3)
+    with serve_in_thread(fake.app) as url:
+        yield fake, url
+
+
+def vertex_keys(url: str, token: str = TOKEN) -> str:
+    """The routing keys of a vertex deployment at the fake Vertex AI and Cloud Storage at `url`."""
+    return (
+        f"provider: vertex, api_key: {token}, project: test-project, location: us-central1, "
+        f'gcs_bucket: {VERTEX_BUCKET}, api_base: "{url}", storage_base: "{url}", timeout: 1'
+    )
+
+
+def bedrock_keys(url: str) -> str:
+    """The routing keys of a bedrock deployment at the fake Bedrock at `url`, with S3 from moto."""
+    return (
+        f'provider: bedrock, role_arn: "{BEDROCK_ROLE}", s3_bucket: {BEDROCK_BUCKET}, region: us-east-1, '
+        f'api_base: "{url}"'
+    )
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from shared.providers.base import ResultLine, SubmitRequest
 from shared.routing import Deployment
 from tests.fakes.anthropic_upstream import API_KEY, Billed, FakeAnthropic, usage_for
 from tests.fakes.journal import MemoryJournal, custom_ids, submit_request
-from tests.fakes.servers import serve_in_thread
 from tests.integration.conftest import Stack, batch, batch_lines, finish, lines, start, started
 
 MODEL = "claude-via-anthropic"
@@ -32,13 +31,6 @@ SONNET_45_BATCH_CACHE_READ = Decimal("0.15")
 SONNET_45_BATCH_CACHE_WRITE_5M = Decimal("1.875")
 # the expiring deployment's pricing override in the routing file
 OVERRIDE_INPUT, OVERRIDE_OUTPUT, OVERRIDE_CACHED = Decimal("1.0"), Decimal("4.0"), Decimal("0.1")
-
-
-@pytest.fixture
-def anthropic() -> Iterator[tuple[FakeAnthropic, str]]:
-    fake = FakeAnthropic(processing_seconds=0.3)
-    with serve_in_thread(fake.app) as url:
-        yield fake, url
 
 
 @pytest.fixture

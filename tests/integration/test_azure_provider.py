@@ -25,20 +25,12 @@ from tests.fakes.azure_upstream import (
 )
 from tests.fakes.journal import MemoryJournal, submit_request
 from tests.fakes.openai_upstream import BAD_FILE_MARKER, FakeOpenAI
-from tests.fakes.servers import serve_in_thread
 from tests.integration.conftest import Stack, batch, batch_lines, finish, lines, record, start, started
 
 # Azure bills Global-Batch at half its Global Standard price; gpt-4o-mini is $0.15 / $0.60 per 1M tokens
 AZURE_GPT_4O_MINI_BATCH = (0.075, 0.30)
 ENTRA_PARAMETER = "/batchgw/test/azure-entra-token"
 KEY_SECRET = "batchgw/test/azure-api-key"
-
-
-@pytest.fixture
-def azure() -> Iterator[tuple[FakeAzureOpenAI, str]]:
-    fake = FakeAzureOpenAI(processing_seconds=0.3)
-    with serve_in_thread(fake.app) as url:
-        yield fake, url
 
 
 @pytest.fixture

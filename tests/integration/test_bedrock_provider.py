@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -13,28 +12,29 @@ from shared.providers.bedrock import BedrockProvider
 from shared.routing import Deployment
 from tests.fakes.bedrock_upstream import FAIL_MARKER, OUT_OF_TIME_MARKER, FakeBedrock
 from tests.fakes.journal import MemoryJournal, submit_request
-from tests.fakes.servers import serve_in_thread
-from tests.integration.conftest import Stack, batch, batch_lines, finish, lines, start, started
+from tests.integration.conftest import (
+    BEDROCK_BUCKET,
+    BEDROCK_ROLE,
+    Stack,
+    batch,
+    batch_lines,
+    bedrock_keys,
+    finish,
+    lines,
+    start,
+    started,
+)
 
 CLAUDE = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 NOVA = "amazon.nova-lite-v1:0"
-ROLE = "arn:aws:iam::123456789012:role/batchgw-bedrock"
-BUCKET = "batchgw-dev"
 # Bedrock batch inference is half the on-demand price; Claude 3.5 Sonnet on demand is $3 / $15 per 1M tokens
 CLAUDE_BATCH = (1.5, 7.5)
 
 
 @pytest.fixture
-def bedrock() -> Iterator[tuple[FakeBedrock, str]]:
-    fake = FakeBedrock(processing_seconds=0.3)
-    with serve_in_thread(fake.app) as url:
-        yield fake, url
-
-
-@pytest.fixture
 def extra_routes(bedrock: tuple[FakeBedrock, str]) -> str:
     _, url = bedrock
-    common = f'provider: bedrock, role_arn: "{ROLE}", s3_bucket: {BUCKET}, region: us-east-1, api_base: "{url}"'
+    common = bedrock_keys(url)
     return f"""
   - {{name: claude-on-bedrock, model: "{CLAUDE}", {common}}}
   - {{name: nova-on-bedrock, model: "{NOVA}", {common}, pricing: {{input_per_mtok: 0.03, output_per_mtok: 0.12}}}}
@@ -57,7 +57,7 @@ def test_claude_batch_runs_with_native_bodies_and_comes_back_in_openai_format(
     assert first["response"]["body"]["object"] == "chat.completion"
     assert first["response"]["body"]["choices"][0]["message"]["content"] == "claude answer 7"
     (job,) = fake.jobs.values()
-    assert job.invocation_type == "InvokeModel" and job.role_arn == ROLE
+    assert job.invocation_type == "InvokeModel" and job.role_arn == BEDROCK_ROLE
     assert done["usage"]["input_tokens"] == job.input_tokens and done["usage"]["output_tokens"] == job.output_tokens
     expected = (job.input_tokens * CLAUDE_BATCH[0] + job.output_tokens * CLAUDE_BATCH[1]) / 1_000_000
     assert done["cost"]["value"] == pytest.approx(expected, rel=1e-9)
@@ -140,8 +140,8 @@ def test_a_lost_create_answer_gets_the_same_job_back(stack: Stack, bedrock: tupl
         name="c",
         provider="bedrock",
         model=CLAUDE,
-        role_arn=ROLE,
-        s3_bucket=BUCKET,
+        role_arn=BEDROCK_ROLE,
+        s3_bucket=BEDROCK_BUCKET,
         region="us-east-1",
         api_base=url,
     )
@@ -242,7 +242,7 @@ def test_batch_left_too_small_once_unsendable_requests_are_set_aside_fails_befor
 
 def live_keys(prefix: str) -> list[str]:
     """The objects under `prefix` in the deployments' bucket."""
-    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=BEDROCK_BUCKET, Prefix=prefix)
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
@@ -258,7 +258,7 @@ def test_completed_batch_leaves_nothing_in_the_bucket_under_its_prefix(
     # Then what batchgw wrote (the input) and what Bedrock wrote (results, manifest) is gone
     (job,) = fake.jobs.values()
     prefix = f"batchgw/{batch_id}/"
-    written = [job.input_uri.removeprefix(f"s3://{BUCKET}/"), *job.output_keys]
+    written = [job.input_uri.removeprefix(f"s3://{BEDROCK_BUCKET}/"), *job.output_keys]
     assert len(written) == 3 and all(key.startswith(prefix) for key in written)
     assert live_keys(prefix) == []
     # and the batch's results, in batchgw's own files, are still there

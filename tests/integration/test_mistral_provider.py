@@ -18,7 +18,6 @@ from shared.providers.mistral import MistralProvider
 from shared.routing import Deployment
 from tests.fakes.journal import MemoryJournal, submit_request
 from tests.fakes.mistral_upstream import API_KEY, TIMEOUT_MODEL, FakeMistral
-from tests.fakes.servers import serve_in_thread
 from tests.integration.conftest import Stack, batch, batch_lines, finish, lines, start, started
 
 MODEL = "mistral-small"
@@ -31,13 +30,6 @@ MISTRAL_SMALL_BATCH = (0.075, 0.30)
 MISTRAL_EMBED_BATCH = 0.05
 # the timing-out deployment's pricing override in the routing file
 OVERRIDE = (1.0, 4.0)
-
-
-@pytest.fixture
-def mistral() -> Iterator[tuple[FakeMistral, str]]:
-    fake = FakeMistral(processing_seconds=0.3)
-    with serve_in_thread(fake.app) as url:
-        yield fake, url
 
 
 @pytest.fixture
@@ -75,6 +67,7 @@ def test_mistral_batch_completes_with_openai_lines_usage_and_batch_price(
 ) -> None:
     # Given good requests, one Mistral fails, one cut short by the model's length, one whose line comes back cut off
     fake, _ = mistral
+    fake.corrupt = {"garbled-0": "cut"}
     content = (
         batch_lines(3, model=MODEL)
         + batch_lines(1, model=MODEL, prefix="fail")

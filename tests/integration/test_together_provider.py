@@ -16,7 +16,6 @@ from shared.providers.together import TogetherProvider
 from shared.routing import Deployment
 from tests.fakes.journal import MemoryJournal, custom_ids, submit_request
 from tests.fakes.openai_upstream import FakeBatch
-from tests.fakes.servers import serve_in_thread
 from tests.fakes.together_upstream import API_KEY, FakeTogether
 from tests.integration.conftest import Stack, batch, batch_lines, finish, lines, start, started
 
@@ -27,13 +26,6 @@ MTOK = 1_000_000
 # Together bills Llama 3.3 70B Instruct Turbo at $0.88 per 1M tokens in and out, and batches of it at half
 LLAMA_33_70B_BATCH = 0.44
 OVERRIDE = (1.0, 4.0)
-
-
-@pytest.fixture
-def together() -> Iterator[tuple[FakeTogether, str]]:
-    fake = FakeTogether(processing_seconds=0.3)
-    with serve_in_thread(fake.app) as url:
-        yield fake, url
 
 
 @pytest.fixture
@@ -61,6 +53,7 @@ def test_together_batch_completes_with_openai_lines_usage_and_batch_price(
 ) -> None:
     # Given requests with ids Together would refuse (over 64 characters, spaces), one it fails, one cut off
     fake, _ = together
+    fake.corrupt = {"garbled-0": "cut"}
     long_id, spaced_id = "x" * 100, "order #7 / réponse"
     content = batch_lines(2, model=MODEL) + batch_lines(1, model=MODEL, prefix="fail")
     content += batch_lines(1, model=MODEL, prefix="garbled")

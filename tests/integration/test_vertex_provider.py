@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,7 +16,6 @@ from shared.providers.vertex_format import line_index, line_labels
 from shared.routing import Deployment
 from tests.fakes.faults import Faults
 from tests.fakes.journal import MemoryJournal, submit_request
-from tests.fakes.servers import serve_in_thread
 from tests.fakes.vertex_upstream import (
     LABEL_VALUES_LIMIT,
     TOKEN,
@@ -27,9 +25,8 @@ from tests.fakes.vertex_upstream import (
     Forecast,
     line_problem,
 )
-from tests.integration.conftest import Stack, batch, finish, lines, start, started
+from tests.integration.conftest import VERTEX_BUCKET, Stack, batch, finish, lines, start, started, vertex_keys
 
-BUCKET = "test-bucket"
 # Google's published Vertex AI batch price for gemini-2.5-flash (half the online $0.30 / $2.50 per 1M tokens);
 # cached input is billed at the context-cache rate ($0.03), which takes precedence over the batch discount
 FLASH_BATCH_INPUT = Decimal("0.15")
@@ -38,25 +35,14 @@ FLASH_CACHED_INPUT = Decimal("0.03")
 
 
 @pytest.fixture
-def vertex() -> Iterator[tuple[FakeVertex, str]]:
-    fake = FakeVertex(processing_seconds=0.3)
-    with serve_in_thread(fake.app) as url:
-        yield fake, url
-
-
-@pytest.fixture
 def extra_routes(vertex: tuple[FakeVertex, str]) -> str:
     _, url = vertex
-    common = (
-        f'project: test-project, location: us-central1, gcs_bucket: {BUCKET}, api_base: "{url}", '
-        f'storage_base: "{url}", timeout: 1'
-    )
     return f"""
-  - {{name: gemini-via-vertex, provider: vertex, model: gemini-2.5-flash, api_key: {TOKEN}, {common}}}
-  - {{name: gemini-flaky, provider: vertex, model: gemini-2.5-flash, api_key: {TOKEN}, max_retries: 6, {common}}}
-  - {{name: gemini-expiring, provider: vertex, model: gemini-expire, api_key: {TOKEN}, {common},
+  - {{name: gemini-via-vertex, model: gemini-2.5-flash, {vertex_keys(url)}}}
+  - {{name: gemini-flaky, model: gemini-2.5-flash, max_retries: 6, {vertex_keys(url)}}}
+  - {{name: gemini-expiring, model: gemini-expire, {vertex_keys(url)},
       pricing: {{input_per_mtok: 1.0, output_per_mtok: 4.0}}}}
-  - {{name: gemini-wrong-token, provider: vertex, model: gemini-2.5-flash, api_key: ya29.revoked, {common}}}
+  - {{name: gemini-wrong-token, model: gemini-2.5-flash, {vertex_keys(url, token="ya29.revoked")}}}
 """
 
 
@@ -73,6 +59,11 @@ def request_line(custom_id: str, model: str, question: str, url: str = "/v1/chat
 
 def questions(model: str, n: int, prefix: str = "req") -> bytes:
     return b"".join(request_line(f"{prefix}-{i}", model, f"question {i}") for i in range(n))
+
+
+def input_object(batch_id: str) -> str:
+    """Where batchgw uploads a batch's input at the fake Cloud Storage."""
+    return f"{VERTEX_BUCKET}/batchgw/{batch_id}/input.jsonl"
 
 
 def the_job(fake: FakeVertex, batch_id: str) -> FakeJob:
@@ -150,15 +141,15 @@ def test_vertex_input_is_translated_into_the_bucket_with_line_labels(
     fake, _ = vertex
     batch_id = started(stack, questions("gemini-via-vertex", 3))
     finish(stack, batch_id)
-    uploaded = [orjson.loads(raw) for raw in fake.objects[f"{BUCKET}/batchgw/{batch_id}/input.jsonl"].splitlines()]
+    uploaded = [orjson.loads(raw) for raw in fake.objects[input_object(batch_id)].splitlines()]
     assert [line["request"]["labels"] for line in uploaded] == [line_labels(i) for i in range(3)]
     assert uploaded[1]["request"]["contents"] == [{"role": "user", "parts": [{"text": "question 1"}]}]
     assert uploaded[1]["request"]["systemInstruction"] == {"parts": [{"text": "Answer briefly."}]}
     assert uploaded[1]["request"]["generationConfig"] == {"maxOutputTokens": 64, "temperature": 0.2}
     job = the_job(fake, batch_id)
     assert job.body["model"] == "publishers/google/models/gemini-2.5-flash"
-    assert job.body["inputConfig"]["gcsSource"]["uris"] == [f"gs://{BUCKET}/batchgw/{batch_id}/input.jsonl"]
-    assert job.output_prefix == f"gs://{BUCKET}/batchgw/{batch_id}/output"
+    assert job.body["inputConfig"]["gcsSource"]["uris"] == [f"gs://{input_object(batch_id)}"]
+    assert job.output_prefix == f"gs://{VERTEX_BUCKET}/batchgw/{batch_id}/output"
 
 
 def test_a_batch_past_googles_label_value_limit_still_maps_every_result_to_its_custom_id(
@@ -237,9 +228,7 @@ def test_vertex_batch_with_pydantic_json_schemas_in_tools_and_response_format_co
     (called,) = output["calling"]["choices"]
     assert called["finish_reason"] == "tool_calls"
     assert [call["function"]["name"] for call in called["message"]["tool_calls"]] == ["record_forecast"]
-    sent = [
-        orjson.loads(raw)["request"] for raw in fake.objects[f"{BUCKET}/batchgw/{batch_id}/input.jsonl"].splitlines()
-    ]
+    sent = [orjson.loads(raw)["request"] for raw in fake.objects[input_object(batch_id)].splitlines()]
     assert sent[0]["generationConfig"]["responseJsonSchema"] == schema
     assert sent[1]["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"] == schema
 
@@ -419,7 +408,7 @@ def test_adc_credentials_are_refreshed_over_urllib3_when_expired(vertex: tuple[F
         provider="vertex",
         model="gemini-2.5-flash",
         project="test-project",
-        gcs_bucket=BUCKET,
+        gcs_bucket=VERTEX_BUCKET,
         api_base=url,
         storage_base=url,
         timeout=1,
@@ -453,7 +442,7 @@ def test_an_upload_retried_after_503s_sends_the_whole_translated_input_again(ver
         provider="vertex",
         model="gemini-2.5-flash",
         project="test-project",
-        gcs_bucket=BUCKET,
+        gcs_bucket=VERTEX_BUCKET,
         api_base=url,
         storage_base=url,
         api_key=TOKEN,
@@ -466,8 +455,8 @@ def test_an_upload_retried_after_503s_sends_the_whole_translated_input_again(ver
         provider.submit(request, MemoryJournal())
     finally:
         provider.close()
-    assert fake.calls[f"POST /upload/storage/v1/b/{BUCKET}/o"] == 3
-    uploaded = fake.objects[f"{BUCKET}/batchgw/batch_retry/input.jsonl"].splitlines()
+    assert fake.calls[f"POST /upload/storage/v1/b/{VERTEX_BUCKET}/o"] == 3
+    uploaded = fake.objects[input_object("batch_retry")].splitlines()
     assert [line_index(orjson.loads(line)) for line in uploaded] == list(range(50))
     assert len(fake.jobs_named("batch_retry")) == 1
 
@@ -483,7 +472,7 @@ def test_large_input_goes_up_in_256_kib_multiples_of_a_resumable_upload(
         model="gemini-2.5-flash",
         project="p",
         location="us-central1",
-        gcs_bucket=BUCKET,
+        gcs_bucket=VERTEX_BUCKET,
         api_base=url,
         storage_base=url,
         api_key=TOKEN,

@@ -354,3 +354,22 @@ def test_output_file_with_every_defect_yields_each_request_once_and_keeps_good_u
     assert "'oops'" in reasons["c1"] and "content block 0" in reasons["c2"] and "neither" in reasons["c6"]
     assert "-3" in reasons["c3"] and "usage" in reasons["c4"] and "'throttled'" in reasons["c7"]
     assert f"longer than {MAX_RESULT_LINE_BYTES:,} bytes" in reasons["c8"]
+
+
+@pytest.mark.usefixtures("aws")
+def test_cut_off_record_is_unreadable_for_the_request_its_record_id_names() -> None:
+    # Given an output file with a record cut off mid-JSON, a cut-off repeat of a record read before, and a
+    # record cut off before its recordId
+    whole = record(0, modelOutput=claude_output())
+    cut = record(1, modelOutput=claude_output())
+    lines = [whole, cut[: len(cut) // 2], whole[: len(whole) // 2], b'{"modelInput": {"messages": [{"con']
+
+    # When the adapter reads it
+    results = read_output(CLAUDE, lines, ["c0", "c1"])
+
+    # Then the cut-off record fails its own request, the repeat is dropped, and the last names no request
+    assert isinstance(results[0], ResultLine) and results[0].succeeded and results[0].custom_id == "c0"
+    assert results[1:] == [
+        Unreadable("c1", "a record is not valid JSON"),
+        Unreadable(None, "a record is not valid JSON"),
+    ]

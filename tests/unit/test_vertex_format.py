@@ -12,7 +12,13 @@ import pytest
 from shared.errors import ProviderError
 from shared.jsonl import MAX_LINES
 from shared.providers.base import LineUsage
-from shared.providers.vertex_format import generate_content_request, input_line, line_index, line_labels
+from shared.providers.vertex_format import (
+    generate_content_request,
+    index_in_line,
+    input_line,
+    line_index,
+    line_labels,
+)
 from shared.providers.vertex_results import error_status_code, job_status, openai_state, result_line
 from shared.records import Counts, ErrorEntry
 from tests.fakes.vertex_upstream import Forecast
@@ -566,6 +572,29 @@ def test_line_index_is_none_for_missing_or_malformed_labels(prediction_line: dic
 def test_line_index_ignores_labels_of_others() -> None:
     assert line_index(prediction()) == 3
     assert line_index({"request": {"labels": {**line_labels(12), "team": "research"}}}) == 12
+
+
+def test_index_in_line_reads_the_labels_of_a_prediction_cut_off_after_them() -> None:
+    # Given a prediction line cut off in its response, whose request's text names a label key too
+    request = {"contents": [{"role": "user", "parts": [{"text": '"batchgw_d0": "9"'}]}], "labels": line_labels(4021)}
+    whole = orjson.dumps(prediction() | {"request": request})
+    cut = whole[: whole.index(b'"response"') + 20]
+
+    # Then its labels give its index (the text's key is escaped in the line: it is no label)
+    assert index_in_line(cut) == 4021
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        b'{"status":"","request":{"contents":[{"role":"user","parts":[{"te',  # cut off before the labels
+        orjson.dumps({"request": {"labels": _without(line_labels(12), "batchgw_d3")}})[:-2],  # a key Google dropped
+        # the model's answer repeats the label keys with other digits: which are the line's cannot be told
+        orjson.dumps({"request": {"labels": line_labels(5)}, "response": {"args": line_labels(6)}})[:-2],
+    ],
+)
+def test_index_in_line_is_none_unless_the_prefix_shows_each_label_once(prefix: bytes) -> None:
+    assert index_in_line(prefix) is None
 
 
 # --- jobs -------------------------------------------------------------------------------------------
