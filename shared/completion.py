@@ -123,13 +123,15 @@ def part_key(run: BatchRecord, kind: str) -> str:
 
 
 class _Tally:
-    """Each request's one line: the first a provider gives for it wins, later ones are counted."""
+    """Each request's one line: the first readable line a provider gives for it wins, later ones are
+    counted; a request whose every line is unreadable gets one provider_error line, written by `settle`."""
 
     def __init__(self, files: ResultFiles, pricer: BatchPricer | None, expected: list[str]) -> None:
         self._files = files
         self._pricer = pricer
         self._expected = frozenset(expected)
         self.remaining = set(expected)
+        self._unread: dict[str, str] = {}  # custom_id -> why its line could not be read, until one can be
         self.unreadable = 0
         self.repeated = 0
 
@@ -146,14 +148,26 @@ class _Tally:
                     "a provider result line names no request of the batch", extra={"batch_id": batch_id, "why": why}
                 )
             return
-        self.remaining.discard(custom_id)
         if isinstance(line, Unreadable):
             logger.warning("a provider result line cannot be read", extra={"batch_id": batch_id, "why": line.reason})
-            self._files.write(provider_error_line(custom_id, line.reason))
+            if custom_id in self._unread:
+                self.repeated += 1
+            else:
+                self._unread[custom_id] = line.reason
             return
+        if self._unread.pop(custom_id, None) is not None:
+            self.repeated += 1
+        self.remaining.discard(custom_id)
         self._files.write(line)
         if line.succeeded and line.usage is not None and self._pricer is not None:
             self._pricer.add(line.usage)
+
+    def settle(self) -> None:
+        """Write a provider_error line for each request whose lines could none be read."""
+        for custom_id, why in self._unread.items():
+            self.remaining.discard(custom_id)
+            self._files.write(provider_error_line(custom_id, why))
+        self._unread.clear()
 
 
 _UNAVAILABLE = ErrorEntry(code="results_unavailable", message="The provider's results could not be retrieved.")
@@ -192,6 +206,7 @@ class Completion:
             if deployment is not None and "batch_id" in batch.provider_refs and not without_results:
                 for item in self.providers.get(deployment).results(batch.provider_refs, sent):
                     tally.take(item, batch.id)
+                tally.settle()
             for custom_id, reason in rejected.items():
                 files.write(invalid_request_line(custom_id, reason))
             for custom_id in sent:

@@ -106,6 +106,31 @@ def test_malformed_provider_lines_fail_alone_and_every_good_line_is_kept_and_pri
     assert batch.usage is not None and batch.usage.input_tokens == 17
 
 
+def test_a_readable_line_after_an_unreadable_one_for_the_same_request_is_the_one_kept_and_priced(
+    world: World,
+) -> None:
+    # Given a provider that writes one request's line broken, then whole, and another's only broken, twice
+    results: list[ResultLine | Unreadable] = [
+        Unreadable("late", "the line is not valid JSON"),
+        Unreadable("broken", "the line is not valid JSON"),
+        ok_line("late", prompt=7, completion=3),
+        Unreadable("broken", "its usage.prompt_tokens is -1, not a count of tokens"),
+    ]
+    batch_id = ended(world, ["late", "broken"], results)
+
+    # When it completes
+    done = world.completion.complete(batch_id)
+
+    # Then the whole line is the request's result, priced; the other has one error line, the first reason
+    assert done is not None and done.repeated == 2
+    batch = world.db.batches[batch_id]
+    assert batch.request_counts == Counts(total=2, completed=1, failed=1)
+    assert [line["custom_id"] for line in lines_of(world, batch.output_file_id)] == ["late"]
+    (error,) = lines_of(world, batch.error_file_id)
+    assert error["custom_id"] == "broken" and "not valid JSON" in error["error"]["message"]  # type: ignore[index]
+    assert batch.cost is not None and batch.cost.total == 7 * INPUT + 3 * OUTPUT
+
+
 def test_any_custom_id_string_round_trips_byte_for_byte(world: World) -> None:
     odd = ["a\nb", "a", "b", "tab\there", 'quote"and\\slash', "emoji 🚀", "  leading", "x" * 512]
     batch_id = ended(world, odd)
