@@ -39,10 +39,9 @@ import httpx
 import orjson
 
 from batchgw import template
-from batchgw.devstack import scheduled_event
 from bench.common import SlowProvider, slow_provider, use_stack, write_lines
-from bench.metering import AwsMeter, LambdaApiTransport, functions
-from bench.poller import FUNCTION_LOGGING
+from bench.metering import AwsMeter, LambdaApiTransport, Metric, functions
+from bench.poller import FUNCTION_LOGGING, scheduled_tick
 from bench.prices import (
     ALARM_MONTH,
     CUSTOM_METRIC_MONTH,
@@ -143,8 +142,7 @@ def lifecycle(
     deliveries.deliver("SubmitterFunction")
     for _ in range(TICKS):
         provider.advance(SPACE)
-        meter.add("scheduler_invocations", 1, "PollerFunction")
-        meter.invoke("PollerFunction", scheduled_event())
+        scheduled_tick(meter)
         deliveries.deliver("CompletionFunction")
         batch = client.get(f"/batches/{batch['id']}").raise_for_status().json()
     assert batch["status"] == "completed", batch
@@ -159,6 +157,15 @@ def lifecycle(
 def itemized(usage: dict[str, float]) -> dict[str, float]:
     """Dollars by line item, largest first."""
     return dict(sorted(priced(usage).items(), key=lambda item: -item[1]))
+
+
+def billed_metrics(metrics: set[Metric]) -> int:
+    """How many custom metrics `metrics` are once every function that emits any emits its ColdStart too:
+    Powertools emits it on a process's first invocation, and here one process runs every function (in AWS,
+    each function's first invocation in each execution environment does)."""
+    services = {dict(dimensions)["service"] for _, _, dimensions in metrics}
+    started = {dict(dimensions)["service"] for _, name, dimensions in metrics if name == "ColdStart"}
+    return len(metrics) + len(services - started)
 
 
 def fixed_items(poller_metrics: int) -> dict[str, dict[str, Any]]:
@@ -205,7 +212,7 @@ def main(endpoint: str) -> None:
             follow_redirects=True,
             timeout=120,
         )
-        seen_metrics: set[tuple[str, str, tuple[tuple[str, str], ...]]] = set()
+        seen_metrics: set[Metric] = set()
         for requests in SIZES:
             path = Path(workdir) / f"in{requests}.jsonl"
             write_lines(path, kind="input", lines=requests, total_mb=requests * REQUEST_BYTES / 1e6)
@@ -222,22 +229,21 @@ def main(endpoint: str) -> None:
                 "invocations": Counter(i.function for i in meter.invocations),
             }
         # the poller's metrics are emitted every minute anyway (the idle month counts them); the others are
-        # billed for the hour a lone batch lights them, cold starts' included (a process starts cold only once)
-        lit = sum(1 for m in seen_metrics if ("service", "poller") not in m[2])
+        # billed for the hour a lone batch lights them, each function's cold start metric included
+        lit = billed_metrics({m for m in seen_metrics if ("service", "poller") not in m[2]})
         for run in results["lifecycles"].values():
             run["usage"]["metric_hours"] = lit
             run["items"] = itemized(run["usage"])
         meter.reset()
         for _ in range(IDLE_TICKS):
-            meter.add("scheduler_invocations", 1, "PollerFunction")
-            meter.invoke("PollerFunction", scheduled_event())
+            scheduled_tick(meter)
         idle = {k: v / IDLE_TICKS for k, v in meter.usage().items()}
         idle["lambda_gb_seconds"] = (
             statistics.median(i.ms for i in meter.invocations) / 1000 * memory["PollerFunction"] / 1024
         )
         seen_metrics |= meter.metrics
     # the idle poller's metrics: those of each tick, and its cold start's
-    poller_metrics = sum(1 for m in seen_metrics if ("service", "poller") in m[2])
+    poller_metrics = billed_metrics({m for m in seen_metrics if ("service", "poller") in m[2]})
     results["idle_tick"] = {"usage": idle, "items": itemized(idle)}
     month = {k: v * TICKS_PER_MONTH for k, v in idle.items()}
     month["init_gb_seconds"] = IDLE_POLLER_COLD_STARTS * inits["PollerFunction"] * memory["PollerFunction"] / 1024

@@ -53,6 +53,7 @@ _S3_PUT_CLASS: Final = ("Put", "Copy", "Post", "List", "Create", "Upload", "Comp
 _TOKEN = re.compile(r"[#:][A-Za-z0-9_]+")
 
 type Item = Mapping[str, Any]
+type Metric = tuple[str, str, tuple[tuple[str, str], ...]]  # a custom metric: namespace, name, dimensions
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,7 @@ def captured_output() -> Iterator[list[bytes]]:
             lines.extend(line for line in sink.read().splitlines() if line.strip())
 
 
-def emf_metrics(line: bytes) -> set[tuple[str, str, tuple[tuple[str, str], ...]]]:
+def emf_metrics(line: bytes) -> set[Metric]:
     """The custom metrics an Embedded Metric Format log line defines: (namespace, name, dimensions)."""
     if b'"_aws"' not in line:
         return set()
@@ -293,7 +294,7 @@ class AwsMeter:
     units: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     by_function: dict[str, defaultdict[str, float]] = field(default_factory=dict)
     invocations: list[Invocation] = field(default_factory=list)
-    metrics: set[tuple[str, str, tuple[tuple[str, str], ...]]] = field(default_factory=set)
+    metrics: set[Metric] = field(default_factory=set)
     last_log: list[bytes] = field(default_factory=list)  # the log lines of the latest invocation
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _dynamo: DynamoUnits | None = None
@@ -357,8 +358,9 @@ class AwsMeter:
 
     # --- Lambda ---
 
-    def invoke(self, function: str, event: dict[str, Any]) -> Any:
-        """Invoke `function`'s real handler with `event`, as Lambda would, metering the invocation."""
+    def invoke(self, function: str, event: dict[str, Any], *, timeout_s: int | None = None) -> Any:
+        """Invoke `function`'s real handler with `event`, as Lambda would, metering the invocation; with the
+        function's timeout from template.yaml unless `timeout_s` says otherwise."""
         spec = self._functions[function]
         handler = import_handler(spec.handler)
         previous, self.function = self.function, function
@@ -366,7 +368,7 @@ class AwsMeter:
             with captured_output() as lines:
                 started = time.perf_counter()
                 try:
-                    return handler(event, LambdaContext(function, timeout_seconds=spec.timeout_s))
+                    return handler(event, LambdaContext(function, timeout_seconds=timeout_s or spec.timeout_s))
                 finally:
                     ms = (time.perf_counter() - started) * 1000
         finally:
