@@ -1,74 +1,98 @@
-"""API latency in-process: `GET /v1/batches/{id}` through the batches function's Lambda handler.
+"""API latency through the local stack: `GET /v1/batches/{id}` over HTTP to `batchgw dev`, and its memory.
 
-Run as `python -m bench.api_latency AWS_ENDPOINT CALLS`; prints p50 and p99 in ms. Each call is what
-Lambda does on a warm invocation: an API Gateway event through Mangum and FastAPI, a virtual key
-checked against the table (two reads), the batch read, the JSON answer.
+Run as `python -m bench.api_latency AWS_ENDPOINT EMULATOR_PID CALLS`; prints one JSON result. `batchgw dev` runs in its
+own process as users run it (against the emulator in a third), so each call takes the local stack's whole
+HTTP path: loopback HTTP, uvicorn, the router that stands in for API Gateway, the batches function's
+FastAPI app, a virtual key checked against the table (two reads), the batch read, the JSON answer. (What
+it leaves out, Lambda's Mangum adapter and Powertools wrappers, costs about a millisecond; what it adds,
+HTTP and uvicorn, about as much.) CALLS calls each for a completed batch and for one not yet completed,
+with the dev stack's resident memory before and after each series, and the CPU time the emulator spent
+answering them (its three DynamoDB reads a call: time that DynamoDB, not batchgw, takes in AWS).
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
-from batchgw.devstack import LambdaContext
-from bench.common import use_stack
-from functions.batches_api.app import handler
+from batchgw.devstack import DevStack
+from bench.common import Emulator, aws_environment, dev_stack, write_lines
+from bench.completion import prepare
 from shared.auth import MASTER, Principal
 from shared.batches import Batches
 from shared.files import Files
 from shared.keys import Keys
+from shared.routing import BUILTIN_DEV
 from shared.runtime import runtime
 from shared.wire import CreateBatchRequest
 
-
-def event(path: str, key: str) -> dict[str, Any]:
-    return {
-        "version": "2.0",
-        "routeKey": "GET /v1/batches/{batch_id}",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"authorization": f"Bearer {key}", "host": "api.example.com"},
-        "requestContext": {
-            "http": {"method": "GET", "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"},
-            "requestId": "bench",
-            "stage": "$default",
-            "routeKey": "GET /v1/batches/{batch_id}",
-        },
-        "isBase64Encoded": False,
-    }
+WARMUP = 50
 
 
-def main(endpoint: str, calls: int) -> None:
-    use_stack(endpoint)
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1e3
+    raise RuntimeError("no VmRSS")
+
+
+def batches(endpoint: str, workdir: Path) -> tuple[str, dict[str, str]]:
+    """A virtual key, and a completed batch and a running one of it, in the dev stack's table."""
+    os.environ.update(aws_environment(endpoint))
+    DevStack(config=BUILTIN_DEV).configure()  # this process on the dev stack's resources
     rt = runtime()
-    created = Keys(rt.key_store).create(MASTER, name="bench", models=None, max_budget=None)
-    caller = Principal(owner=created.record.id)
+    key = Keys(rt.key_store).create(MASTER, name="bench", models=None, max_budget=None)
+    caller = Principal(owner=key.record.id)
     files = Files(rt.file_store, rt.blobs)
     line = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "gpt-4o-mini"}}\n'
     file = files.store(caller.owner, purpose="batch", filename="a.jsonl", chunks=[line], expires_after=None)
     request = CreateBatchRequest(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
-    batch = Batches(rt.batch_store, rt.key_store, rt.claim_store, files, rt.bus, rt.routing).create(caller, request)
+    running = Batches(rt.batch_store, rt.key_store, rt.claim_store, files, rt.bus, rt.routing).create(caller, request)
+    output = workdir / "out.jsonl"
+    write_lines(output, kind="output", lines=100, total_mb=0.1)
+    completion, completed = prepare(output, owner=caller.owner)
+    assert completion.complete(completed) is not None
+    return key.secret, {"completed": completed, "running": running.id}
 
-    call = event(f"/v1/batches/{batch.id}", created.secret)
-    context = LambdaContext("BatchesApiFunction")
-    assert handler(call, context)["statusCode"] == 200  # warm: the first call builds the context
+
+def series(client: httpx.Client, batch_id: str, calls: int, pid: int, emulator: Emulator) -> dict[str, Any]:
+    for _ in range(WARMUP):
+        client.get(f"/batches/{batch_id}").raise_for_status()
+    before, emulator_cpu = rss_mb(pid), emulator.cpu_seconds()
     timings = []
     for _ in range(calls):
         started = time.perf_counter()
-        response = handler(call, context)
+        response = client.get(f"/batches/{batch_id}")
         timings.append((time.perf_counter() - started) * 1000)
-        assert response["statusCode"] == 200
+        response.raise_for_status()
+    status = response.json()["status"]
     timings.sort()
-    print(
-        orjson.dumps(
-            {"calls": calls, "p50_ms": statistics.median(timings), "p99_ms": timings[int(len(timings) * 0.99) - 1]}
-        ).decode()
-    )
+    return {
+        "status": status,
+        "p50_ms": statistics.median(timings),
+        "p99_ms": timings[int(len(timings) * 0.99) - 1],
+        "emulator_ms": (emulator.cpu_seconds() - emulator_cpu) * 1000 / calls,
+        "rss_before_mb": before,
+        "rss_after_mb": rss_mb(pid),
+    }
+
+
+def main(emulator: Emulator, calls: int) -> None:
+    with tempfile.TemporaryDirectory() as workdir, dev_stack(emulator.url) as (base_url, pid):
+        secret, ids = batches(emulator.url, Path(workdir))
+        with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {secret}"}) as client:
+            result = {name: series(client, batch_id, calls, pid, emulator) for name, batch_id in ids.items()}
+    print(orjson.dumps({"calls": calls, **result}).decode())
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(Emulator(sys.argv[1], int(sys.argv[2])), int(sys.argv[3]))

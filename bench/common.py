@@ -1,4 +1,5 @@
-"""What the benchmarks share: an out-of-process AWS emulator, synthetic batch files, memory readings."""
+"""What the benchmarks share: an out-of-process AWS emulator, the dev stack and the slow provider in their
+own processes, synthetic batch files and batch items, memory readings."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+import boto3
 import httpx
 import orjson
 
@@ -21,7 +27,16 @@ from shared import ids
 from shared.files import blob_key
 from shared.records import BatchInputInfo, BatchRecord, Counts, FileRecord, ModelBounds
 from shared.routing import BUILTIN_DEV, Deployment
+from shared.runtime import runtime
+from shared.storage.batch_store import DynamoBatchStore
+from shared.storage.dynamo import Dynamo
 from shared.storage.ports import FileStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+
+_BATCH_WRITE = 25  # items per BatchWriteItem, the most DynamoDB takes
 
 
 def free_port() -> int:
@@ -31,48 +46,56 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class Emulator:
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """The CPU time the emulator's process has used so far (it is CPU-bound: its share of a wall time)."""
+        with open(f"/proc/{self.pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def moto_server() -> Iterator[str]:
-    """moto's server in its own process on 127.0.0.1, so its memory is not counted as ours."""
+def moto_server(*, linear: bool = False) -> Iterator[Emulator]:
+    """moto's server in its own process on 127.0.0.1, so its memory is not counted as ours; `linear`: with
+    the DynamoDB hot paths of bench/emulator.py made linear (the scale benchmarks)."""
     port = free_port()
+    command = ["bench.emulator", str(port)] if linear else ["moto.server", "-H", "127.0.0.1", "-p", str(port)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", *command],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{url}/moto-api/", timeout=1)
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.1)
+    wait_until_up(f"{url}/moto-api/", process, "the moto server", 30)
     try:
-        yield url
+        yield Emulator(url, process.pid)
     finally:
         process.kill()
         process.wait(timeout=10)
 
 
-def use_stack(endpoint: str, config: str = BUILTIN_DEV) -> DevStack:
-    """Point this process at `endpoint` and provision a fresh stack there, as `batchgw dev` would."""
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-    )
+def aws_environment(endpoint: str) -> dict[str, str]:
+    """What points boto3 at the emulator at `endpoint`."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def use_stack(endpoint: str, config: str = BUILTIN_DEV) -> dict[str, str]:
+    """Point this process at `endpoint` and provision a fresh stack there, as `batchgw dev` would; returns
+    the functions' delivery queues (DevStack.provision)."""
+    os.environ.update(aws_environment(endpoint))
     suffix = uuid.uuid4().hex[:8]
     stack = DevStack(config=config, names=StackNames(f"bench-{suffix}", f"bench-{suffix}", f"bench-{suffix}"))
     stack.configure()
-    stack.provision()
-    return stack
+    return stack.provision()
 
 
 def _status_kb(field: str) -> int:
@@ -194,3 +217,117 @@ def batch_record(file_id: str, deployment: Deployment, line_count: int, **fields
             **fields,
         }
     )
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes], what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            httpx.get(url, timeout=1).raise_for_status()
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.1)
+
+
+class SlowProvider:
+    """bench/slow_provider.py in its own process: the deployments' api_base, and its control routes (called
+    with urllib: httpx logs each request, and the functions' loggers would print those)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def _control(self, method: str, path: str, **params: int) -> Any:
+        request = urllib.request.Request(f"{self.url}{path}?{urllib.parse.urlencode(params)}", method=method)
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            return orjson.loads(answer.read())
+
+    def api_base(self, space: str) -> str:
+        return f"{self.url}/{space}/v1"
+
+    def seed(self, space: str, count: int, *, total: int, steps: int) -> list[str]:
+        made: list[str] = self._control("POST", f"/{space}/seed", count=count, total=total, steps=steps)
+        return made
+
+    def advance(self, space: str, every: int = 1) -> int:
+        moved: int = self._control("POST", f"/{space}/advance", every=every)["moved"]
+        return moved
+
+    def calls(self) -> Counter[str]:
+        return Counter(self._control("GET", "/calls"))
+
+
+@contextmanager
+def slow_provider(latency: float = 0.1) -> Iterator[SlowProvider]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "bench.slow_provider", str(port), str(latency)])
+    url = f"http://127.0.0.1:{port}"
+    wait_until_up(f"{url}/health", process, "the slow provider", 30)
+    try:
+        yield SlowProvider(url)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+class _Kept(Dynamo):
+    """A table that keeps the item a store's transaction would put first, instead of writing anything."""
+
+    def __init__(self) -> None:
+        super().__init__(cast("DynamoDBClient", None), "")
+        self.items: list[dict[str, Any]] = []
+
+    def transact(self, ops: Sequence[TransactWriteItemTypeDef]) -> None:
+        self.items.append(dict(ops[0]["Put"]["Item"]))
+
+
+def seed_running(
+    table: str, deployment: Deployment, provider_ids: Sequence[str], *, total: int, shard: int | None = None
+) -> int:
+    """Running batches of `total` requests on `deployment`, one per provider batch of `provider_ids` (oldest
+    first): the items `admit` writes, started as the submitter leaves them, written 25 at a time. With
+    `shard`, only the batches that fall in that shard of the work index are written. Returns how many were."""
+    file_id = put_input_file(runtime().file_store, model=deployment.name, line_count=total)
+    kept = _Kept()
+    store = DynamoBatchStore(kept)
+    now = int(time.time())
+    start = now - len(provider_ids)
+    for n, provider_id in enumerate(provider_ids):
+        # in_progress_at orders them as the provider lists them: the poller sorts them newest first
+        record = batch_record(
+            file_id,
+            deployment,
+            total,
+            status="in_progress",
+            in_progress_at=start + n,
+            updated_at=now,
+            provider_refs={"input_file_id": "file-seeded", "batch_id": provider_id},
+        )
+        store.admit(record, max_budget=None)
+    items = [i for i in kept.items if shard is None or i["gsi3pk"] == {"S": f"WORK#{shard}"}]
+    client = boto3.session.Session().client("dynamodb")
+    for first in range(0, len(items), _BATCH_WRITE):
+        requests: Any = [{"PutRequest": {"Item": item}} for item in items[first : first + _BATCH_WRITE]]
+        while requests:
+            requests = client.batch_write_item(RequestItems={table: requests}).get("UnprocessedItems", {}).get(table)
+    return len(items)
+
+
+@contextmanager
+def dev_stack(endpoint: str, config: str = BUILTIN_DEV) -> Iterator[tuple[str, int]]:
+    """`batchgw dev` in its own process against `endpoint`, as users run it (the schedule left idle); yields
+    its base URL and process id."""
+    port = free_port()
+    env = {**os.environ, **aws_environment(endpoint), "MALLOC_ARENA_MAX": "1"}
+    command = [str(Path(sys.executable).parent / "batchgw"), "dev", "--port", str(port), "--poll-interval", "3600"]
+    command += ["--config", config]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait_until_up(f"{base}/health", process, "batchgw dev")
+    try:
+        yield f"{base}/v1", process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

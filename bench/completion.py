@@ -67,15 +67,17 @@ class OneProvider:
         return self._provider
 
 
-def prepare(path: Path) -> tuple[Completion, str]:
-    """A batch waiting for completion whose provider output is `path`."""
+def prepare(path: Path, owner: str = "master") -> tuple[Completion, str]:
+    """A batch of `owner` waiting for completion whose provider output is `path`."""
     rt = runtime()
     deployment = rt.routing.deployments_for("gpt-4o-mini")[0]
     provider = LocalOutputProvider(path)
     custom_ids = [line.custom_id for line in provider.results({}, ()) if line.custom_id is not None]
     file_id = put_input_file(rt.file_store, model="gpt-4o-mini", line_count=len(custom_ids))
     rt.blobs.put(ids_key(file_id), encode_custom_ids(custom_ids, [0] * len(custom_ids)))
-    record = batch_record(file_id, deployment, len(custom_ids), provider_refs={"batch_id": "local"}, rejected=0)
+    record = batch_record(
+        file_id, deployment, len(custom_ids), owner=owner, provider_refs={"batch_id": "local"}, rejected=0
+    )
     rt.batch_store.admit(record, max_budget=None)
     started = rt.batch_store.start(record.id, now=record.created_at)
     rt.batch_store.end_run(

@@ -7,19 +7,14 @@ AWS emulator in another process (`AWS_ENDPOINT_URL`), so the memory measured is 
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import openai
 import orjson
 
-from bench.common import free_port
+from bench.common import dev_stack
 
 PART_BYTES = 4_000_000
 
@@ -36,37 +31,6 @@ def _reset_hwm(pid: int) -> int:
     with open(f"/proc/{pid}/clear_refs", "w") as clear:
         clear.write("5")
     return _hwm_kb(pid)
-
-
-@contextmanager
-def dev_stack(endpoint: str) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "MALLOC_ARENA_MAX": "1",
-    }
-    command = [str(Path(sys.executable).parent / "batchgw"), "dev", "--port", str(port), "--poll-interval", "60"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"{base}/health", timeout=1).raise_for_status()
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError("batchgw dev did not start") from None
-            time.sleep(0.1)
-    try:
-        yield f"{base}/v1", process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
 
 
 def main(endpoint: str, paths: list[Path]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -33,6 +34,10 @@ from shared.storage.upload_store import DynamoUploadStore
 # and an emulator over plain HTTP would otherwise cost a SHA-256 of every byte written
 _S3: Final = Config(signature_version="s3v4", s3={"payload_signing_enabled": False})
 
+# Each is given the runtime's boto3 session before any client is made from it. Empty in the functions; the
+# benchmarks' cost model (bench/metering.py) registers botocore event handlers here to count every AWS call.
+SESSION_HOOKS: Final[list[Callable[[boto3.session.Session], None]]] = []
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -55,6 +60,8 @@ class Runtime:
 def _build() -> Runtime:
     settings = Settings.from_env()
     session = boto3.session.Session()
+    for hook in SESSION_HOOKS:
+        hook(session)
     config = Config(
         max_pool_connections=settings.poll_concurrency + 8,
         retries={"mode": "standard", "max_attempts": 4},
