@@ -2,8 +2,10 @@
 
 DynamoDB applies each conditional write and transaction atomically; moto's backend checks a condition and
 writes in separate steps, so two threads can both pass one condition (two budgets admitted where one fits).
-`atomic_dynamodb_writes` serializes its writes, as the service does, so concurrency is tested against
-batchgw and not against the emulator.
+Its reads are not pure either: a `get_item` or `query` of an absent partition inserts an empty one, which
+breaks a transaction deep-copying the table at that moment, or a query iterating it.
+`atomic_dynamodb` serializes its writes and reads, as the service isolates them, so concurrency is
+tested against batchgw and not against the emulator.
 """
 
 from __future__ import annotations
@@ -13,28 +15,28 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items")
+_OPERATIONS = ("put_item", "update_item", "delete_item", "transact_write_items", "get_item", "query", "scan")
 _lock = threading.RLock()
 _applied = False
 
 
-def atomic_dynamodb_writes() -> None:
-    """Serialize moto's DynamoDB writes in this process (once; idempotent)."""
+def atomic_dynamodb() -> None:
+    """Serialize moto's DynamoDB item reads and writes in this process (once; idempotent)."""
     global _applied
     from moto.dynamodb.models import DynamoDBBackend
 
     with _lock:
         if _applied:
             return
-        for name in _WRITES:
+        for name in _OPERATIONS:
             setattr(DynamoDBBackend, name, _serialized(getattr(DynamoDBBackend, name)))
         _applied = True
 
 
-def _serialized(write: Callable[..., Any]) -> Callable[..., Any]:
+def _serialized(operation: Callable[..., Any]) -> Callable[..., Any]:
     def serialized(*args: Any, **kwargs: Any) -> Any:
         with _lock:
-            return write(*args, **kwargs)
+            return operation(*args, **kwargs)
 
     return serialized
 
@@ -43,7 +45,7 @@ def start_server() -> tuple[Any, str]:
     """moto's server on 127.0.0.1 (a free port), with atomic DynamoDB writes; (server, endpoint URL)."""
     from moto.server import ThreadedMotoServer
 
-    atomic_dynamodb_writes()
+    atomic_dynamodb()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

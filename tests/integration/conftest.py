@@ -259,7 +259,7 @@ def stack(
     monkeypatch.setenv("BATCHGW_FINALIZE_STUCK_SECONDS", "1")
     for name in ("BATCHGW_TABLE", "BATCHGW_BUCKET", "BATCHGW_EVENT_BUS", "BATCHGW_CONFIG"):
         monkeypatch.setenv(name, "set-by-the-stack")  # restored after the test
-    emulator.atomic_dynamodb_writes()
+    emulator.atomic_dynamodb()
     with mock_aws():
         dev = DevStack(config=str(config))
         dev.configure()

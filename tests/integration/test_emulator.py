@@ -1,0 +1,68 @@
+"""The AWS emulator under the dev stack: DynamoDB as atomic as the service while reads and writes interleave."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+from botocore.config import Config
+
+from tests.fakes.servers import aws_emulator
+
+TABLE = "emulator-race"
+
+
+def test_reads_of_missing_items_never_break_a_concurrent_transaction() -> None:
+    # moto's get_item of an absent partition inserts an empty one, and a transaction deep-copies the table:
+    # unserialized, a read during the copy answers the writer 500 ("dictionary changed size during iteration")
+    with aws_emulator() as aws:
+        client = boto3.client(
+            "dynamodb",
+            endpoint_url=aws["AWS_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"total_max_attempts": 1}, max_pool_connections=8),
+        )
+        client.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        try:
+            writing = threading.Event()
+            writing.set()
+
+            def read(n: int) -> int:
+                reads = 0
+                while writing.is_set() and reads < 3000:
+                    key = {"pk": {"S": f"absent-{n}-{reads}"}, "sk": {"S": "x"}}
+                    client.get_item(TableName=TABLE, Key=key)
+                    client.query(
+                        TableName=TABLE,
+                        KeyConditionExpression="pk = :p",
+                        ExpressionAttributeValues={":p": {"S": f"absent-{n}-{reads}"}},
+                    )
+                    reads += 1
+                return reads
+
+            def write() -> None:
+                try:
+                    for n in range(150):
+                        item = {"pk": {"S": f"item-{n}"}, "sk": {"S": "x"}}
+                        client.transact_write_items(TransactItems=[{"Put": {"TableName": TABLE, "Item": item}}])
+                finally:
+                    writing.clear()
+
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                readers = [pool.submit(read, n) for n in range(3)]
+                pool.submit(write).result()
+                assert all(r.result() > 0 for r in readers)
+            assert client.scan(TableName=TABLE, Select="COUNT")["Count"] == 150
+        finally:
+            client.delete_table(TableName=TABLE)
