@@ -85,7 +85,7 @@ def test_expired_upstream_batch_keeps_its_partial_results(client: openai.OpenAI,
     file = client.files.create(file=write_batch(tmp_path / "in.jsonl", 4, "fake-expire"), purpose="batch")
     batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
     done = wait_terminal(client, batch.id)
-    assert done.status == "expired" and done.request_counts is not None
+    assert done.status == "expired" and done.request_counts is not None, done
     assert (done.request_counts.completed, done.request_counts.failed) == (2, 2)
     assert len(jsonl(client, done.output_file_id)) == 2
     assert {line["error"]["code"] for line in jsonl(client, done.error_file_id)} == {"batch_expired"}

@@ -133,7 +133,7 @@ def test_expired_vertex_batch_keeps_and_prices_its_partial_results(
 
     done = wait_terminal(client, batch.id)
 
-    assert done.status == "expired" and done.request_counts is not None
+    assert done.status == "expired" and done.request_counts is not None, done
     assert (done.request_counts.completed, done.request_counts.failed) == (2, 2)
     assert sorted(line["custom_id"] for line in jsonl(client, done.output_file_id)) == ["req-0", "req-1"]
     assert {line["error"]["code"] for line in jsonl(client, done.error_file_id)} == {"batch_expired"}

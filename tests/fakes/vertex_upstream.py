@@ -1,9 +1,9 @@
 """A fake Cloud Storage JSON API and Vertex AI batchPredictionJobs API (reference/provider-apis.md 5.1), over HTTP.
 
-Objects live in memory. A job reads its input object when created and refuses (400 INVALID_ARGUMENT,
-naming the line) any line that is not `{"request": {...}}` with non-empty contents, roles `user` and
-`model` only and non-empty parts, so a translation bug fails loudly. It also refuses what Vertex's proto
-parser refuses (reference/provider-apis.md section 7): JSON-Schema-only constructs (`$ref`, `$defs`, any
+Objects live in memory (upload, list, get, delete). A job reads its input object when created and refuses
+(400 INVALID_ARGUMENT, naming the line) any line that is not `{"request": {...}}` with non-empty contents,
+roles `user` and `model` only and non-empty parts, so a translation bug fails loudly. It also refuses what
+Vertex's proto parser refuses (reference/provider-apis.md section 7): JSON-Schema-only constructs (`$ref`, `$defs`, any
 `$` keyword, `additionalProperties`, a list-valued `type`) in the `Schema` fields `responseSchema` and
 `parameters`, with Vertex's "Invalid JSON payload received. Unknown name ..." message, while
 `responseJsonSchema` (which needs `responseMimeType: application/json`) and `parametersJsonSchema` take
@@ -419,6 +419,7 @@ class FakeVertex:
         app.put("/upload/storage/v1/b/{bucket}/o")(_upload_chunk)
         app.get("/storage/v1/b/{bucket}/o")(_list_objects)
         app.get("/storage/v1/b/{bucket}/o/{name:path}")(_get_object)
+        app.delete("/storage/v1/b/{bucket}/o/{name:path}")(_delete_object)
         app.post(jobs)(_create_job)
         app.get(jobs)(_list_jobs)
         app.post(jobs + "/{job_id}:cancel")(_cancel_job)
@@ -534,6 +535,17 @@ async def _get_object(bucket: str, name: str, request: Request) -> Response:
     if request.query_params.get("alt") != "media":
         return JSONResponse({"kind": "storage#object", "bucket": bucket, "name": name, "size": str(len(content))})
     return Response(content, media_type="application/octet-stream")
+
+
+async def _delete_object(bucket: str, name: str, request: Request) -> Response:
+    """objects.delete: 204 with no body, 404 for an object that is not there."""
+    if (refused := await _admit(request)) is not None:
+        return refused
+    fake = _fake(request)
+    with fake.lock:
+        if fake.objects.pop(f"{bucket}/{name}", None) is None:
+            return _error(404, f"No such object: {bucket}/{name}")
+    return Response(status_code=204)
 
 
 def _job_lines(fake: FakeVertex, body: dict[str, Any]) -> list[dict[str, Any]] | str:

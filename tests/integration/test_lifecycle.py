@@ -67,6 +67,8 @@ def test_handlers_run_the_flow_from_sample_events_to_a_priced_completion(stack: 
     assert float(row.cost) == pytest.approx(float(cost), rel=1e-9) and row.batches == 1 and row.requests == 6
     output_file = stack.api.get(f"/v1/files/{done['output_file_id']}", headers=stack.auth()).json()
     assert output_file["purpose"] == "batch_output"
+    # and the files batchgw put at OpenAI (input, output, errors) are deleted there once it holds the results
+    assert stack.upstream.files == {}
 
 
 def test_pricing_override_in_the_routing_file_wins(stack: Stack) -> None:

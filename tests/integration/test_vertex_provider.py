@@ -133,6 +133,14 @@ def test_vertex_batch_completes_with_openai_lines_right_custom_ids_usage_and_goo
     assert done["cost"]["value"] == pytest.approx(float(cost), rel=1e-9) and done["cost"]["currency"] == "usd"
     (row,) = stack.rt.key_store.spend("master")
     assert float(row.cost) == pytest.approx(float(cost), rel=1e-9) and row.batches == 1
+    # and nothing batchgw put in Cloud Storage outlives the batch: its input and the job's predictions are gone
+    assert live_objects(fake, batch_id) == [] and job.output_directory
+
+
+def live_objects(fake: FakeVertex, batch_id: str) -> list[str]:
+    """The objects of `batch_id` (its input, its job's output) still held by the fake Cloud Storage."""
+    job_dirs = tuple(j.output_directory.removeprefix("gs://") for j in fake.jobs_named(batch_id) if j.output_directory)
+    return [name for name in fake.objects if name.startswith((input_object(batch_id), *job_dirs))]
 
 
 def test_vertex_input_is_translated_into_the_bucket_with_line_labels(
@@ -292,6 +300,7 @@ def test_expired_vertex_job_keeps_and_prices_its_partial_results(stack: Stack, v
     # the routing file's price wins: $1 in, $4 out per 1M tokens, cached tokens at the input rate
     expected = (job.prompt_tokens * Decimal(1) + job.output_tokens * Decimal(4)) / 1_000_000
     assert done["cost"]["value"] == pytest.approx(float(expected), rel=1e-9) and expected > 0
+    assert live_objects(fake, batch_id) == []
 
 
 def test_cancel_moves_a_vertex_batch_through_cancelling_to_cancelled(
