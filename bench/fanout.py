@@ -1,7 +1,7 @@
 """The fan-out: 100,000 running batches across 8 deployments, one scheduled poll.
 
 Run as `python -m bench.fanout AWS_ENDPOINT EMULATOR_PID DEPLOYMENTS PER_DEPLOYMENT RUNS`; prints one JSON
-result. With the same handlers as in AWS: the scheduled invocation reads shard 0 of the work index, finds
+result. With the same handlers as in AWS: the scheduled invocation reads the work index until it finds
 more work than one invocation should poll (`fanout_threshold`, 5,000 by default) and sends one SQS message
 per shard; each message then invokes the poller with the SQS event Lambda's event source mapping sends.
 

@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain, islice
 
 from shared.deadline import Deadline, within
 from shared.errors import ProviderError, PublishFailed, StaleState
@@ -92,14 +93,18 @@ class Poller:
         itself, unless the work is more than one invocation polls in time: then it hands one shard to each
         of WORK_SHARDS invocations through the queue. It also retries cleanups and sweeps expired files."""
         outcomes: Counter[str] = Counter()
-        first = list(self.batches.work(0 if shards is None else shards[0]))
-        if shards is None and self.queue is not None and len(first) * WORK_SHARDS > self.settings.fanout_threshold:
-            self.queue.send(range(WORK_SHARDS))
-            outcomes["fanned_out"] = WORK_SHARDS
+        to_read = range(WORK_SHARDS) if shards is None else shards
+        work = chain.from_iterable(self.batches.work(shard) for shard in to_read)
+        if shards is None and self.queue is not None:
+            # read no further than it takes to know: past the threshold, the pages already read are dropped
+            items = list(islice(work, self.settings.fanout_threshold + 1))
+            if len(items) > self.settings.fanout_threshold:
+                self.queue.send(range(WORK_SHARDS))
+                outcomes["fanned_out"] = WORK_SHARDS
+                items = []
         else:
-            rest = range(1, WORK_SHARDS) if shards is None else shards[1:]
-            items = [*first, *(item for shard in rest for item in self.batches.work(shard))]
-            outcomes.update(self._poll_items(items, deadline))
+            items = list(work)
+        outcomes.update(self._poll_items(items, deadline))
         if shards is None:
             with within(deadline):
                 if not deadline.passed():

@@ -49,7 +49,7 @@ class Settings(BaseModel):
     # provider calls at once per deployment, in one poller invocation
     poll_concurrency: int = Field(default=32, gt=0, le=256)
     # the SQS queue the scheduled poller fans out through, one message per shard of the work index, once the
-    # work is larger than `fanout_threshold` batches (estimated from the first shard)
+    # work is larger than `fanout_threshold` batches (the scheduled run reads at most that many to know)
     poll_queue_url: str | None = None
     fanout_threshold: int = Field(default=5_000, gt=0)
     # the FIFO queue where sync deployments' chunks of requests wait for the sync worker (shared/providers/sync.py)

@@ -318,7 +318,11 @@ def record(stack: Stack, batch_id: str) -> BatchRecord:
 
 def finish(stack: Stack, *batch_ids: str, rounds: int = 80) -> list[dict[str, Any]]:
     """Run the stack until every batch is terminal; their final objects."""
-    stack.run_until(lambda: all(batch(stack, b)["status"] in TERMINAL for b in batch_ids), rounds=rounds)
+    try:
+        stack.run_until(lambda: all(batch(stack, b)["status"] in TERMINAL for b in batch_ids), rounds=rounds)
+    except AssertionError as exc:
+        stuck = [stack.rt.batch_store.get(b) for b in batch_ids if batch(stack, b)["status"] not in TERMINAL]
+        raise AssertionError(f"batches not ended after {rounds} rounds: {stuck}") from exc
     return [batch(stack, b) for b in batch_ids]
 
 

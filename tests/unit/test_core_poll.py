@@ -197,6 +197,27 @@ def test_more_work_than_one_invocation_polls_is_handed_out_one_shard_per_message
     assert all(world.db.batches[b].finalize_to == "completed" for b in batch_ids)
 
 
+def test_work_outside_the_first_shard_is_handed_out_too(world: World) -> None:
+    # the scheduled run once judged the work by shard 0 alone: 12 batches none of which hashed there were
+    # polled by one invocation whatever their number
+    world.settings = world.settings.model_copy(update={"fanout_threshold": 4})
+    batch_ids = [running(world, [f"r{i}"]) for i in range(40)]
+    for batch_id in batch_ids:
+        if world.db.work[batch_id] == "WORK#0":
+            del world.db.work[batch_id]
+    assert sum(1 for where in world.db.work.values() if where.startswith("WORK#")) > 4
+    assert world.poller.tick(Deadline.after(30))["fanned_out"] == 8
+
+
+def test_work_within_the_threshold_is_polled_by_the_scheduled_run_itself(world: World) -> None:
+    world.settings = world.settings.model_copy(update={"fanout_threshold": 4})
+    batch_ids = [running(world, [f"r{i}"]) for i in range(4)]
+    world.provider.finish()
+    scheduled = world.poller.tick(Deadline.after(30))
+    assert "fanned_out" not in scheduled and world.queue.sent == []
+    assert all(world.db.batches[b].finalize_to == "completed" for b in batch_ids)
+
+
 def test_a_shard_that_fails_stops_no_other_shard(world: World) -> None:
     from shared.storage.batch_store import shard_of
 
