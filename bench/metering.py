@@ -381,8 +381,9 @@ class AwsMeter:
                     self.metrics |= emf_metrics(line)
 
     def usage(self, function: str | None = None) -> dict[str, float]:
-        """The counted usage (of `function` alone, if given), in the units bench/prices.py prices. One X-Ray
-        trace per invocation: at this volume the default sampling rule (one a second, then 5 %) records all."""
+        """The counted usage (of `function` alone, if given), in the units bench/prices.py prices. With the
+        template's EnableTracing on, one X-Ray trace per invocation: at this volume the default sampling rule
+        (one a second, then 5 %) records all; off (its default), none."""
         invocations = [i for i in self.invocations if function is None or i.function == function]
         log_bytes = sum(
             i.log_bytes + PLATFORM_LOG_BYTES + EVENT_OVERHEAD_BYTES * (i.log_events + 3) for i in invocations
@@ -397,7 +398,7 @@ class AwsMeter:
             "lambda_requests": len(invocations),
             "lambda_gb_seconds": sum(i.gb_seconds for i in invocations),
             "log_gb": log_bytes / 1e9,
-            "xray_traces": len(invocations),
+            "xray_traces": len(invocations) if template.value({"Ref": "EnableTracing"}) == "true" else 0,
         }
 
     def dynamodb_calls(self) -> Counter[str]:

@@ -5,19 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.completion import Completion
 from shared.deadline import Deadline, within
+from shared.logs import share_config
 from shared.runtime import runtime
 from shared.storage.bus import BatchEvent
 
 logger = Logger(service="batchgw")
 tracer = Tracer(service="batchgw")
 metrics = Metrics(namespace="batchgw", service="completion")
-copy_config_to_registered_loggers(source_logger=logger)
+share_config(logger)
 
 _STATUS_METRIC = {
     "completed": "BatchesCompleted",

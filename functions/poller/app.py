@@ -10,19 +10,19 @@ from typing import Any
 
 import orjson
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.deadline import Deadline
 from shared.files import Files
+from shared.logs import share_config
 from shared.polling import Poller
 from shared.runtime import runtime
 
 logger = Logger(service="batchgw")
 tracer = Tracer(service="batchgw")
 metrics = Metrics(namespace="batchgw", service="poller")
-copy_config_to_registered_loggers(source_logger=logger)
+share_config(logger)
 
 # seconds of the invocation kept for reporting after the last provider call
 RESERVE_SECONDS = 3.0

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.deadline import Deadline, within
+from shared.logs import share_config
 from shared.runtime import runtime
 from shared.storage.bus import BatchEvent
 from shared.submission import Submission
@@ -17,7 +17,7 @@ from shared.submission import Submission
 logger = Logger(service="batchgw")
 tracer = Tracer(service="batchgw")
 metrics = Metrics(namespace="batchgw", service="submitter")
-copy_config_to_registered_loggers(source_logger=logger)
+share_config(logger)
 
 
 def compose() -> Submission:

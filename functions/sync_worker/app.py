@@ -8,11 +8,11 @@ from collections import Counter
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.deadline import Deadline
+from shared.logs import share_config
 from shared.providers.sync import ChunkTask
 from shared.runtime import runtime
 from shared.settings import SettingsError
@@ -21,7 +21,7 @@ from shared.sync_worker import SyncWorker
 logger = Logger(service="batchgw")
 tracer = Tracer(service="batchgw")
 metrics = Metrics(namespace="batchgw", service="sync_worker")
-copy_config_to_registered_loggers(source_logger=logger)
+share_config(logger)
 
 # seconds of the invocation kept for writing the chunk's part and queueing what is left of it
 RESERVE_SECONDS = 10.0

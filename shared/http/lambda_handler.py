@@ -6,9 +6,10 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from fastapi import FastAPI
 from mangum import Mangum
+
+from shared.logs import share_config
 
 type Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -21,7 +22,7 @@ def lambda_handler(app: FastAPI) -> Handler:
     """
     logger = Logger(service="batchgw")
     tracer = Tracer(service="batchgw")
-    copy_config_to_registered_loggers(source_logger=logger)
+    share_config(logger)
     adapter = Mangum(app, lifespan="off")
 
     @tracer.capture_lambda_handler(capture_response=False)
