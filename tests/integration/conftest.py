@@ -153,18 +153,29 @@ class Stack:
         return self.invoke("PollerFunction", scheduled_event())
 
     def run_until(
-        self, done: Callable[[], bool], *, rounds: int = 60, pause: float = 0.1, complete: bool = True
+        self,
+        done: Callable[[], bool],
+        *,
+        rounds: int = 60,
+        pause: float = 0.1,
+        complete: bool = True,
+        at_least: float = 0.0,
     ) -> None:
-        """Run the async machinery (submit, poll and, if `complete`, completion) until `done()`, bounded."""
-        for _ in range(rounds):
+        """Run the async machinery (submit, poll and, if `complete`, completion) until `done()`, bounded: at
+        most `rounds` rounds, or more while fewer than `at_least` seconds have passed (for waits that are
+        the provider's, such as a Retry-After backoff, and take wall time however fast the rounds go)."""
+        started = time.monotonic()
+        ran = 0
+        while ran < rounds or time.monotonic() - started < at_least:
             self.deliver("SubmitterFunction")
             self.poll()
             if complete:
                 self.deliver("CompletionFunction")
             if done():
                 return
+            ran += 1
             time.sleep(pause)
-        raise AssertionError("the stack did not reach the expected state")
+        raise AssertionError(f"the stack did not reach the expected state in {ran} rounds")
 
     def auth(self, key: str = MASTER_KEY) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
@@ -316,10 +327,17 @@ def record(stack: Stack, batch_id: str) -> BatchRecord:
     return found
 
 
-def finish(stack: Stack, *batch_ids: str, rounds: int = 80) -> list[dict[str, Any]]:
+# Under injected faults a batch's submission may back off for 1 + 2 + 4 + 8 + 16 s (a busy provider's
+# Retry-After, doubled per attempt) before it runs: a fault test waits at least this long
+FAULT_PATIENCE = 120.0
+
+
+def finish(stack: Stack, *batch_ids: str, rounds: int = 80, at_least: float = 0.0) -> list[dict[str, Any]]:
     """Run the stack until every batch is terminal; their final objects."""
     try:
-        stack.run_until(lambda: all(batch(stack, b)["status"] in TERMINAL for b in batch_ids), rounds=rounds)
+        stack.run_until(
+            lambda: all(batch(stack, b)["status"] in TERMINAL for b in batch_ids), rounds=rounds, at_least=at_least
+        )
     except AssertionError as exc:
         stuck = [stack.rt.batch_store.get(b) for b in batch_ids if batch(stack, b)["status"] not in TERMINAL]
         raise AssertionError(f"batches not ended after {rounds} rounds: {stuck}") from exc

@@ -14,7 +14,17 @@ import orjson
 import pytest
 
 from shared.records import SpendRow
-from tests.integration.conftest import Stack, batch, batch_lines, finish, lines, load_event, record, started
+from tests.integration.conftest import (
+    FAULT_PATIENCE,
+    Stack,
+    batch,
+    batch_lines,
+    finish,
+    lines,
+    load_event,
+    record,
+    started,
+)
 
 # OpenAI's published Batch API price for gpt-4o-mini, USD per million tokens
 GPT_4O_MINI_BATCH_INPUT = Decimal("0.075")
@@ -264,7 +274,7 @@ def test_provider_faults_still_end_every_batch_right_and_bill_once(stack: Stack)
     stack.upstream.faults.hang_rate = 0.08
     stack.upstream.faults.hang_seconds = 1.5
     batch_ids = [started(stack, batch_lines(3, model="upstream-gpt-4o-mini", prefix=f"b{n}")) for n in range(4)]
-    finish(stack, *batch_ids, rounds=200)
+    finish(stack, *batch_ids, rounds=200, at_least=FAULT_PATIENCE)
     assert {batch(stack, b)["status"] for b in batch_ids} == {"completed"}
     assert (
         stack.upstream.calls["fault:500"] and stack.upstream.calls["fault:429"] and stack.upstream.calls["fault:hang"]

@@ -18,7 +18,7 @@ from shared.providers.mistral import MistralProvider
 from shared.routing import Deployment
 from tests.fakes.journal import MemoryJournal, submit_request
 from tests.fakes.mistral_upstream import API_KEY, TIMEOUT_MODEL, FakeMistral
-from tests.integration.conftest import Stack, batch, batch_lines, finish, lines, start, started
+from tests.integration.conftest import FAULT_PATIENCE, Stack, batch, batch_lines, finish, lines, start, started
 
 MODEL = "mistral-small"
 EMBED = "mistral-embed-batch"
@@ -247,7 +247,7 @@ def test_mistral_faults_still_end_every_batch_right_and_bill_once(
     fake.faults.hang_seconds = 1.5
     batch_ids = [started(stack, batch_lines(3, model=MODEL, prefix=f"b{n}")) for n in range(4)]
 
-    finish(stack, *batch_ids, rounds=200)
+    finish(stack, *batch_ids, rounds=200, at_least=FAULT_PATIENCE)
 
     for n, batch_id in enumerate(batch_ids):
         done = batch(stack, batch_id)

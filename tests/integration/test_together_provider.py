@@ -17,7 +17,7 @@ from shared.routing import Deployment
 from tests.fakes.journal import MemoryJournal, custom_ids, submit_request
 from tests.fakes.openai_upstream import FakeBatch
 from tests.fakes.together_upstream import API_KEY, FakeTogether
-from tests.integration.conftest import Stack, batch, batch_lines, finish, lines, start, started
+from tests.integration.conftest import FAULT_PATIENCE, Stack, batch, batch_lines, finish, lines, start, started
 
 MODEL = "llama-3.3-70b"
 PROVIDER_MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
@@ -159,7 +159,7 @@ def test_together_faults_still_end_every_batch_right_and_bill_once(
     fake.faults.hang_seconds = 1.5
     batch_ids = [started(stack, batch_lines(3, model=MODEL, prefix=f"b{n}")) for n in range(4)]
 
-    finish(stack, *batch_ids, rounds=200)
+    finish(stack, *batch_ids, rounds=200, at_least=FAULT_PATIENCE)
 
     for n, batch_id in enumerate(batch_ids):
         done = batch(stack, batch_id)

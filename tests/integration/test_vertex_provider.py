@@ -25,7 +25,17 @@ from tests.fakes.vertex_upstream import (
     Forecast,
     line_problem,
 )
-from tests.integration.conftest import VERTEX_BUCKET, Stack, batch, finish, lines, start, started, vertex_keys
+from tests.integration.conftest import (
+    FAULT_PATIENCE,
+    VERTEX_BUCKET,
+    Stack,
+    batch,
+    finish,
+    lines,
+    start,
+    started,
+    vertex_keys,
+)
 
 # Google's published Vertex AI batch price for gemini-2.5-flash (half the online $0.30 / $2.50 per 1M tokens);
 # cached input is billed at the context-cache rate ($0.03), which takes precedence over the batch discount
@@ -376,7 +386,7 @@ def test_faults_still_end_every_vertex_batch_right_and_billed_once(
     fake.shard_lines = 2
     batch_ids = [started(stack, questions("gemini-flaky", 4, prefix=f"b{n}")) for n in range(3)]
 
-    finished = finish(stack, *batch_ids, rounds=200)
+    finished = finish(stack, *batch_ids, rounds=200, at_least=FAULT_PATIENCE)
 
     # Then each ends completed with all its lines, one Vertex job each, and its cost booked once
     assert sum(fake.calls[f"fault:{kind}"] for kind in ("500", "429", "hang")) > 0
