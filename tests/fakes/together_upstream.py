@@ -213,6 +213,8 @@ async def _create_batch(request: Request) -> JSONResponse:
 def _list_batches(request: Request) -> JSONResponse:
     fake = _fake(request)
     with fake.lock:
+        for batch in fake.batches.values():  # time passes for listed batches as for retrieved ones
+            fake.advance(batch)
         return JSONResponse([fake.batch_json(b) for b in fake.batches.values()])
 
 
