@@ -28,8 +28,13 @@ def import_ms(function: template.Function, runtime: Path) -> float:
     module = function.handler.rpartition(".")[0]
     done = subprocess.run(
         [sys.executable, "-S", "-X", "importtime", "-c", f"import {module}"],
-        # LAMBDA_TASK_ROOT makes Powertools trace as in Lambda, which imports the X-Ray SDK
-        env={**artifacts.lambda_env(function.logical_id, runtime), "LAMBDA_TASK_ROOT": "/var/task"},
+        # as in Lambda with the template's defaults: LAMBDA_TASK_ROOT would make Powertools trace (importing
+        # the X-Ray SDK) but EnableTracing is off, which sets POWERTOOLS_TRACE_DISABLED
+        env={
+            **artifacts.lambda_env(function.logical_id, runtime),
+            "LAMBDA_TASK_ROOT": "/var/task",
+            "POWERTOOLS_TRACE_DISABLED": "false" if template.value({"Ref": "EnableTracing"}) == "true" else "true",
+        },
         capture_output=True,
         text=True,
         check=True,

@@ -52,6 +52,12 @@ BREAKER_FAILURES = 3
 LIST_FROM = 3
 
 
+def stuck_after(base_seconds: int, redrives: int) -> int:
+    """How long a batch waits on a step before its next re-drive: doubling with each one, so that a step
+    queued behind a backlog (a throttled function, a burst of creates) is waited for, not given up on."""
+    return base_seconds << min(redrives, 8)
+
+
 class _Breaker:
     """Counts a deployment's provider failures in a row within one tick; open once there are enough."""
 
@@ -259,12 +265,14 @@ class Poller:
         if batch.retry_at:
             if now < batch.retry_at:
                 return "waiting"  # its provider asked to wait
-        elif now - batch.updated_at < self.settings.submit_stuck_seconds:
+        elif now - batch.updated_at < stuck_after(self.settings.submit_stuck_seconds, batch.submit_redrives):
             return "waiting"
         elif batch.submit_redrives >= self.settings.max_redrives:
+            waited = (now - batch.created_at) // 60
             error = ErrorEntry(
                 code="submission_failed",
-                message=f"The batch could not be submitted to its provider after {batch.submit_redrives} tries.",
+                message=f"The batch could not be submitted to its provider: still waiting after "
+                f"{batch.submit_redrives} re-drives over {waited} minutes.",
             )
             return self._end(batch, "failed", now, errors=(error,))
         try:
@@ -276,7 +284,7 @@ class Poller:
         return "redriven"
 
     def _redrive_completion(self, batch: BatchRecord, now: int) -> str:
-        if now - batch.updated_at < self.settings.finalize_stuck_seconds:
+        if now - batch.updated_at < stuck_after(self.settings.finalize_stuck_seconds, batch.finalize_redrives):
             return "waiting"
         give_up = batch.finalize_redrives >= self.settings.max_redrives
         try:

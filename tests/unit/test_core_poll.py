@@ -119,15 +119,31 @@ def test_a_batch_kept_waiting_by_a_busy_provider_past_its_window_ends_expired(wo
     assert world.blobs.objects[f"files/{done.error_file_id}"].decode().count("batch_expired") == 2
 
 
-def test_a_lost_submission_is_redriven_then_given_up_after_the_limit(world: World) -> None:
+def test_a_lost_submission_is_redriven_at_doubling_intervals_then_given_up_after_the_limit(world: World) -> None:
     batch_id = world.create(chat_lines(["a"]))
-    for _ in range(world.settings.max_redrives):
-        world.clock.advance(world.settings.submit_stuck_seconds + 1)
+    stuck = world.settings.submit_stuck_seconds
+    for n in range(world.settings.max_redrives):
+        world.clock.advance(stuck * 2**n - 1)
+        assert world.poller.poll(world.db.batches[batch_id], now=int(world.clock())) == "waiting"
+        world.clock.advance(1)
         assert world.poller.poll(world.db.batches[batch_id], now=int(world.clock())) == "redriven"
-    world.clock.advance(world.settings.submit_stuck_seconds + 1)
+    world.clock.advance(stuck * 2**world.settings.max_redrives)
     assert world.poller.poll(world.db.batches[batch_id], now=int(world.clock())) == "ended"
     world.deliver_ended()
-    assert world.db.batches[batch_id].status == "failed"
+    failed = world.db.batches[batch_id]
+    assert failed.status == "failed" and "still waiting after 3 re-drives" in failed.errors[-1].message
+
+
+def test_a_submission_queued_behind_a_backlog_is_waited_for_not_failed(world: World) -> None:
+    # its "Batch Created" event waits behind others for the submitter: each tick finds it stuck, re-drives it
+    # (one more event on the backlog), and once failed it after max_redrives ticks although it never ran
+    batch_id = world.create(chat_lines(["a"]))
+    for _ in range(3 * world.settings.max_redrives):
+        world.clock.advance(world.settings.submit_stuck_seconds + 1)
+        world.poller.poll(world.db.batches[batch_id], now=int(world.clock()))
+    assert world.db.batches[batch_id].status == "validating" and world.db.batches[batch_id].finalize_to is None
+    world.submission.submit(batch_id)  # the backlog reaches it
+    assert world.db.batches[batch_id].status == "in_progress"
 
 
 def test_a_cancel_that_arrives_after_the_run_ended_is_refused(world: World) -> None:
