@@ -155,7 +155,7 @@ class _Tally:
             else:
                 self._unread[custom_id] = line.reason
             return
-        if self._unread.pop(custom_id, None) is not None:
+        if self._unread and self._unread.pop(custom_id, None) is not None:
             self.repeated += 1
         self.remaining.discard(custom_id)
         self._files.write(line)

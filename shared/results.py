@@ -21,6 +21,8 @@ class BadUsage(ValueError):
 
 
 def _count(value: Any) -> int:
+    if type(value) is int and value >= 0:  # the common case first: this runs several times per result line
+        return value
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -95,7 +97,7 @@ def parsed_line(raw: bytes) -> dict[str, Any] | Unreadable | None:
     its custom_id where that much can be read); None for a blank one."""
     if isinstance(raw, LineTooLong):
         return Unreadable(custom_id_in(raw), f"the line is longer than {len(raw):,} bytes")
-    if not raw.strip():
+    if not raw or raw.isspace():
         return None
     try:
         line = orjson.loads(raw)
@@ -121,9 +123,17 @@ def checked(line: ResultLine) -> ResultLine | Unreadable:
             return Unreadable(line.custom_id, f"the response's status_code {status!r} is not an HTTP status")
         if not isinstance(response.get("body"), dict):
             return Unreadable(line.custom_id, "the response's body is not a JSON object")
-    if line.usage is not None and any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in line.usage):
+    if line.usage is not None and not _counts(line.usage):
         return Unreadable(line.custom_id, f"the usage {tuple(line.usage)!r} is not non-negative token counts")
     return line
+
+
+def _counts(usage: LineUsage) -> bool:
+    """Whether every field of `usage` is a non-negative int (bool excluded), without a loop per line."""
+    a, b, c, d, e = usage
+    return (type(a) is int and type(b) is int and type(c) is int and type(d) is int and type(e) is int) and min(
+        usage
+    ) >= 0
 
 
 def provider_error_line(custom_id: str, reason: str) -> ResultLine:
