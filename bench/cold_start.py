@@ -18,6 +18,7 @@ TARGET_MS = {
     "PollerFunction": 400,
     "CompletionFunction": 600,
     "SubmitterFunction": 600,
+    "SyncWorkerFunction": 600,
     "FilesApiFunction": 800,
     "BatchesApiFunction": 800,
 }

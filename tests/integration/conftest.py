@@ -9,7 +9,7 @@ starting their fakes with the fixtures named after them (`azure`, `anthropic`, `
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 
 from batchgw import emulator, template
 from batchgw.devstack import ApiGateway, DevStack, LambdaContext, import_handler, scheduled_event
-from shared.records import BatchRecord
+from shared.records import BatchRecord, SpendRow
 from shared.runtime import Runtime, reset_runtime, runtime
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.azure_upstream import FakeAzureOpenAI
@@ -350,3 +350,28 @@ def lines(stack: Stack, file_id: str | None) -> list[dict[str, Any]]:
         return []
     content = stack.api.get(f"/v1/files/{file_id}/content", headers=stack.auth()).content
     return [orjson.loads(line) for line in content.splitlines()]
+
+
+def end_under_faults(
+    stack: Stack,
+    calls: Mapping[str, int],
+    model: str,
+    *,
+    batches: int = 4,
+    kinds: tuple[str, ...] = ("500", "429", "hang"),
+) -> tuple[list[str], SpendRow]:
+    """Run `batches` batches of 3 requests of `model` to their end through a provider whose faults are set:
+    each completes with its own custom_ids once and every fault kind was met. Their ids, and the key's one
+    spend row, counting them once."""
+    batch_ids = [started(stack, batch_lines(3, model=model, prefix=f"b{n}")) for n in range(batches)]
+    finish(stack, *batch_ids, rounds=200, at_least=FAULT_PATIENCE)
+    for n, batch_id in enumerate(batch_ids):
+        done = batch(stack, batch_id)
+        assert done["status"] == "completed", done
+        assert sorted(line["custom_id"] for line in lines(stack, done["output_file_id"])) == [
+            f"b{n}-{i}" for i in range(3)
+        ]
+    assert all(calls[f"fault:{kind}"] for kind in kinds), calls
+    (row,) = stack.rt.key_store.spend("master")
+    assert row.batches == batches
+    return batch_ids, row

@@ -19,7 +19,16 @@ from shared.providers.base import ResultLine, SubmitRequest
 from shared.routing import Deployment
 from tests.fakes.anthropic_upstream import API_KEY, Billed, FakeAnthropic, usage_for
 from tests.fakes.journal import MemoryJournal, custom_ids, submit_request
-from tests.integration.conftest import FAULT_PATIENCE, Stack, batch, batch_lines, finish, lines, start, started
+from tests.integration.conftest import (
+    Stack,
+    batch,
+    batch_lines,
+    end_under_faults,
+    finish,
+    lines,
+    start,
+    started,
+)
 
 MODEL = "claude-via-anthropic"
 EXPIRING = "claude-expiring"
@@ -290,20 +299,8 @@ def test_provider_faults_still_end_every_batch_right_and_bill_once(
     fake.faults.rate_limit_rate = 0.08
     fake.faults.hang_rate = 0.08
     fake.faults.hang_seconds = 1.5
-    batch_ids = [started(stack, batch_lines(3, model=MODEL, prefix=f"b{n}")) for n in range(4)]
-
-    finish(stack, *batch_ids, rounds=200, at_least=FAULT_PATIENCE)
-
-    for n, batch_id in enumerate(batch_ids):
-        done = batch(stack, batch_id)
-        assert done["status"] == "completed", done
-        assert sorted(line["custom_id"] for line in lines(stack, done["output_file_id"])) == [
-            f"b{n}-{i}" for i in range(3)
-        ]
-    assert all(fake.calls[f"fault:{kind}"] for kind in ("500", "529", "429", "hang")), fake.calls
+    batch_ids, row = end_under_faults(stack, fake.calls, MODEL, kinds=("500", "529", "429", "hang"))
     assert len(fake.batches) == 4
-    (row,) = stack.rt.key_store.spend("master")
-    assert row.batches == 4
     expected = sum(sonnet_batch_cost(fake.batches[provider_batch_id(stack, b)].billed) for b in batch_ids)
     assert float(row.cost) == pytest.approx(float(expected), rel=1e-9)
 

@@ -16,7 +16,14 @@ import pytest
 from tests.fakes.groq_upstream import API_KEY, FakeGroq
 from tests.fakes.openai_upstream import FakeBatch
 from tests.fakes.servers import serve_in_thread
-from tests.integration.conftest import FAULT_PATIENCE, Stack, batch, batch_lines, finish, lines, started
+from tests.integration.conftest import (
+    Stack,
+    batch_lines,
+    end_under_faults,
+    finish,
+    lines,
+    started,
+)
 
 MODEL = "llama-3.3-70b-groq"
 MTOK = 1_000_000
@@ -84,15 +91,8 @@ def test_groq_faults_still_end_every_batch_right_and_bill_once(stack: Stack, gro
     fake.faults.rate_limit_rate = 0.12
     fake.faults.hang_rate = 0.08
     fake.faults.hang_seconds = 1.5
-    batch_ids = [started(stack, batch_lines(3, model=MODEL, prefix=f"b{n}")) for n in range(3)]
-
-    finish(stack, *batch_ids, rounds=200, at_least=FAULT_PATIENCE)
-
-    assert all(batch(stack, b)["status"] == "completed" for b in batch_ids)
-    assert all(fake.calls[f"fault:{kind}"] for kind in ("500", "429", "hang")), fake.calls
+    batch_ids, row = end_under_faults(stack, fake.calls, MODEL, batches=3)
     assert len(fake.batches) == 3
-    (row,) = stack.rt.key_store.spend("master")
-    assert row.batches == 3
     assert float(row.cost) == pytest.approx(groq_cost(*(groq_batch(fake, b) for b in batch_ids)), rel=1e-9)
 
 

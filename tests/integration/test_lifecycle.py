@@ -15,10 +15,10 @@ import pytest
 
 from shared.records import SpendRow
 from tests.integration.conftest import (
-    FAULT_PATIENCE,
     Stack,
     batch,
     batch_lines,
+    end_under_faults,
     finish,
     lines,
     load_event,
@@ -273,14 +273,7 @@ def test_provider_faults_still_end_every_batch_right_and_bill_once(stack: Stack)
     stack.upstream.faults.rate_limit_rate = 0.1
     stack.upstream.faults.hang_rate = 0.08
     stack.upstream.faults.hang_seconds = 1.5
-    batch_ids = [started(stack, batch_lines(3, model="upstream-gpt-4o-mini", prefix=f"b{n}")) for n in range(4)]
-    finish(stack, *batch_ids, rounds=200, at_least=FAULT_PATIENCE)
-    assert {batch(stack, b)["status"] for b in batch_ids} == {"completed"}
-    assert (
-        stack.upstream.calls["fault:500"] and stack.upstream.calls["fault:429"] and stack.upstream.calls["fault:hang"]
-    )
-    (row,) = spend_rows(stack)
-    assert row.batches == 4
+    batch_ids, row = end_under_faults(stack, stack.upstream.calls, "upstream-gpt-4o-mini")
     expected = sum(expected_cost(stack, record(stack, b).provider_refs["batch_id"]) for b in batch_ids)
     assert float(row.cost) == pytest.approx(float(expected), rel=1e-9)
     assert len(stack.upstream.batches) == 4

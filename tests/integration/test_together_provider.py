@@ -17,7 +17,16 @@ from shared.routing import Deployment
 from tests.fakes.journal import MemoryJournal, custom_ids, submit_request
 from tests.fakes.openai_upstream import FakeBatch
 from tests.fakes.together_upstream import API_KEY, FakeTogether
-from tests.integration.conftest import FAULT_PATIENCE, Stack, batch, batch_lines, finish, lines, start, started
+from tests.integration.conftest import (
+    Stack,
+    batch,
+    batch_lines,
+    end_under_faults,
+    finish,
+    lines,
+    start,
+    started,
+)
 
 MODEL = "llama-3.3-70b"
 PROVIDER_MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
@@ -157,20 +166,8 @@ def test_together_faults_still_end_every_batch_right_and_bill_once(
     fake.faults.rate_limit_rate = 0.12
     fake.faults.hang_rate = 0.08
     fake.faults.hang_seconds = 1.5
-    batch_ids = [started(stack, batch_lines(3, model=MODEL, prefix=f"b{n}")) for n in range(4)]
-
-    finish(stack, *batch_ids, rounds=200, at_least=FAULT_PATIENCE)
-
-    for n, batch_id in enumerate(batch_ids):
-        done = batch(stack, batch_id)
-        assert done["status"] == "completed", done
-        assert sorted(line["custom_id"] for line in lines(stack, done["output_file_id"])) == [
-            f"b{n}-{i}" for i in range(3)
-        ]
-    assert all(fake.calls[f"fault:{kind}"] for kind in ("500", "429", "hang")), fake.calls
+    _, row = end_under_faults(stack, fake.calls, MODEL)
     assert len(fake.batches) == 4
-    (row,) = stack.rt.key_store.spend("master")
-    assert row.batches == 4
     assert float(row.cost) == pytest.approx(llama_cost(*(batch_of(fake, f"b{n}-0") for n in range(4))), rel=1e-9)
 
 

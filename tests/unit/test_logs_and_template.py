@@ -33,3 +33,9 @@ def test_every_fixed_monthly_item_and_tracing_has_a_switch() -> None:
     variables = function_globals["Environment"]["Variables"]
     assert variables["POWERTOOLS_TRACE_DISABLED"] == {"Fn::If": ["TracingEnabled", "false", "true"]}
     assert variables["POWERTOOLS_METRICS_DISABLED"] == {"Fn::If": ["CustomMetricsEnabled", "false", "true"]}
+
+
+def test_the_cold_start_benchmark_has_a_target_for_every_function() -> None:
+    from bench.cold_start import TARGET_MS
+
+    assert set(TARGET_MS) == {f.logical_id for f in template.functions()}
