@@ -159,7 +159,7 @@ def test_vertex_input_is_translated_into_the_bucket_with_line_labels(
     fake, _ = vertex
     batch_id = started(stack, questions("gemini-via-vertex", 3))
     finish(stack, batch_id)
-    uploaded = [orjson.loads(raw) for raw in fake.objects[input_object(batch_id)].splitlines()]
+    uploaded = the_job(fake, batch_id).lines  # as the job read its input object (since deleted by the cleanup)
     assert [line["request"]["labels"] for line in uploaded] == [line_labels(i) for i in range(3)]
     assert uploaded[1]["request"]["contents"] == [{"role": "user", "parts": [{"text": "question 1"}]}]
     assert uploaded[1]["request"]["systemInstruction"] == {"parts": [{"text": "Answer briefly."}]}
@@ -246,7 +246,7 @@ def test_vertex_batch_with_pydantic_json_schemas_in_tools_and_response_format_co
     (called,) = output["calling"]["choices"]
     assert called["finish_reason"] == "tool_calls"
     assert [call["function"]["name"] for call in called["message"]["tool_calls"]] == ["record_forecast"]
-    sent = [orjson.loads(raw)["request"] for raw in fake.objects[input_object(batch_id)].splitlines()]
+    sent = [line["request"] for line in the_job(fake, batch_id).lines]
     assert sent[0]["generationConfig"]["responseJsonSchema"] == schema
     assert sent[1]["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"] == schema
 
