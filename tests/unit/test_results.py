@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
-from shared.providers.base import LineUsage, ResultLine
-from shared.results import not_run, render, request_id, usage_from_openai
+from shared.providers.base import LineUsage, ResultLine, Unreadable
+from shared.results import checked, not_run, render, request_id, usage_from_openai
 
 
 def test_usage_from_chat_completion() -> None:
@@ -44,3 +45,18 @@ def test_requests_never_run_become_error_lines_by_outcome() -> None:
     cancelled = not_run("a", "cancelled").error
     assert cancelled is not None and cancelled["code"] == "batch_cancelled"
     assert not not_run("a", "failed").succeeded and not_run("a", "failed").response is None
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [LineUsage(-1, 0, 0, 5, 0), LineUsage(3, 0, 0, True, 0), LineUsage(3, 0, 0, 5.0, 0), LineUsage(3, 0, -2, 5, 0)],  # type: ignore[arg-type]
+)
+def test_an_adapters_usage_that_is_not_counts_fails_its_line_alone(usage: LineUsage) -> None:
+    # the last check before pricing: whatever an adapter built, a negative, bool or float count is not priced
+    line = ResultLine("c1", {"status_code": 200, "body": {}}, usage=usage)
+    assert checked(line) == Unreadable("c1", f"the usage {tuple(usage)!r} is not non-negative token counts")
+
+
+def test_an_adapters_whole_counts_pass_unchanged() -> None:
+    line = ResultLine("c1", {"status_code": 200, "body": {}}, usage=LineUsage(3, 1, 0, 5, 2))
+    assert checked(line) is line
