@@ -26,7 +26,6 @@ import orjson
 from bench.common import moto_server, write_lines
 from bench.poller import CHANGED_EVERY
 from bench.prices import PER_UNIT, PRICES_DATE, priced
-from shared.storage.batch_store import WORK_SHARDS
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
 RUNS = 3
@@ -161,47 +160,50 @@ def fanout(ctx: Context) -> list[Row]:
     with moto_server(linear=True) as emulator:
         result = run_json("bench.fanout", emulator.url, str(emulator.pid), "8", "12500", str(RUNS))
     ctx.tick_usage["100,000"] = {
-        k: result["scheduled_usage"].get(k, 0) + WORK_SHARDS * result["shard_usage"].get(k, 0)
-        for k in result["scheduled_usage"].keys() | result["shard_usage"].keys()
+        k: result["scheduled_usage"].get(k, 0) + result["invocations"] * result["deployment_usage"].get(k, 0)
+        for k in result["scheduled_usage"].keys() | result["deployment_usage"].keys()
     }
-    scheduled, shard, complete = result["scheduled"], result["shard"], result["complete_shard"]
+    scheduled, handed, complete = result["scheduled"], result["deployment"], result["complete_deployment"]
 
     def median(runs: list[dict[str, Any]], key: str) -> float:
         return statistics.median(float(r[key]) for r in runs)
 
-    first, second = median(scheduled, "seconds"), median(shard, "seconds")
-    first_moto, second_moto = median(scheduled, "emulator_cpu_seconds"), median(shard, "emulator_cpu_seconds")
-    deferred = max(r["outcomes"].get("deferred", 0) for r in shard)
+    first, second = median(scheduled, "seconds"), median(handed, "seconds")
+    first_moto, second_moto = median(scheduled, "emulator_cpu_seconds"), median(handed, "emulator_cpu_seconds")
+    deferred = max(r["outcomes"].get("deferred", 0) for r in handed)
     total = first - first_moto + second - second_moto
     return [
         Row(
             "fan-out, 100,000 running across 8 deployments: invocations per tick",
-            f"1 scheduled + {WORK_SHARDS} from the queue, in parallel",
+            f"1 scheduled + {result['invocations']} from the queue (one per deployment), in parallel",
             "(for reference)",
             True,
         ),
         Row(
-            "fan-out: the scheduled invocation (reads 5,001 items to know, sends the 8 messages)",
+            "fan-out: the scheduled invocation (reads 5,001 items to know, sends one message per deployment)",
             f"{first:.1f} s wall, moto {first_moto:.1f} s CPU, batchgw {median(scheduled, 'cpu_seconds'):.1f} s CPU",
             "(for reference)",
             True,
         ),
         Row(
-            f"fan-out: one shard invocation, {result['in_shard']:,} batches of 8 deployments (each of the 8 alike)",
-            f"{second:.1f} s wall, moto {second_moto:.1f} s CPU, batchgw {median(shard, 'cpu_seconds'):.1f} s CPU; "
-            f"{median(shard, 'list'):.0f} list pages + {median(shard, 'retrieve'):.0f} retrieves, "
-            f"{median(shard, 'dynamodb_writes'):.0f} writes, {deferred} deferred",
+            f"fan-out: one deployment's invocation, its {result['batches'] // result['invocations']:,} batches "
+            "(each of the 8 alike)",
+            f"{second:.1f} s wall, moto {second_moto:.1f} s CPU, batchgw {median(handed, 'cpu_seconds'):.1f} s CPU; "
+            f"{median(handed, 'list'):.0f} list pages + {median(handed, 'retrieve'):.0f} retrieves, "
+            f"{median(handed, 'dynamodb_writes'):.0f} writes, {deferred} deferred",
             "(for reference)",
             True,
         ),
         Row(
-            "fan-out: one shard invocation polling all of its batches (deadline lifted), provider calls and writes",
+            "fan-out: one deployment's invocation polling all of its batches (deadline lifted), provider calls and "
+            "writes",
             f"{complete['list']} list pages + {complete['retrieve']} retrieves, {complete['dynamodb_writes']} writes",
             "(for reference)",
             True,
         ),
         Row(
-            "fan-out: 100,000 polled in one tick (scheduled, then the shards in parallel), less the emulator's CPU",
+            "fan-out: 100,000 polled in one tick (scheduled, then the deployments in parallel), less the emulator's "
+            "CPU",
             f"{total:.1f} s, {deferred} batches deferred",
             "<= 60 s, none deferred",
             total <= 60 and deferred == 0,

@@ -283,12 +283,9 @@ class _Kept(Dynamo):
         self.items.append(dict(ops[0]["Put"]["Item"]))
 
 
-def seed_running(
-    table: str, deployment: Deployment, provider_ids: Sequence[str], *, total: int, shard: int | None = None
-) -> int:
+def seed_running(table: str, deployment: Deployment, provider_ids: Sequence[str], *, total: int) -> None:
     """Running batches of `total` requests on `deployment`, one per provider batch of `provider_ids` (oldest
-    first): the items `admit` writes, started as the submitter leaves them, written 25 at a time. With
-    `shard`, only the batches that fall in that shard of the work index are written. Returns how many were."""
+    first): the items `admit` writes, started as the submitter leaves them, written 25 at a time."""
     file_id = put_input_file(runtime().file_store, model=deployment.name, line_count=total)
     kept = _Kept()
     store = DynamoBatchStore(kept)
@@ -306,13 +303,12 @@ def seed_running(
             provider_refs={"input_file_id": "file-seeded", "batch_id": provider_id},
         )
         store.admit(record, max_budget=None)
-    items = [i for i in kept.items if shard is None or i["gsi3pk"] == {"S": f"WORK#{shard}"}]
+    items = kept.items
     client = boto3.session.Session().client("dynamodb")
     for first in range(0, len(items), _BATCH_WRITE):
         requests: Any = [{"PutRequest": {"Item": item}} for item in items[first : first + _BATCH_WRITE]]
         while requests:
             requests = client.batch_write_item(RequestItems={table: requests}).get("UnprocessedItems", {}).get(table)
-    return len(items)
 
 
 @contextmanager

@@ -50,15 +50,14 @@ def routing(provider: SlowProvider, spaces: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def seed(provider: SlowProvider, spaces: int, per_space: int, shard: int | None = None) -> int:
-    """`per_space` running batches on each deployment at its provider, and in the table (those of `shard`
-    only, if given); returns how many are in the table."""
+def seed(provider: SlowProvider, spaces: int, per_space: int, in_table: int | None = None) -> None:
+    """`per_space` running batches on each deployment at its provider, and in the table (only the first
+    `in_table` deployments' batches, if given)."""
     rt = runtime()
-    written = 0
     for n in range(spaces):
         made = provider.seed(f"d{n}", per_space, total=STEPS, steps=STEPS)
-        written += seed_running(rt.settings.table_name, rt.routing.models[n], made, total=STEPS, shard=shard)
-    return written
+        if in_table is None or n < in_table:
+            seed_running(rt.settings.table_name, rt.routing.models[n], made, total=STEPS)
 
 
 def scheduled_tick(meter: AwsMeter, timeout_s: int | None = None) -> dict[str, Any]:

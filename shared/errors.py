@@ -71,6 +71,10 @@ class UnreadableRecord(Exception):
         self.owner = owner
 
 
+class StorageError(Exception):
+    """The store failed in a way a retry of the whole operation may fix (throttling, a network fault)."""
+
+
 class PublishFailed(Exception):
     """An event could not be put on the bus; the state it reports stays, and the poller re-drives it."""
 

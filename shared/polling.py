@@ -1,6 +1,7 @@
 """Polling: move every unfinished batch forward against its provider, on a schedule, within a deadline.
 
-Batches come from the shards of the work index, never a Scan. Each is polled on its own, several at a
+Batches come from the shards of the work index, never a Scan; past `fanout_threshold` the scheduled run
+hands the work out through a queue, one deployment's batches to each invocation. Each is polled on its own, several at a
 time: a provider's outage, a hanging provider or an item that cannot be read stops only itself. Each
 provider call is bounded by what the invocation has left (shared/deadline.py); near the end no new batch
 is started and the rest waits for the next tick. Each status or count change is a conditional write; a
@@ -16,13 +17,13 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import chain, islice
+from itertools import islice
 
 from shared.deadline import Deadline, within
-from shared.errors import ProviderError, PublishFailed, StaleState
+from shared.errors import ProviderError, PublishFailed, StaleState, StorageError
 from shared.files import Files
 from shared.lifecycle import Outcome
 from shared.providers.base import ListsBatches, ProviderStatus
@@ -31,9 +32,9 @@ from shared.records import BatchRecord, Counts, ErrorEntry
 from shared.routing import RoutingConfig
 from shared.runs import Runs
 from shared.settings import Settings
-from shared.storage.batch_store import WORK_SHARDS
+from shared.storage.batch_store import WORK_SHARDS, work_ranges
 from shared.storage.bus import BATCH_CREATED
-from shared.storage.ports import BatchStore, Broken, Bus, ShardQueue
+from shared.storage.ports import EVERYTHING, BatchStore, Broken, Bus, WorkQueue, WorkRange
 from shared.transitions import end_run, publish_ended
 
 logger = logging.getLogger(__name__)
@@ -87,37 +88,48 @@ class Poller:
     providers: ProviderSource
     routing: RoutingConfig
     settings: Settings
-    queue: ShardQueue | None = None
+    queue: WorkQueue | None = None
     clock: Callable[[], float] = time.time
 
     @property
     def _runs(self) -> Runs:
         return Runs(self.batches, self.bus, self.clock)
 
-    def tick(self, deadline: Deadline, shards: Sequence[int] | None = None) -> Counter[str]:
-        """One run over `shards` of the work index. The scheduled run (`shards` None) polls every shard
-        itself, unless the work is more than one invocation polls in time: then it hands one shard to each
-        of WORK_SHARDS invocations through the queue. It also retries cleanups and sweeps expired files."""
+    def tick(self, deadline: Deadline, part: WorkRange | None = None) -> Counter[str]:
+        """One run over `part` of the work index, every shard of it. The scheduled run (`part` None) polls all
+        of it itself, unless the work is more than one invocation polls in time: then it hands it out through
+        the queue, one range per deployment, so that each invocation finds its batches in one provider's list
+        pages. The scheduled run also retries cleanups and sweeps expired files."""
         outcomes: Counter[str] = Counter()
-        to_read = range(WORK_SHARDS) if shards is None else shards
-        work = chain.from_iterable(self.batches.work(shard) for shard in to_read)
-        if shards is None and self.queue is not None:
+        work = self._work(EVERYTHING if part is None else part, outcomes)
+        if part is None and self.queue is not None:
             # read no further than it takes to know: past the threshold, the pages already read are dropped
             items = list(islice(work, self.settings.fanout_threshold + 1))
             if len(items) > self.settings.fanout_threshold:
-                self.queue.send(range(WORK_SHARDS))
-                outcomes["fanned_out"] = WORK_SHARDS
+                ranges = work_ranges(d.key for d in self.routing.models)
+                self.queue.send(ranges)
+                outcomes["fanned_out"] = len(ranges)
                 items = []
         else:
             items = list(work)
         outcomes.update(self._poll_items(items, deadline))
-        if shards is None:
+        if part is None:
             with within(deadline):
                 if not deadline.passed():
                     outcomes["cleaned"] += self._retry_cleanups(deadline)
                 if not deadline.passed():
                     outcomes["files_swept"] += self.files.sweep()
         return outcomes
+
+    def _work(self, part: WorkRange, outcomes: Counter[str]) -> Iterator[BatchRecord | Broken]:
+        """Each shard's batches in `part`. A shard that cannot be read now (throttled) stops only itself: the
+        others are polled and it waits for the next tick."""
+        for shard in range(WORK_SHARDS):
+            try:
+                yield from self.batches.work(shard, part)
+            except StorageError as exc:
+                logger.error("a shard of the work index could not be read", extra={"shard": shard, "error": str(exc)})
+                outcomes["shards_unread"] += 1
 
     def _poll_items(self, items: Iterable[BatchRecord | Broken], deadline: Deadline) -> Counter[str]:
         """Poll each deployment's batches on its own workers; skip (and count) what cannot be read."""

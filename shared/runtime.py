@@ -26,7 +26,7 @@ from shared.storage.claim_store import DynamoClaimStore
 from shared.storage.dynamo import Dynamo
 from shared.storage.file_store import DynamoFileStore
 from shared.storage.key_store import DynamoKeyStore
-from shared.storage.queue import SqsFifoQueue, SqsShardQueue
+from shared.storage.queue import SqsFifoQueue, SqsWorkQueue
 from shared.storage.upload_store import DynamoUploadStore
 
 # SigV4 for presigned downloads (short-lived, and the only signature every region takes); payloads not
@@ -53,7 +53,7 @@ class Runtime:
     bus: EventBus
     routing: RoutingConfig
     providers: Providers
-    shard_queue: SqsShardQueue | None
+    work_queue: SqsWorkQueue | None
     sync_queue: SqsFifoQueue | None
 
 
@@ -83,7 +83,7 @@ def _build() -> Runtime:
         bus=EventBus(session.client("events", config=config), settings.event_bus_name),
         routing=load_routing(settings.config_source),
         providers=Providers(ProviderDeps(blobs=blobs, session=session, clock=time.time, sync_queue=sync_queue)),
-        shard_queue=SqsShardQueue(sqs, settings.poll_queue_url) if settings.poll_queue_url else None,
+        work_queue=SqsWorkQueue(sqs, settings.poll_queue_url) if settings.poll_queue_url else None,
         sync_queue=sync_queue,
     )
 

@@ -1,5 +1,5 @@
 """The poller function: on its EventBridge schedule, move every unfinished batch forward (shared.polling);
-on a message of its queue, the shards of the work index the scheduled run handed out."""
+on a message of its queue, the range of the work index (one deployment's batches) the scheduled run handed out."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-import orjson
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -18,6 +17,7 @@ from shared.files import Files
 from shared.logs import share_config
 from shared.polling import Poller
 from shared.runtime import runtime
+from shared.storage.queue import work_range
 
 logger = Logger(service="batchgw")
 tracer = Tracer(service="batchgw")
@@ -31,18 +31,18 @@ RESERVE_SECONDS = 3.0
 def compose() -> Poller:
     rt = runtime()
     files = Files(rt.file_store, rt.blobs)
-    return Poller(rt.batch_store, files, rt.bus, rt.providers, rt.routing, rt.settings, rt.shard_queue)
+    return Poller(rt.batch_store, files, rt.bus, rt.providers, rt.routing, rt.settings, rt.work_queue)
 
 
 def _handed_out(poller: Poller, records: list[dict[str, Any]], deadline: Deadline) -> tuple[Counter[str], list[str]]:
-    """Poll the shards queue messages name, each on its own; the ids of the messages whose shard failed."""
+    """Poll the ranges queue messages name, each on its own; the ids of the messages whose range failed."""
     outcomes: Counter[str] = Counter()
     failed = []
     for record in records:
         try:
-            outcomes.update(poller.tick(deadline, [int(orjson.loads(record["body"])["shard"])]))
+            outcomes.update(poller.tick(deadline, work_range(record["body"])))
         except Exception:
-            logger.exception("polling a shard failed; it is retried", extra={"message_id": record["messageId"]})
+            logger.exception("polling a range failed; it is retried", extra={"message_id": record["messageId"]})
             failed.append(record["messageId"])
     return outcomes, failed
 
@@ -53,7 +53,7 @@ def _handed_out(poller: Poller, records: list[dict[str, Any]], deadline: Deadlin
 def handler(event: dict[str, Any], context: LambdaContext, *, poller: Poller | None = None) -> dict[str, Any]:
     deadline = Deadline.of_invocation(context, reserve=RESERVE_SECONDS)
     records = event.get("Records")
-    if records:  # from the queue: shards a scheduled run handed out
+    if records:  # from the queue: ranges a scheduled run handed out
         outcomes, failed = _handed_out(poller or compose(), records, deadline)
         response: dict[str, Any] = {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
     else:

@@ -1,15 +1,18 @@
 """The DynamoDB BatchStore: batch items, whose updates are the transitions of shared/lifecycle.py.
 
 An unfinished batch sits in one shard of the work index (`WORK#{n}`, n from its id), so the poller reads
-shards in parallel and no partition takes every write. A finished batch whose provider objects are still to
+shards in parallel and no partition takes every write; within a shard it sorts by its work key,
+`{deployment}#{id}`, so that the poller can hand out one deployment's batches to one invocation, which
+then finds them all in its provider's list pages. A finished batch whose provider objects are still to
 be removed sits under `CLEANUP` until they are.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any, Final
 
 from shared import lifecycle
@@ -32,7 +35,7 @@ from shared.storage.dynamo import (
 )
 from shared.storage.file_store import file_key, file_values
 from shared.storage.key_store import key_key, spend_update
-from shared.storage.ports import Booking, Broken, Page
+from shared.storage.ports import EVERYTHING, Booking, Broken, Page, WorkRange
 
 WORK_SHARDS: Final = 8
 CLEANUP: Final = "CLEANUP"
@@ -41,6 +44,20 @@ CLEANUP: Final = "CLEANUP"
 def shard_of(batch_id: str) -> int:
     """The work-index shard a batch lives in, fixed by its id."""
     return int.from_bytes(hashlib.blake2b(batch_id.encode(), digest_size=2).digest()) % WORK_SHARDS
+
+
+def work_key(deployment: str, batch_id: str) -> str:
+    """Where a batch sorts in its shard. Deployment keys never hold a "#" (shared/routing.py), which sorts
+    below every character they may hold, so no deployment's batches sort among another's."""
+    return f"{deployment}#{batch_id}"
+
+
+def work_ranges(deployments: Iterable[str]) -> list[WorkRange]:
+    """Ranges that together cover the whole work index, each holding one of `deployments`' batches (and
+    whatever else sorts beside them: a removed deployment's, a key written before work keys)."""
+    bounds = [work_key(d, "") for d in sorted(set(deployments))][1:]
+    edges: list[str | None] = [None, *bounds, None]
+    return [WorkRange(start, stop) for start, stop in pairwise(edges)]
 
 
 def batch_key(batch_id: str) -> Item:
@@ -87,12 +104,23 @@ class DynamoBatchStore:
         )
         return Page([parse_batch(i) for i in page.items], page.has_more)
 
-    def work(self, shard: int) -> Iterator[BatchRecord | Broken]:
+    def work(self, shard: int, within: WorkRange = EVERYTHING) -> Iterator[BatchRecord | Broken]:
+        condition, values = "gsi3pk = :shard", {":shard": {"S": f"WORK#{shard}"}}
+        if within.start is not None:
+            values[":start"] = {"S": within.start}
+        if within.stop is not None:
+            values[":stop"] = {"S": within.stop}
+        if within.start is not None and within.stop is not None:
+            condition += " AND gsi3sk BETWEEN :start AND :stop"  # inclusive: the stop itself is skipped below
+        elif within.start is not None:
+            condition += " AND gsi3sk >= :start"
+        elif within.stop is not None:
+            condition += " AND gsi3sk < :stop"
         for item in self._db.query(
-            IndexName=WORK_INDEX,
-            KeyConditionExpression="gsi3pk = :shard",
-            ExpressionAttributeValues={":shard": {"S": f"WORK#{shard}"}},
+            IndexName=WORK_INDEX, KeyConditionExpression=condition, ExpressionAttributeValues=values
         ):
+            if not within.holds(str(item["gsi3sk"]["S"])):
+                continue
             try:
                 yield parse_batch(item)
             except UnreadableRecord as exc:
@@ -118,12 +146,11 @@ class DynamoBatchStore:
             "sk": "BATCH",
             **({} if batch.parent else listing("BATCH", batch.owner, batch.id)),
             "gsi3pk": f"WORK#{shard_of(batch.id)}",
-            "gsi3sk": batch.id,
+            "gsi3sk": work_key(batch.deployment, batch.id),
         }
 
     def get_many(self, batch_ids: Sequence[str]) -> list[BatchRecord]:
-        found = [self.get(batch_id) for batch_id in batch_ids]
-        return [batch for batch in found if batch is not None]
+        return [parse_batch(item) for item in self._db.get_many([batch_key(b) for b in batch_ids])]
 
     def admit(self, batch: BatchRecord, *, runs: Sequence[BatchRecord] = (), max_budget: Decimal | None) -> None:
         in_use = Update().exists().add(in_use={batch.id})
@@ -168,7 +195,12 @@ class DynamoBatchStore:
     def move(self, batch_id: str, *, deployment: str, tried: Sequence[str], now: int) -> BatchRecord:
         update = self._waiting(Update(), "validating")
         update.assign(
-            deployment=deployment, provider_refs={}, tried_deployments=list(tried), rejected=-1, updated_at=now
+            deployment=deployment,
+            gsi3sk=work_key(deployment, batch_id),
+            provider_refs={},
+            tried_deployments=list(tried),
+            rejected=-1,
+            updated_at=now,
         )
         return self._update(batch_id, update)
 

@@ -3,21 +3,24 @@ transactions and paged queries, with botocore's failures translated into domain 
 
 One table holds every kind of record (the stores name their items):
 
-| item    | pk                 | sk             | indexes                                                      |
-| file    | FILE#{id}          | FILE           | owner-index, kind-index; work-index (EXPIRES) while it may expire |
-| batch   | BATCH#{id}         | BATCH          | owner-index, kind-index; work-index (WORK#{shard}) until finished |
-| upload  | UPLOAD#{id}        | UPLOAD         |                                                              |
-| key     | KEY#{id}           | KEY            | kind-index                                                   |
-| hash    | KEYHASH#{sha256}   | KEYHASH        |                                                              |
-| spend   | SPEND#{owner}      | {day}#{model}  |                                                              |
-| claim   | PROVIDERBATCH#{id} | CLAIM          |                                                              |
-| health  | DEPLOYMENT#{key}   | HEALTH         |                                                              |
+| item    | pk                 | sk             | indexes                                                     |
+| file    | FILE#{id}          | FILE           | owner-, kind-listing; work-index (EXPIRES) while it may expire |
+| batch   | BATCH#{id}         | BATCH          | owner-, kind-listing; work-index (WORK#{shard}) until finished |
+| upload  | UPLOAD#{id}        | UPLOAD         |                                                             |
+| key     | KEY#{id}           | KEY            | kind-listing                                                |
+| hash    | KEYHASH#{sha256}   | KEYHASH        |                                                             |
+| spend   | SPEND#{owner}      | {day}#{model}  |                                                             |
+| claim   | PROVIDERBATCH#{id} | CLAIM          |                                                             |
+| health  | DEPLOYMENT#{key}   | HEALTH         |                                                             |
 
-Ids are time-ordered (shared/ids.py), so the owner and kind indexes sort on the id and an `after` cursor
-is a key condition. Numbers are written in plain decimal notation (never `6E-7`). Money is exact to the
-picodollar (MONEY_PLACES); amounts the table adds up (a key's spend and reservations, spend rows) are kept
-as whole picodollars, so DynamoDB and its emulators add them as integers: exactly, from $0.000000000001
-to $10^26, with no decimal exponent for an emulator to stumble on.
+Ids are time-ordered (shared/ids.py), so the owner and kind listings sort on the id and an `after` cursor
+is a key condition. The listings project only keys and what a listing filters on: a page is a query of
+its keys, then one read of its items.
+
+Numbers are written in plain decimal notation (never `6E-7`). Money is exact to the picodollar
+(MONEY_PLACES); amounts the table adds up (a key's spend and reservations, spend rows) are kept as whole
+picodollars, so DynamoDB and its emulators add them as integers: exactly, from $0.000000000001 to $10^26,
+with no decimal exponent for an emulator to stumble on.
 """
 
 from __future__ import annotations
@@ -32,15 +35,17 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import StaleState, UnreadableRecord
+from shared.errors import StaleState, StorageError, UnreadableRecord
 from shared.storage.ports import Page
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
 
-OWNER_INDEX: Final = "owner-index"
-KIND_INDEX: Final = "kind-index"
+OWNER_INDEX: Final = "owner-listing"
+KIND_INDEX: Final = "kind-listing"
+_BATCH_GET: Final = 100  # keys DynamoDB takes per BatchGetItem
+_UNPROCESSED_TRIES: Final = 5
 WORK_INDEX: Final = "work-index"
 
 MONEY_PLACES: Final = 12
@@ -50,10 +55,6 @@ _TRANSACTION_TRIES: Final = 5
 _deserializer = TypeDeserializer()
 
 type Item = dict[str, AttributeValueTypeDef]
-
-
-class StorageError(Exception):
-    """DynamoDB failed in a way a retry of the whole operation may fix (throttling, a network fault)."""
 
 
 def money(value: Decimal) -> Decimal:
@@ -143,7 +144,7 @@ def parse[R: BaseModel](model: type[R], item: Mapping[str, Any]) -> R:
 
 
 def listing(kind: str, owner: str, record_id: str) -> dict[str, str]:
-    """The owner-index and kind-index attributes of an owned record."""
+    """The owner-listing and kind-listing attributes of an owned record."""
     return {"gsi1pk": f"OWNER#{owner}#{kind}", "gsi1sk": record_id, "gsi2pk": kind, "gsi2sk": record_id}
 
 
@@ -362,7 +363,31 @@ class Dynamo:
             found.append(item)
             if len(found) > limit:
                 break
-        return Page(items=found[:limit], has_more=len(found) > limit)
+        return Page(
+            items=self.get_many([key(i["pk"]["S"], i["sk"]["S"]) for i in found[:limit]]), has_more=len(found) > limit
+        )
+
+    def get_many(self, keys: Sequence[Item]) -> list[Mapping[str, Any]]:
+        """The items of `keys` that exist, in the order of `keys`: BatchGetItem, 100 keys a call, the keys it
+        leaves unprocessed (throttled) asked again after a pause."""
+        got: dict[tuple[str, str], Mapping[str, Any]] = {}
+        for first in range(0, len(keys), _BATCH_GET):
+            wanted: Any = keys[first : first + _BATCH_GET]
+            for attempt in range(_UNPROCESSED_TRIES):
+                with _translated("read a page"):
+                    response = self.client.batch_get_item(
+                        RequestItems={self.table: {"Keys": wanted, "ConsistentRead": True}}
+                    )
+                for item in response.get("Responses", {}).get(self.table, []):
+                    got[item["pk"]["S"], item["sk"]["S"]] = item
+                left: Any = response.get("UnprocessedKeys", {})
+                wanted = left.get(self.table, {}).get("Keys")
+                if not wanted:
+                    break
+                time.sleep(0.05 * 2**attempt)
+            else:
+                raise StorageError(f"read a page: {len(wanted)} items left unread after {_UNPROCESSED_TRIES} tries")
+        return [got[k["pk"]["S"], k["sk"]["S"]] for k in keys if (k["pk"]["S"], k["sk"]["S"]) in got]
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Final, Protocol, Self
 
 from shared.lifecycle import BatchStatus, Outcome
 from shared.records import BatchRecord, Cost, Counts, ErrorEntry, FileRecord, KeyRecord, SpendRow, UploadRecord, Usage
@@ -62,11 +62,18 @@ class Booking:
 
 
 @dataclass(frozen=True, slots=True)
-class Work:
-    """One entry of the work index: a batch to poll, or one whose provider objects are still to clean up."""
+class WorkRange:
+    """A slice of the work index by work key (`{deployment}#{batch id}`): from `start` up to, not including,
+    `stop`; None leaves that end open. One deployment's batches are contiguous in it."""
 
-    kind: Literal["active", "cleanup"]
-    batch_id: str
+    start: str | None = None
+    stop: str | None = None
+
+    def holds(self, work_key: str) -> bool:
+        return (self.start is None or work_key >= self.start) and (self.stop is None or work_key < self.stop)
+
+
+EVERYTHING: Final = WorkRange()
 
 
 class BatchStore(Protocol):
@@ -85,8 +92,9 @@ class BatchStore(Protocol):
     def page(self, owner: str | None, *, after: str | None, limit: int) -> Page[BatchRecord]:
         """One page of `owner`'s batches (everyone's for None), newest first."""
 
-    def work(self, shard: int) -> Iterator[BatchRecord | Broken]:
-        """The unfinished batches of one shard of the work index (never a Scan)."""
+    def work(self, shard: int, within: WorkRange = EVERYTHING) -> Iterator[BatchRecord | Broken]:
+        """The unfinished batches of one shard of the work index whose work keys are `within` (never a Scan),
+        in work-key order."""
 
     def cleanups(self) -> Iterator[str]:
         """Finished batches whose provider objects are still to be removed."""
@@ -251,11 +259,11 @@ class Bus(Protocol):
         """Put one event on the bus; raises PublishFailed."""
 
 
-class ShardQueue(Protocol):
-    """Where the scheduled poller hands out shards of the work index, one invocation each."""
+class WorkQueue(Protocol):
+    """Where the scheduled poller hands out ranges of the work index, one invocation each."""
 
-    def send(self, shards: Iterable[int]) -> None:
-        """Queue one message per shard; raises PublishFailed."""
+    def send(self, ranges: Iterable[WorkRange]) -> None:
+        """Queue one message per range; raises PublishFailed."""
 
 
 @dataclass(frozen=True, slots=True)

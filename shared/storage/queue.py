@@ -1,4 +1,4 @@
-"""The SQS adapters: the queue the scheduled poller fans shards of the work index out through, and the FIFO
+"""The SQS adapters: the queue the scheduled poller fans ranges of the work index out through, and the FIFO
 queue sync deployments' chunks of requests wait in for the sync worker."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import PublishFailed
-from shared.storage.ports import FifoMessage
+from shared.storage.ports import FifoMessage, WorkRange
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -18,14 +18,23 @@ if TYPE_CHECKING:
 _PER_CALL: Final = 10  # SQS takes at most ten messages per SendMessageBatch
 
 
-class SqsShardQueue:
+class SqsWorkQueue:
     def __init__(self, client: SQSClient, queue_url: str) -> None:
         self._client = client
         self._queue_url = queue_url
 
-    def send(self, shards: Iterable[int]) -> None:
-        entries = [{"Id": str(shard), "MessageBody": orjson.dumps({"shard": shard}).decode()} for shard in shards]
-        _send_batches(self._client, self._queue_url, entries, what="poll shards")
+    def send(self, ranges: Iterable[WorkRange]) -> None:
+        entries = [
+            {"Id": str(n), "MessageBody": orjson.dumps({"start": r.start, "stop": r.stop}).decode()}
+            for n, r in enumerate(ranges)
+        ]
+        _send_batches(self._client, self._queue_url, entries, what="poll ranges")
+
+
+def work_range(body: str) -> WorkRange:
+    """The range a message of the work queue names (a message without one: all of the work index)."""
+    named = orjson.loads(body)
+    return WorkRange(named.get("start"), named.get("stop"))
 
 
 class SqsFifoQueue:

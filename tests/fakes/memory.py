@@ -27,9 +27,9 @@ from shared.records import (
     SpendRow,
     UploadRecord,
 )
-from shared.storage.batch_store import shard_of
+from shared.storage.batch_store import shard_of, work_key
 from shared.storage.dynamo import money
-from shared.storage.ports import BlobSink, Booking, Broken, FifoMessage, Page
+from shared.storage.ports import EVERYTHING, BlobSink, Booking, Broken, FifoMessage, Page, WorkRange
 
 
 @dataclass
@@ -94,13 +94,18 @@ class MemoryBatchStore:
             mine = [b for b in self.db.batches.values() if (owner is None or b.owner == owner) and b.parent is None]
         return _page(mine, [b.id for b in mine], after, limit, ascending=False)
 
-    def work(self, shard: int) -> Iterator[BatchRecord | Broken]:
+    def work(self, shard: int, within: WorkRange = EVERYTHING) -> Iterator[BatchRecord | Broken]:
         with self.db.lock:
-            ids = sorted(b for b, where in self.db.work.items() if where == f"WORK#{shard}")
+            keys = {b: self._work_key(b) for b, where in self.db.work.items() if where == f"WORK#{shard}"}
+            ids = sorted((b for b, k in keys.items() if within.holds(k)), key=keys.__getitem__)
             found: list[BatchRecord | Broken] = [
                 Broken(f"BATCH#{b}", self.db.broken[b][1]) if b in self.db.broken else self.db.batches[b] for b in ids
             ]
         yield from found
+
+    def _work_key(self, batch_id: str) -> str:
+        batch = self.db.batches.get(batch_id)
+        return work_key(batch.deployment if batch else "", batch_id)
 
     def cleanups(self) -> Iterator[str]:
         with self.db.lock:
@@ -514,11 +519,11 @@ class MemoryFifoQueue:
         self.sent.extend(m for m in messages if m.dedup_id not in seen)
 
 
-class MemoryShardQueue:
-    """The poller's shard queue: the shards handed out, in order."""
+class MemoryWorkQueue:
+    """The poller's work queue: the ranges handed out, in order."""
 
     def __init__(self) -> None:
-        self.sent: list[int] = []
+        self.sent: list[WorkRange] = []
 
-    def send(self, shards: Iterable[int]) -> None:
-        self.sent.extend(shards)
+    def send(self, ranges: Iterable[WorkRange]) -> None:
+        self.sent.extend(ranges)

@@ -1,19 +1,25 @@
-"""The poller's fan-out through its real handler and SQS (moto): a scheduled run hands one shard to each
-message when the work is large, and each message's invocation polls its shard on its own."""
+"""The poller's fan-out through its real handler and SQS (moto): a scheduled run hands one range of the work
+index (one deployment's batches) to each message when the work is large, and each message's invocation
+polls its range on its own."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import boto3
+import orjson
 import pytest
 
 from batchgw.devstack import sqs_event
+from shared.errors import StorageError
+from shared.storage.batch_store import work_ranges
+from shared.storage.ports import EVERYTHING, WorkRange
+from shared.storage.queue import work_range
 from tests.integration.conftest import TERMINAL, Stack, batch, batch_lines, started
 
 
 def handed_out(stack: Stack) -> list[Any]:
-    """The shard messages waiting on the poller's queue, taken off it."""
+    """The range messages waiting on the poller's queue, taken off it."""
     sqs = boto3.client("sqs")
     url = stack.queues["PollerFunction:SQS"]
     taken = []
@@ -24,7 +30,7 @@ def handed_out(stack: Stack) -> list[Any]:
     return taken
 
 
-def test_large_work_fans_out_one_shard_per_message_and_every_batch_ends(
+def test_large_work_fans_out_one_deployment_per_message_and_every_batch_ends(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from shared.runtime import reset_runtime
@@ -33,16 +39,24 @@ def test_large_work_fans_out_one_shard_per_message_and_every_batch_ends(
     reset_runtime()
     batch_ids = [started(stack, batch_lines(1, prefix=f"b{i}")) for i in range(12)]
     stack.deliver("SubmitterFunction")
+    # one as an earlier release wrote it: sorted by its id alone, not after its deployment
+    boto3.client("dynamodb").update_item(
+        TableName=stack.rt.settings.table_name,
+        Key={"pk": {"S": f"BATCH#{batch_ids[0]}"}, "sk": {"S": "BATCH"}},
+        UpdateExpression="SET gsi3sk = :id",
+        ExpressionAttributeValues={":id": {"S": batch_ids[0]}},
+    )
+    ranges = work_ranges(d.key for d in stack.rt.routing.models)
 
     fanned_out = 0
     for _ in range(30):
         outcomes = stack.poll()
         messages = handed_out(stack)
         if outcomes.get("fanned_out"):
-            # more than the threshold left: the scheduled run polls nothing itself, one message per shard
+            # more than the threshold left: the scheduled run polls nothing itself, one message per deployment
             fanned_out += 1
-            assert outcomes["fanned_out"] == 8 and outcomes.get("ended", 0) == 0
-            assert sorted(int(m["Body"].split(":")[1].strip(" }")) for m in messages) == list(range(8))
+            assert outcomes["fanned_out"] == len(ranges) and outcomes.get("ended", 0) == 0
+            assert [work_range(m["Body"]) for m in messages] == ranges
         else:
             # the last batch, within the threshold: the scheduled run polled it, handing nothing out
             assert messages == [] and sum(batch(stack, b)["status"] not in TERMINAL for b in batch_ids) <= 1
@@ -55,23 +69,23 @@ def test_large_work_fans_out_one_shard_per_message_and_every_batch_ends(
     assert fanned_out >= 1 and all(batch(stack, b)["status"] == "completed" for b in batch_ids)
 
 
-def test_a_shard_message_that_fails_is_reported_alone_for_a_retry(
+def test_a_range_message_that_fails_is_reported_alone_for_a_retry(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from shared.storage.batch_store import DynamoBatchStore
-    from shared.storage.dynamo import StorageError
 
     real = DynamoBatchStore.work
 
-    def work(self: DynamoBatchStore, shard: int):  # type: ignore[no-untyped-def]
+    def work(self: DynamoBatchStore, shard: int, within: WorkRange = EVERYTHING):  # type: ignore[no-untyped-def]
+        if within.start == "m":
+            raise RuntimeError("a fault in polling this range")
         if shard == 3:
-            raise StorageError("throttled")
-        return real(self, shard)
+            raise StorageError("throttled")  # a shard that cannot be read now fails no message
+        return real(self, shard, within)
 
     monkeypatch.setattr(DynamoBatchStore, "work", work)
+    bodies = {"m1": {"start": None, "stop": "m"}, "m2": {"start": "m", "stop": "t"}, "m3": {"start": "t", "stop": None}}
     event = {
-        "Records": [
-            {"messageId": f"m{shard}", "body": f'{{"shard": {shard}}}', "receiptHandle": "r"} for shard in (2, 3, 4)
-        ]
+        "Records": [{"messageId": m, "body": orjson.dumps(b).decode(), "receiptHandle": "r"} for m, b in bodies.items()]
     }
-    assert stack.invoke("PollerFunction", event) == {"batchItemFailures": [{"itemIdentifier": "m3"}]}
+    assert stack.invoke("PollerFunction", event) == {"batchItemFailures": [{"itemIdentifier": "m2"}]}

@@ -46,8 +46,8 @@ from tests.fakes.memory import (
     MemoryDb,
     MemoryFileStore,
     MemoryKeyStore,
-    MemoryShardQueue,
     MemoryUploadStore,
+    MemoryWorkQueue,
 )
 
 ROUTING = """
@@ -184,7 +184,7 @@ class World:
     provider: ScriptedProvider
     routing: RoutingConfig
     settings: Settings
-    queue: MemoryShardQueue = field(default_factory=MemoryShardQueue)
+    queue: MemoryWorkQueue = field(default_factory=MemoryWorkQueue)
     _delivered: int = field(default=0, init=False)
 
     @property

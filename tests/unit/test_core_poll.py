@@ -10,11 +10,11 @@ import pytest
 
 from shared.auth import MASTER
 from shared.deadline import Deadline
-from shared.errors import ProviderBusy, ProviderError
+from shared.errors import ProviderBusy, ProviderError, StorageError
 from shared.polling import EXPIRY_GIVE_UP_SECONDS, EXPIRY_GRACE_SECONDS
 from shared.records import BatchRecord
-from shared.storage.dynamo import StorageError
-from shared.storage.ports import Broken
+from shared.storage.batch_store import shard_of, work_ranges
+from shared.storage.ports import EVERYTHING, Broken, WorkRange
 from tests.unit.conftest import World, chat_lines, ok_line
 
 
@@ -202,15 +202,53 @@ def test_a_failing_list_falls_back_to_retrieving_each_batch(world: World) -> Non
     assert world.poller.tick(Deadline.after(30))["ended"] == 4
 
 
-def test_more_work_than_one_invocation_polls_is_handed_out_one_shard_per_message(world: World) -> None:
+def test_more_work_than_one_invocation_polls_is_handed_out_one_deployment_per_message(world: World) -> None:
+    # each invocation holds one deployment's batches, so it reads that provider's list pages once: handed out
+    # by batch id, each of 8 invocations read every deployment's pages for an eighth of its batches
     world.settings = world.settings.model_copy(update={"fanout_threshold": 4})
     batch_ids = [running(world, [f"r{i}"]) for i in range(40)]
+    claude = [world.create(chat_lines([f"c{i}"], model="claude-sonnet-4-5")) for i in range(3)]
+    for batch_id in claude:
+        world.submission.submit(batch_id)
     world.provider.finish()
+    world.provider.refreshes = 0
     scheduled = world.poller.tick(Deadline.after(30))
-    assert scheduled["fanned_out"] == 8 and scheduled["ended"] == 0 and world.queue.sent == list(range(8))
-    for shard in world.queue.sent:
-        world.poller.tick(Deadline.after(30), [shard])
-    assert all(world.db.batches[b].finalize_to == "completed" for b in batch_ids)
+    assert scheduled["fanned_out"] == len(world.routing.models) == len(world.queue.sent)
+    assert scheduled["ended"] == 0
+    for part in world.queue.sent:
+        world.poller.tick(Deadline.after(30), part)
+    assert all(world.db.batches[b].finalize_to == "completed" for b in [*batch_ids, *claude])
+    assert world.provider.lists == 2 and world.provider.refreshes == 0
+
+
+def test_the_handed_out_ranges_reach_a_removed_deployments_batches_too(world: World) -> None:
+    world.settings = world.settings.model_copy(update={"fanout_threshold": 4})
+    batch_ids = [running(world, [f"r{i}"]) for i in range(10)]
+    gone = batch_ids[0]
+    world.db.batches[gone] = world.db.batches[gone].model_copy(update={"deployment": "removed-since"})
+    world.provider.finish()
+    assert world.poller.tick(Deadline.after(30))["fanned_out"] == len(world.routing.models)
+    for part in world.queue.sent:
+        world.poller.tick(Deadline.after(30), part)
+    assert world.db.batches[gone].finalize_to == "failed"
+    assert world.db.batches[gone].errors[0].code == "deployment_removed"
+    assert all(world.db.batches[b].finalize_to == "completed" for b in batch_ids[1:])
+
+
+@pytest.mark.parametrize(
+    "deployments", [[], ["one"], ["b", "a", "c"], ["a", "a-b", "a.b", "a_b", "a0"], ["openai-0f3a", "openai-0f3a9"]]
+)
+def test_work_ranges_hold_every_work_key_exactly_once(deployments: list[str]) -> None:
+    from shared.storage.batch_store import work_key
+
+    ranges = work_ranges(deployments)
+    assert len(ranges) == max(1, len(set(deployments)))
+    keys = [work_key(d, b) for d in [*deployments, "", "removed", "~zz", "!a"] for b in ("batch_0", "batch_z")]
+    keys += ["batch_legacy", "", "#"]  # written before work keys, and the extremes
+    for key in keys:
+        assert sum(r.holds(key) for r in ranges) == 1, key
+    for deployment in set(deployments):  # each deployment's batches in one range (keys never hold a "#")
+        assert len({next(i for i, r in enumerate(ranges) if r.holds(work_key(deployment, b))) for b in "0az"}) == 1
 
 
 def test_work_outside_the_first_shard_is_handed_out_too(world: World) -> None:
@@ -222,7 +260,7 @@ def test_work_outside_the_first_shard_is_handed_out_too(world: World) -> None:
         if world.db.work[batch_id] == "WORK#0":
             del world.db.work[batch_id]
     assert sum(1 for where in world.db.work.values() if where.startswith("WORK#")) > 4
-    assert world.poller.tick(Deadline.after(30))["fanned_out"] == 8
+    assert world.poller.tick(Deadline.after(30))["fanned_out"] == len(world.routing.models)
 
 
 def test_work_within_the_threshold_is_polled_by_the_scheduled_run_itself(world: World) -> None:
@@ -234,27 +272,24 @@ def test_work_within_the_threshold_is_polled_by_the_scheduled_run_itself(world: 
     assert all(world.db.batches[b].finalize_to == "completed" for b in batch_ids)
 
 
-def test_a_shard_that_fails_stops_no_other_shard(world: World) -> None:
-    from shared.storage.batch_store import shard_of
-
+def test_a_shard_that_cannot_be_read_stops_no_other_shard(world: World) -> None:
     batch_ids = [running(world, [f"r{i}"]) for i in range(20)]
     world.provider.finish()
     broken_shard = shard_of(batch_ids[0])
     store = world.batch_store
     real_work = store.work
 
-    def work(shard: int) -> Iterator[BatchRecord | Broken]:
+    def work(shard: int, within: WorkRange = EVERYTHING) -> Iterator[BatchRecord | Broken]:
         if shard == broken_shard:
             raise StorageError("throttled")
-        return real_work(shard)
+        return real_work(shard, within)
 
     store.work = work  # type: ignore[method-assign]
     poller = replace(world.poller, batches=store)
-    for shard in range(8):
-        if shard == broken_shard:
-            with pytest.raises(StorageError):
-                poller.tick(Deadline.after(30), [shard])
-        else:
-            poller.tick(Deadline.after(30), [shard])
+    for part in [None, *work_ranges(d.key for d in world.routing.models)]:  # scheduled, and handed out
+        assert poller.tick(Deadline.after(30), part)["shards_unread"] == 1
     ended = {b for b in batch_ids if world.db.batches[b].finalize_to == "completed"}
-    assert ended == {b for b in batch_ids if shard_of(b) != broken_shard}
+    assert ended == {b for b in batch_ids if shard_of(b) != broken_shard} and len(ended) < len(batch_ids)
+    store.work = real_work  # type: ignore[method-assign]
+    world.poller.tick(Deadline.after(30))  # the shard is back: the next tick polls it
+    assert all(world.db.batches[b].finalize_to == "completed" for b in batch_ids)

@@ -1,0 +1,77 @@
+"""The listings' reads and writes (moto, the table from the template): a listing index holds keys and
+what a listing filters on, so the writes that happen often (a batch's progress, a key's spend) cost nothing
+in it, and a page is one query of keys and one read of its items, in order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import pytest
+
+from bench.metering import indexes
+from shared.errors import StorageError
+from shared.records import Counts
+from shared.storage.dynamo import Dynamo, key
+from tests.integration.conftest import Stack, batch_lines, started
+
+
+def test_a_batchs_progress_costs_a_write_in_the_work_index_alone(stack: Stack) -> None:
+    # with the listings projecting every attribute, each progress write the poller made cost 4 WRU, not 2
+    batch_id = started(stack, batch_lines(2))
+    stack.deliver("SubmitterFunction")
+    table = stack.rt.settings.table_name
+    client = boto3.client("dynamodb")
+
+    def item() -> dict[str, Any]:
+        return client.get_item(TableName=table, Key=key(f"BATCH#{batch_id}", "BATCH"))["Item"]
+
+    before = item()
+    record = stack.rt.batch_store.get(batch_id)
+    assert record is not None
+    stack.rt.batch_store.record_counts(record, Counts(total=2, completed=1, failed=0), now=record.updated_at + 60)
+    after = item()
+    _, table_indexes = indexes(table)
+    assert len(table_indexes) == 3
+    assert sum(index.write_units(before, after) for index in table_indexes) == 1
+
+
+def test_a_page_reads_its_items_in_order_past_one_batch_get(stack: Stack) -> None:
+    table = stack.rt.settings.table_name
+    client = boto3.client("dynamodb")
+    keys = [key(f"TEST#{n:04d}", "TEST") for n in range(250)]
+    for n, k in enumerate(keys):
+        if n != 7:  # one asked for and absent: left out
+            client.put_item(TableName=table, Item={**k, "n": {"N": str(n)}})
+    got = Dynamo(client, table).get_many(list(reversed(keys)))
+    assert [int(i["n"]["N"]) for i in got] == [n for n in reversed(range(250)) if n != 7]
+
+
+class _Throttled:
+    """A client whose BatchGetItem leaves every key but the first unprocessed, `times` times."""
+
+    def __init__(self, times: int) -> None:
+        self.times, self.calls = times, 0
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        ((table, asked),) = RequestItems.items()
+        wanted = asked["Keys"]
+        if self.times:
+            self.times -= 1
+            done, left = wanted[:1], wanted[1:]
+        else:
+            done, left = wanted, []
+        answer: dict[str, Any] = {"Responses": {table: [dict(k) for k in done]}}
+        if left:
+            answer["UnprocessedKeys"] = {table: {"Keys": left}}
+        return answer
+
+
+def test_keys_left_unprocessed_are_asked_again_and_a_page_never_comes_back_short() -> None:
+    keys = [key(f"K#{n}", "K") for n in range(5)]
+    client = _Throttled(times=2)
+    assert Dynamo(client, "t").get_many(keys) == keys  # type: ignore[arg-type]
+    assert client.calls == 3
+    with pytest.raises(StorageError, match="left unread"):  # throttled throughout: an error, not a short page
+        Dynamo(_Throttled(times=99), "t").get_many(keys * 2)  # type: ignore[arg-type]
