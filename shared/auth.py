@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from shared.errors import AuthenticationFailed, PermissionDenied, UnreadableRecord
-from shared.records import MASTER_OWNER, KeyRecord
+from shared.records import MASTER_OWNER, KeyGrant
 from shared.storage.ports import KeyStore
 
 KEY_PREFIX = "sk-"
@@ -75,15 +75,15 @@ def authenticate(secret: str, *, master_key: str, keys: KeyStore) -> Principal:
     """The principal a presented key stands for; AuthenticationFailed for an unknown or revoked key."""
     if hmac.compare_digest(secret.encode(), master_key.encode()):
         return MASTER
-    record: KeyRecord | None = None
+    grant: KeyGrant | None = None
     if secret.startswith(KEY_PREFIX) and len(secret) <= _MAX_KEY_CHARS:
         try:
-            record = keys.find(hash_key(secret))
+            grant = keys.find(hash_key(secret))
         except UnreadableRecord as exc:
             raise AuthenticationFailed(
                 "This key's record cannot be read by the gateway; ask its operator to repair or reissue it.",
                 code="invalid_api_key",
             ) from exc
-    if record is None:
+    if grant is None:
         raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
-    return Principal(owner=record.id, models=record.models, max_budget=record.max_budget)
+    return Principal(owner=grant.id, models=grant.models, max_budget=grant.max_budget)

@@ -177,6 +177,15 @@ class KeyRecord(Record):
     key_hash: str
 
 
+class KeyGrant(Record):
+    """What a live key may do: all that authenticating it needs, kept on its hash pointer too, so that a
+    request's key check is one read."""
+
+    id: str
+    models: tuple[str, ...] | None = None
+    max_budget: Decimal | None = None
+
+
 class SpendRow(Record):
     """One owner's spend on one day and model."""
 

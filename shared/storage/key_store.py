@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
-from shared.records import MASTER_OWNER, KeyRecord, SpendRow
+from shared.records import MASTER_OWNER, KeyGrant, KeyRecord, SpendRow
 from shared.storage.dynamo import KIND_INDEX, Dynamo, Item, Update, dollars, from_item, key, parse, picodollars
 from shared.storage.ports import Page, SpendEntry
 
@@ -84,19 +84,30 @@ class DynamoKeyStore:
             "gsi2pk": "KEY",
             "gsi2sk": record.id,
         }
-        pointer = {"pk": f"KEYHASH#{record.key_hash}", "sk": "KEYHASH", "key_id": record.id}
+        grant = KeyGrant(id=record.id, models=record.models, max_budget=record.max_budget)
+        pointer = {
+            "pk": f"KEYHASH#{record.key_hash}",
+            "sk": "KEYHASH",
+            "key_id": record.id,
+            **grant.model_dump(mode="python", exclude_none=True),
+        }
         self._db.transact([self._db.put_op(values, new=True), self._db.put_op(pointer, new=True)])
 
     def get(self, key_id: str) -> KeyRecord | None:
         item = self._db.get(key_key(key_id))
         return parse(KeyRecord, _in_dollars(item, _KEY_AMOUNTS)) if item and "key_hash" in item else None
 
-    def find(self, key_hash: str) -> KeyRecord | None:
+    def find(self, key_hash: str) -> KeyGrant | None:
         pointer = self._db.get(_hash_key(key_hash))
         if pointer is None:
             return None
+        if "id" in pointer:  # the pointer carries the grant: one read
+            return parse(KeyGrant, pointer)
+        # a pointer written before pointers carried the grant: the key item says
         record = self.get(str(from_item(pointer)["key_id"]))
-        return record if record is not None and not record.revoked else None
+        if record is None or record.revoked:
+            return None
+        return KeyGrant(id=record.id, models=record.models, max_budget=record.max_budget)
 
     def page(self, *, after: str | None, limit: int) -> Page[KeyRecord]:
         page = self._db.page(

@@ -16,7 +16,18 @@ from types import TracebackType
 from typing import Any, Final, Protocol, Self
 
 from shared.lifecycle import BatchStatus, Outcome
-from shared.records import BatchRecord, Cost, Counts, ErrorEntry, FileRecord, KeyRecord, SpendRow, UploadRecord, Usage
+from shared.records import (
+    BatchRecord,
+    Cost,
+    Counts,
+    ErrorEntry,
+    FileRecord,
+    KeyGrant,
+    KeyRecord,
+    SpendRow,
+    UploadRecord,
+    Usage,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,8 +199,8 @@ class KeyStore(Protocol):
 
     def get(self, key_id: str) -> KeyRecord | None: ...
 
-    def find(self, key_hash: str) -> KeyRecord | None:
-        """The live key whose secret hashes to `key_hash`, or None (unknown or revoked)."""
+    def find(self, key_hash: str) -> KeyGrant | None:
+        """What the live key whose secret hashes to `key_hash` may do, or None (unknown or revoked)."""
 
     def page(self, *, after: str | None, limit: int) -> Page[KeyRecord]: ...
 

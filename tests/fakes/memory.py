@@ -23,6 +23,7 @@ from shared.records import (
     Counts,
     ErrorEntry,
     FileRecord,
+    KeyGrant,
     KeyRecord,
     SpendRow,
     UploadRecord,
@@ -364,11 +365,13 @@ class MemoryKeyStore:
         with self.db.lock:
             return self.db.keys.get(key_id)
 
-    def find(self, key_hash: str) -> KeyRecord | None:
+    def find(self, key_hash: str) -> KeyGrant | None:
         with self.db.lock:
             key_id = self.db.hashes.get(key_hash)
             record = self.db.keys.get(key_id) if key_id else None
-        return record if record is not None and not record.revoked else None
+        if record is None or record.revoked:
+            return None
+        return KeyGrant(id=record.id, models=record.models, max_budget=record.max_budget)
 
     def page(self, *, after: str | None, limit: int) -> Page[KeyRecord]:
         with self.db.lock:

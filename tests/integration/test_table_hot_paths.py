@@ -1,6 +1,7 @@
-"""The listings' reads and writes (moto, the table from the template): a listing index holds keys and
-what a listing filters on, so the writes that happen often (a batch's progress, a key's spend) cost nothing
-in it, and a page is one query of keys and one read of its items, in order."""
+"""The table's reads and writes on the hot paths (moto, the table from the template): a listing index holds
+keys and what a listing filters on, so the writes that happen often (a batch's progress, a key's spend)
+cost nothing in it, and a page is one query of keys and one read of its items, in order; a virtual key's
+check is one read."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import boto3
 import pytest
 
 from bench.metering import indexes
-from shared.errors import StorageError
+from shared.auth import authenticate, hash_key
+from shared.errors import AuthenticationFailed, StorageError
 from shared.records import Counts
 from shared.storage.dynamo import Dynamo, key
 from tests.integration.conftest import Stack, batch_lines, started
@@ -75,3 +77,41 @@ def test_keys_left_unprocessed_are_asked_again_and_a_page_never_comes_back_short
     assert client.calls == 3
     with pytest.raises(StorageError, match="left unread"):  # throttled throughout: an error, not a short page
         Dynamo(_Throttled(times=99), "t").get_many(keys * 2)  # type: ignore[arg-type]
+
+
+def test_a_virtual_keys_check_is_one_read_and_a_revoked_key_fails_at_once(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the check read the hash pointer, then the key item: two of the three reads of every GET by a key
+    created = stack.api.post("/admin/keys", headers=stack.auth(), json={"name": "k", "models": ["gpt-4o-mini"]})
+    secret, key_id = created.json()["key"], created.json()["id"]
+    reads = []
+    real_get = Dynamo.get
+
+    def get(self: Dynamo, item_key: Any) -> Any:
+        reads.append(item_key["pk"]["S"])
+        return real_get(self, item_key)
+
+    monkeypatch.setattr(Dynamo, "get", get)
+    principal = authenticate(secret, master_key="not-this", keys=stack.rt.key_store)
+    assert (principal.owner, principal.models) == (key_id, ("gpt-4o-mini",))
+    assert len(reads) == 1 and reads[0].startswith("KEYHASH#")
+    assert stack.api.delete(f"/admin/keys/{key_id}", headers=stack.auth()).status_code == 200
+    with pytest.raises(AuthenticationFailed):
+        authenticate(secret, master_key="not-this", keys=stack.rt.key_store)
+
+
+def test_a_key_whose_pointer_was_written_by_an_earlier_release_still_authenticates(stack: Stack) -> None:
+    created = stack.api.post("/admin/keys", headers=stack.auth(), json={"name": "old"}).json()
+    table, client = stack.rt.settings.table_name, boto3.client("dynamodb")
+    pointer = key(f"KEYHASH#{hash_key(created['key'])}", "KEYHASH")
+    client.put_item(TableName=table, Item={**pointer, "key_id": {"S": created["id"]}})  # as pointers were
+    assert authenticate(created["key"], master_key="not-this", keys=stack.rt.key_store).owner == created["id"]
+    client.update_item(
+        TableName=table,
+        Key=key(f"KEY#{created['id']}", "KEY"),
+        UpdateExpression="SET revoked = :t",
+        ExpressionAttributeValues={":t": {"BOOL": True}},
+    )
+    with pytest.raises(AuthenticationFailed):
+        authenticate(created["key"], master_key="not-this", keys=stack.rt.key_store)
