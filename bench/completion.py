@@ -32,7 +32,7 @@ class LocalOutputProvider:
     def __init__(self, path: Path) -> None:
         self._path = path
 
-    def _chunks(self) -> Iterator[bytes]:
+    def chunks(self) -> Iterator[bytes]:
         with self._path.open("rb") as source:
             while chunk := source.read(READ_BYTES):
                 yield chunk
@@ -47,7 +47,7 @@ class LocalOutputProvider:
         raise NotImplementedError
 
     def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
-        for raw in iter_lines(self._chunks()):
+        for raw in iter_lines(self.chunks()):
             line = result_line(raw)
             if line is not None:
                 yield line
@@ -91,6 +91,16 @@ def prepare(path: Path, owner: str = "master") -> tuple[Completion, str]:
     return Completion(rt.batch_store, rt.blobs, rt.bus, OneProvider(provider), rt.routing), record.id
 
 
+def floor_seconds(path: Path) -> float:
+    """The CPU seconds of the least any completion does with `path`: its lines split and stored in S3 as they
+    are, none read."""
+    started = time.process_time()
+    with runtime().blobs.writer("bench/floor.jsonl") as writer:
+        for raw in iter_lines(LocalOutputProvider(path).chunks()):
+            writer.write(raw)
+    return time.process_time() - started
+
+
 def main(path: Path, endpoint: str) -> None:
     use_stack(endpoint)
     completion, batch_id = prepare(path)
@@ -100,6 +110,8 @@ def main(path: Path, endpoint: str) -> None:
     done = completion.complete(batch_id)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     assert done is not None and done.counts.failed == 0, done
+    rss_growth = peak_rss_mb() - baseline
+    floor = floor_seconds(path)
     print(
         orjson.dumps(
             {
@@ -109,7 +121,8 @@ def main(path: Path, endpoint: str) -> None:
                 "mb_per_s": size / 1e6 / seconds,
                 "cpu_seconds": cpu_seconds,
                 "mb_per_cpu_s": size / 1e6 / cpu_seconds,
-                "rss_growth_mb": peak_rss_mb() - baseline,
+                "rss_growth_mb": rss_growth,
+                "floor_mb_per_cpu_s": size / 1e6 / floor,
             }
         ).decode()
     )
