@@ -21,7 +21,7 @@ from moto import mock_aws
 from starlette.testclient import TestClient
 
 from batchgw import emulator, template
-from batchgw.devstack import ApiGateway, DevStack, LambdaContext, import_handler, scheduled_event
+from batchgw.devstack import ApiGateway, DevStack, invoke, scheduled_event
 from shared.records import BatchRecord, SpendRow
 from shared.runtime import Runtime, reset_runtime, runtime
 from tests.fakes.anthropic_upstream import FakeAnthropic
@@ -134,7 +134,7 @@ class Stack:
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
         (spec,) = [f for f in template.functions() if f.logical_id == function]
-        return import_handler(spec.handler)(event, LambdaContext(function))
+        return invoke(spec, event)
 
     def deliver(self, function: str) -> int:
         """Invoke `function` with every event waiting for it, as Lambda's async invocation would; returns how many.

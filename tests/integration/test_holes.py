@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
+from shared.auth import hash_key
 from shared.files import Files
 from shared.runtime import reset_runtime
 from tests.integration.conftest import MASTER_KEY, Stack, batch_lines, finish, started
@@ -137,9 +138,9 @@ def test_an_item_that_cannot_be_read_is_a_clear_400_to_its_owner_and_a_404_to_an
 
 def test_a_key_whose_record_cannot_be_read_gets_a_clear_401(stack: Stack) -> None:
     created = new_key(stack, name="broken")
-    boto3.client("dynamodb").update_item(
+    boto3.client("dynamodb").update_item(  # what the check reads: the key's hash pointer
         TableName=stack.rt.settings.table_name,
-        Key={"pk": {"S": f"KEY#{created['id']}"}, "sk": {"S": "KEY"}},
+        Key={"pk": {"S": f"KEYHASH#{hash_key(created['key'])}"}, "sk": {"S": "KEYHASH"}},
         UpdateExpression="SET models = :bad",
         ExpressionAttributeValues={":bad": {"S": "not a list"}},
     )

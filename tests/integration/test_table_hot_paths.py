@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+import orjson
 import pytest
 
 from bench.metering import indexes
@@ -15,7 +16,7 @@ from shared.auth import authenticate, hash_key
 from shared.errors import AuthenticationFailed, StorageError
 from shared.records import Counts
 from shared.storage.dynamo import Dynamo, key
-from tests.integration.conftest import Stack, batch_lines, started
+from tests.integration.conftest import EVENTS, Stack, batch_lines, started
 
 
 def test_a_batchs_progress_costs_a_write_in_the_work_index_alone(stack: Stack) -> None:
@@ -115,3 +116,12 @@ def test_a_key_whose_pointer_was_written_by_an_earlier_release_still_authenticat
     )
     with pytest.raises(AuthenticationFailed):
         authenticate(created["key"], master_key="not-this", keys=stack.rt.key_store)
+
+
+def test_a_function_invoked_a_hundred_times_in_one_process_keeps_working(stack: Stack) -> None:
+    # with metrics off (the local stack, the tests) nothing flushed them: they piled up across invocations until
+    # Powertools printed and emptied them at a metric's 100th value, in the middle of an invocation, whose end then
+    # found nothing to flush and warned; the submitter's 100th event failed (and a test in a long session with it)
+    event = orjson.loads((EVENTS / "batch_created.json").read_bytes())
+    for _ in range(101):
+        stack.invoke("SubmitterFunction", event)
