@@ -22,7 +22,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -94,17 +94,36 @@ def import_handler(dotted: str) -> Handler:
     return handler
 
 
+class _InFlight:
+    """The invocations running in this process. Nothing flushes metrics that are off, and the functions'
+    metrics share one set in a process: left alone they pile up until Powertools prints and empties them at
+    a metric's 100th value, in the middle of some invocation, whose own flush then finds nothing and warns.
+    So the set is emptied whenever no invocation is running (never under one that is)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    @contextlib.contextmanager
+    def one(self) -> Iterator[None]:
+        with self._lock:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._count -= 1
+                if not self._count and is_metrics_disabled():
+                    Metrics().clear_metrics()
+
+
+_IN_FLIGHT: Final = _InFlight()
+
+
 def invoke(function: template.Function, event: dict[str, Any]) -> Any:
     """Invoke a function's real handler with `event`, as Lambda would."""
-    try:
+    with _IN_FLIGHT.one():
         return import_handler(function.handler)(event, LambdaContext(function.logical_id))
-    finally:
-        if is_metrics_disabled():
-            # nothing flushes metrics that are off, and the functions' metrics share one set in this process:
-            # left alone they pile up until Powertools prints and empties them at a metric's 100th value, in
-            # the middle of some invocation, whose own flush then finds nothing and warns. Each starts empty,
-            # as in Lambda.
-            Metrics().clear_metrics()
 
 
 def scheduled_event(now: datetime | None = None) -> dict[str, Any]:

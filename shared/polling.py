@@ -1,14 +1,15 @@
 """Polling: move every unfinished batch forward against its provider, on a schedule, within a deadline.
 
 Batches come from the shards of the work index, never a Scan; past `fanout_threshold` the scheduled run
-hands the work out through a queue, one deployment's batches to each invocation. Each is polled on its own, several at a
-time: a provider's outage, a hanging provider or an item that cannot be read stops only itself. Each
-provider call is bounded by what the invocation has left (shared/deadline.py); near the end no new batch
-is started and the rest waits for the next tick. Each status or count change is a conditional write; a
-provider that reports a terminal state hands the batch to the completion step. batchgw keeps the 24-hour
-window itself: past `expires_at` a batch is cancelled at its provider and ends `expired` with what
-finished. Batches whose submission or completion was lost are re-driven. Each tick also retries the
-removal of provider objects that failed at completion and sweeps expired files.
+hands the work out through a queue, one deployment's batches to each invocation. Each batch is polled on
+its own, several at a time: a provider's outage, a hanging provider, a shard or an item that cannot be
+read stops only itself. Each provider call is bounded by what the invocation has left
+(shared/deadline.py); near the end no new batch is started and the rest waits for the next tick. Each
+status or count change is a conditional write; a provider that reports a terminal state hands the batch
+to the completion step. batchgw keeps the 24-hour window itself: past `expires_at` a batch is cancelled at
+its provider and ends `expired` with what finished. Batches whose submission or completion was lost are
+re-driven. Each tick also retries the removal of provider objects that failed at completion and sweeps
+expired files.
 """
 
 from __future__ import annotations
