@@ -165,6 +165,15 @@ class BatchRecord(Record):
     updated_at: int = 0
 
 
+class KeyGrant(Record):
+    """What a live key may do: all that authenticating it needs, kept on its hash pointer too, so that a
+    request's key check is one read."""
+
+    id: str
+    models: tuple[str, ...] | None = None
+    max_budget: Decimal | None = None
+
+
 class KeyRecord(Record):
     id: str
     name: str | None = None
@@ -176,14 +185,9 @@ class KeyRecord(Record):
     revoked: bool = False
     key_hash: str
 
-
-class KeyGrant(Record):
-    """What a live key may do: all that authenticating it needs, kept on its hash pointer too, so that a
-    request's key check is one read."""
-
-    id: str
-    models: tuple[str, ...] | None = None
-    max_budget: Decimal | None = None
+    @property
+    def grant(self) -> KeyGrant:
+        return KeyGrant(id=self.id, models=self.models, max_budget=self.max_budget)
 
 
 class SpendRow(Record):

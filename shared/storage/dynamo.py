@@ -44,9 +44,9 @@ if TYPE_CHECKING:
 
 OWNER_INDEX: Final = "owner-listing"
 KIND_INDEX: Final = "kind-listing"
-_BATCH_GET: Final = 100  # keys DynamoDB takes per BatchGetItem
-_UNPROCESSED_TRIES: Final = 5
 WORK_INDEX: Final = "work-index"
+_BATCH_GET: Final = 100  # keys DynamoDB takes per BatchGetItem
+_UNPROCESSED_TRIES: Final = 5  # BatchGetItem calls for one set of keys before giving up
 
 MONEY_PLACES: Final = 12
 _MONEY_QUANTUM: Final = Decimal(1).scaleb(-MONEY_PLACES)

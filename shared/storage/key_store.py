@@ -84,12 +84,11 @@ class DynamoKeyStore:
             "gsi2pk": "KEY",
             "gsi2sk": record.id,
         }
-        grant = KeyGrant(id=record.id, models=record.models, max_budget=record.max_budget)
         pointer = {
             "pk": f"KEYHASH#{record.key_hash}",
             "sk": "KEYHASH",
             "key_id": record.id,
-            **grant.model_dump(mode="python", exclude_none=True),
+            **record.grant.model_dump(mode="python", exclude_none=True),
         }
         self._db.transact([self._db.put_op(values, new=True), self._db.put_op(pointer, new=True)])
 
@@ -107,7 +106,7 @@ class DynamoKeyStore:
         record = self.get(str(from_item(pointer)["key_id"]))
         if record is None or record.revoked:
             return None
-        return KeyGrant(id=record.id, models=record.models, max_budget=record.max_budget)
+        return record.grant
 
     def page(self, *, after: str | None, limit: int) -> Page[KeyRecord]:
         page = self._db.page(

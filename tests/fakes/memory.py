@@ -371,7 +371,7 @@ class MemoryKeyStore:
             record = self.db.keys.get(key_id) if key_id else None
         if record is None or record.revoked:
             return None
-        return KeyGrant(id=record.id, models=record.models, max_budget=record.max_budget)
+        return record.grant
 
     def page(self, *, after: str | None, limit: int) -> Page[KeyRecord]:
         with self.db.lock:
