@@ -6,6 +6,11 @@ Its reads are not pure either: a `get_item` or `query` of an absent partition in
 breaks a transaction deep-copying the table at that moment, or a query iterating it.
 `atomic_dynamodb` serializes its writes and reads, as the service isolates them, so concurrency is
 tested against batchgw and not against the emulator.
+
+moto's server finds each request's service by listing its own package directory (a listdir and a stat per
+service) while it holds its one dispatch lock; each system call lets other threads take the interpreter,
+so under load the lock's holder waits for it again call after call and every request of the stack queues
+behind. `start_server` lists the directory once.
 """
 
 from __future__ import annotations
@@ -41,11 +46,22 @@ def _serialized(operation: Callable[..., Any]) -> Callable[..., Any]:
     return serialized
 
 
+def _list_services_once() -> None:
+    """Make moto's dispatcher read its list of services from memory (the package does not change)."""
+    from moto import backends
+
+    with _lock:
+        services = tuple(backends.list_of_moto_modules())
+        backends.list_of_moto_modules = lambda: services
+
+
 def start_server() -> tuple[Any, str]:
-    """moto's server on 127.0.0.1 (a free port), with atomic DynamoDB writes; (server, endpoint URL)."""
+    """moto's server on 127.0.0.1 (a free port), with atomic DynamoDB writes and a dispatcher that does not
+    touch the disk; (server, endpoint URL)."""
     from moto.server import ThreadedMotoServer
 
     atomic_dynamodb()
+    _list_services_once()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
