@@ -51,7 +51,7 @@ def dev_stack(workdir: Path, routing: str, env: dict[str, str] | None = None) ->
     config.write_text(routing)
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BATCHGW_"))}
-    environment |= {"BATCHGW_SUBMIT_STUCK_SECONDS": "3", "BATCHGW_FINALIZE_STUCK_SECONDS": "3", **(env or {})}
+    environment |= env or {}
     log_path = workdir / "dev.log"
     command = [
         str(Path(sys.executable).parent / "batchgw"),
