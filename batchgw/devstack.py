@@ -47,8 +47,13 @@ logger = logging.getLogger("batchgw.dev")
 DEV_MASTER_KEY = "sk-batchgw-dev"
 REGION = "us-east-1"
 _VISIBILITY_SECONDS = 5
-# how long a FIFO queue's delivery worker waits after finding nothing (it does not long-poll: DevQueue)
+# how long a standard queue's receive waits for a message (a long poll: it answers as soon as one arrives)
+_LONG_POLL_SECONDS = 5
+# how long a FIFO queue's delivery worker waits after finding nothing (it does not long-poll: DevQueue), doubling
+# while the queue stays empty up to a long poll's length: each of up to DEV_MAX_DELIVERIES workers asking five
+# times a second kept an idle dev stack and its emulator at 78% of a core
 _FIFO_IDLE_SECONDS = 0.2
+_FIFO_IDLE_MAX_SECONDS = _LONG_POLL_SECONDS
 _MAX_RECEIVES = 3
 # the most delivery workers one SQS event source gets in the dev stack, whatever its MaximumConcurrency
 DEV_MAX_DELIVERIES = 16
@@ -180,7 +185,9 @@ class DevQueue:
 
     def receive(self, count: int) -> list[dict[str, Any]]:
         if self._lock is None:
-            answer = self._sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=count, WaitTimeSeconds=1)
+            answer = self._sqs.receive_message(
+                QueueUrl=self.url, MaxNumberOfMessages=count, WaitTimeSeconds=_LONG_POLL_SECONDS
+            )
         else:
             with self._lock:
                 answer = self._sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=count)
@@ -354,6 +361,7 @@ class DevStack:
         would send, taken `sqs_batch_size` at a time."""
         as_sqs_event = sqs_batch_size is not None
         queue = DevQueue(boto3.session.Session(region_name=os.environ["AWS_DEFAULT_REGION"]).client("sqs"), queue_url)
+        idle = _FIFO_IDLE_SECONDS
         while not self._stop.is_set():
             try:
                 messages = queue.receive(sqs_batch_size or 10)
@@ -363,8 +371,11 @@ class DevStack:
                 logger.exception("receiving events failed")
                 time.sleep(1)
                 continue
-            if not messages and queue.fifo:
-                self._stop.wait(_FIFO_IDLE_SECONDS)
+            if messages:
+                idle = _FIFO_IDLE_SECONDS
+            elif queue.fifo:
+                self._stop.wait(idle)
+                idle = min(idle * 2, _FIFO_IDLE_MAX_SECONDS)
             for message in messages:
                 try:
                     invoke(function, sqs_event(message, queue_url) if as_sqs_event else orjson.loads(message["Body"]))

@@ -7,7 +7,8 @@ FastAPI app, a virtual key checked against the table (one read), the batch read,
 it leaves out, Lambda's Mangum adapter and Powertools wrappers, costs about a millisecond; what it adds,
 HTTP and uvicorn, about as much.) CALLS calls each for a completed batch and for one not yet completed,
 with the dev stack's resident memory before and after each series, and the CPU time the emulator spent
-answering them (its two DynamoDB reads a call: time that DynamoDB, not batchgw, takes in AWS).
+answering them (its two DynamoDB reads a call: time that DynamoDB, not batchgw, takes in AWS). Before the
+calls, the share of a core the idle dev stack and the emulator use over IDLE_SECONDS.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from shared.runtime import runtime
 from shared.wire import CreateBatchRequest
 
 WARMUP = 50
+IDLE_SECONDS = 10
 
 
 def rss_mb(pid: int) -> float:
@@ -87,12 +89,24 @@ def series(client: httpx.Client, batch_id: str, calls: int, pid: int, emulator: 
     }
 
 
+def idle(pid: int, emulator: Emulator) -> dict[str, float]:
+    """The share of a core the dev stack and the emulator use while nobody calls (its delivery workers waiting
+    for events; the schedule is off)."""
+    own, aws = process_cpu_seconds(pid), emulator.cpu_seconds()
+    time.sleep(IDLE_SECONDS)
+    return {
+        "batchgw_pct": (process_cpu_seconds(pid) - own) * 100 / IDLE_SECONDS,
+        "emulator_pct": (emulator.cpu_seconds() - aws) * 100 / IDLE_SECONDS,
+    }
+
+
 def main(emulator: Emulator, calls: int) -> None:
     with tempfile.TemporaryDirectory() as workdir, dev_stack(emulator.url) as (base_url, pid):
         secret, ids = batches(emulator.url, Path(workdir))
+        idling = idle(pid, emulator)
         with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {secret}"}) as client:
             result = {name: series(client, batch_id, calls, pid, emulator) for name, batch_id in ids.items()}
-    print(orjson.dumps({"calls": calls, **result}).decode())
+    print(orjson.dumps({"calls": calls, "idle": idling, **result}).decode())
 
 
 if __name__ == "__main__":
