@@ -86,13 +86,9 @@ def test_a_request_does_not_list_motos_package_directory(monkeypatch: pytest.Mon
         return listdir(path)
 
     with aws_emulator() as aws:
-        sqs = boto3.client(
-            "sqs",
-            endpoint_url=aws["AWS_ENDPOINT_URL"],
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        for name, value in aws.items():
+            monkeypatch.setenv(name, value)
+        sqs = boto3.client("sqs")
         sqs.list_queues()  # the first loads the service's model, once
         monkeypatch.setattr(os, "listdir", counting)
         for _ in range(5):
