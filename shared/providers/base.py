@@ -93,6 +93,7 @@ class ResultLine:
     error: dict[str, Any] | None = None
     usage: LineUsage | None = None
     id: str | None = None
+    raw: bytes | None = None  # the provider's line when it is already this output line, written as it came
 
     @property
     def succeeded(self) -> bool:

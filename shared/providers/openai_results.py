@@ -64,9 +64,14 @@ def errors_of(batch: Mapping[str, Any]) -> tuple[ErrorEntry, ...]:
     )
 
 
+_OUTPUT_KEYS = frozenset(("id", "custom_id", "response", "error"))
+
+
 def result_line(raw: bytes) -> ResultLine | Unreadable | None:
     """An OpenAI output or error line as a ResultLine; Unreadable for a line that cannot be read or priced
-    (with its custom_id when that much can be read); None for a blank line."""
+    (with its custom_id when that much can be read); None for a blank line. A line that is already an output
+    line (an id and nothing but the four fields) keeps its bytes, so it is written as it came, not re-encoded;
+    one with a carriage return between its tokens (valid JSON, but a line break to many JSONL readers) does not."""
     line = parsed_line(raw)
     if not isinstance(line, dict):
         return line
@@ -83,10 +88,12 @@ def result_line(raw: bytes) -> ResultLine | Unreadable | None:
         except BadUsage as exc:
             return Unreadable(custom_id, str(exc))
     request_id = line.get("id")
+    has_id = isinstance(request_id, str) and request_id != ""
     return ResultLine(
         custom_id=custom_id,
         response=response,
         error=error,
         usage=usage,
-        id=request_id if isinstance(request_id, str) and request_id else None,
+        id=request_id if has_id else None,
+        raw=raw if has_id and line.keys() == _OUTPUT_KEYS and b"\r" not in raw else None,
     )

@@ -12,7 +12,7 @@ from shared.providers.base import LineUsage, ResultLine, Unreadable
 from shared.providers.openai import FILE_RETRY_AFTER, SecretAuth, busy_refusal
 from shared.providers.openai_results import counts_of, errors_of, openai_state, result_line
 from shared.records import Counts
-from shared.results import checked
+from shared.results import checked, render
 
 # an Azure OpenAI batch as its older REST examples show it
 AZURE_BATCH = {
@@ -99,6 +99,37 @@ def test_azure_output_line_without_id_reads_with_its_usage() -> None:
     parsed = result_line(line)
     assert isinstance(parsed, ResultLine) and parsed.id is None and parsed.succeeded
     assert parsed.usage == LineUsage(input_tokens=27, output_tokens=5)
+
+
+_PROVIDER_LINE = (
+    b'{"id": "batch_req_7", "custom_id": "c\\u00e9", "response": {"status_code": 200, "request_id": "r",'
+    b' "body": {"n": 1.50, "usage": {"prompt_tokens": 3, "completion_tokens": 2}}}, "error": null}'
+)
+
+
+def test_an_output_line_is_written_as_the_provider_sent_it() -> None:
+    # byte for byte: its spacing, escapes and number spellings, as OpenAI's own file has them
+    parsed = result_line(_PROVIDER_LINE)
+    assert isinstance(parsed, ResultLine) and parsed.usage == LineUsage(input_tokens=3, output_tokens=2)
+    assert render(parsed, "batch_1") == _PROVIDER_LINE + b"\n"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _PROVIDER_LINE.replace(b'"id": "batch_req_7", ', b""),  # no id: batchgw gives it one
+        _PROVIDER_LINE.replace(b'"id": "batch_req_7"', b'"id": ""'),
+        _PROVIDER_LINE.replace(b', "error": null', b', "error": null, "extra": 1'),  # not an output line's field
+        _PROVIDER_LINE.replace(b', "error"', b',\r"error"'),  # JSON, but a line break to str.splitlines()
+    ],
+)
+def test_a_line_that_is_not_already_an_output_line_is_rendered_as_one(raw: bytes) -> None:
+    parsed = result_line(raw)
+    assert isinstance(parsed, ResultLine)
+    rendered = render(parsed, "batch_1")
+    assert rendered != raw + b"\n" and rendered.count(b"\n") == 1 and b"\r" not in rendered
+    line = orjson.loads(rendered)
+    assert line.keys() == {"id", "custom_id", "response", "error"} and line["id"] and line["custom_id"] == "c\u00e9"
 
 
 def test_blank_lines_are_skipped() -> None:
