@@ -106,7 +106,8 @@ def _error(entry: Mapping[str, Any]) -> ErrorEntry:
 
 def _openai_line(line: ResultLine) -> ResultLine:
     # Mistral's line ids are its own: batchgw gives each line its `batch_req_` id
-    return replace(line, id=None, response=openai_response(line.response) if line.response is not None else None)
+    response = openai_response(line.response) if line.response is not None else None
+    return replace(line, id=None, response=response, raw=None)
 
 
 class MistralProvider:

@@ -187,7 +187,13 @@ class FakeMistral:
         errors = bytearray()
         for index, line in enumerate(job.lines[:done]):
             response = self._response(job, index, line)
-            result = {"id": f"batch-{job.id}-{index}", "custom_id": line["custom_id"], "response": response}
+            # OpenAI's four fields, as Mistral's SDKs read its lines; its response inside is Mistral's own
+            result = {
+                "id": f"batch-{job.id}-{index}",
+                "custom_id": line["custom_id"],
+                "response": response,
+                "error": None,
+            }
             if response["status_code"] == 200:
                 succeeded.append((result, self.corrupt.get(line["custom_id"])))
             else:
