@@ -10,7 +10,7 @@ tested against batchgw and not against the emulator.
 moto's server finds each request's service by listing its own package directory (a listdir and a stat per
 service) while it holds its one dispatch lock; each system call lets other threads take the interpreter,
 so under load the lock's holder waits for it again call after call and every request of the stack queues
-behind. `start_server` lists the directory once.
+behind. `prepare` (which `start_server` runs) lists the directory once.
 """
 
 from __future__ import annotations
@@ -46,6 +46,12 @@ def _serialized(operation: Callable[..., Any]) -> Callable[..., Any]:
     return serialized
 
 
+def prepare() -> None:
+    """moto, in this process, as the dev stack runs it: atomic DynamoDB, services listed once (idempotent)."""
+    atomic_dynamodb()
+    _list_services_once()
+
+
 def _list_services_once() -> None:
     """Make moto's dispatcher read its list of services from memory (the package does not change)."""
     from moto import backends
@@ -60,8 +66,7 @@ def start_server() -> tuple[Any, str]:
     touch the disk; (server, endpoint URL)."""
     from moto.server import ThreadedMotoServer
 
-    atomic_dynamodb()
-    _list_services_once()
+    prepare()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

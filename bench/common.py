@@ -64,11 +64,11 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def moto_server(*, linear: bool = False) -> Iterator[Emulator]:
-    """moto's server in its own process on 127.0.0.1, so its memory is not counted as ours; `linear`: with
-    the DynamoDB hot paths of bench/emulator.py made linear (the scale benchmarks)."""
+def moto_server(*, stock: bool = False) -> Iterator[Emulator]:
+    """moto's server in its own process on 127.0.0.1, so its memory is not counted as ours: as `batchgw dev`
+    runs it, with the DynamoDB hot paths of bench/emulator.py made linear; `stock`: moto as it ships."""
     port = free_port()
-    command = ["bench.emulator", str(port)] if linear else ["moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    command = ["moto.server", "-H", "127.0.0.1", "-p", str(port)] if stock else ["bench.emulator", str(port)]
     process = subprocess.Popen(
         [sys.executable, "-m", *command],
         stdout=subprocess.DEVNULL,

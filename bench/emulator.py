@@ -1,4 +1,5 @@
-"""moto's server for the scale benchmarks, with two DynamoDB hot paths made linear.
+"""moto's server for the benchmarks: as `batchgw dev` runs it (batchgw/emulator.py), with two DynamoDB hot
+paths made linear.
 
 Stock moto (5.2) spends about 20 ms of CPU on each item a query of the work index returns: it rebuilds the
 whole item once per projected attribute (the index projects 26), then writes the answer through its
@@ -23,6 +24,8 @@ from moto.core.utils import merge_dicts
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, serializer
 from moto.dynamodb.models.utilities import find_nested_key
 from moto.dynamodb.responses import DynamoHandler, DynamoResult
+
+from batchgw import emulator
 
 
 def _project(self: Item, projection_expressions: list[list[str]]) -> Item:
@@ -57,6 +60,7 @@ def _serialized(self: DynamoHandler, action_result: Any) -> Any:
 
 
 def main(port: int) -> None:
+    emulator.prepare()
     Item.project = _project  # type: ignore[method-assign]
     DynamoHandler.serialized = _serialized  # type: ignore[method-assign,assignment]
     server.main(["-H", "127.0.0.1", "-p", str(port)])
