@@ -34,10 +34,6 @@ class LineTooLong(bytes):
     """The start of a line longer than the limit `iter_lines` was given (the rest is skipped)."""
 
 
-def _ending_stripped(line: bytes) -> bytes:
-    return line[:-1] if line.endswith(b"\r") else line
-
-
 def iter_lines(chunks: Iterable[bytes], *, max_bytes: int | None = None) -> Iterator[bytes]:
     """Yield the lines of a chunked byte stream, without their line endings (LF or CRLF), in time linear in
     the stream's size whatever the chunking. A line over `max_bytes` is yielded as a LineTooLong holding its
@@ -47,32 +43,31 @@ def iter_lines(chunks: Iterable[bytes], *, max_bytes: int | None = None) -> Iter
     for chunk in chunks:
         if not chunk:
             continue
-        start = 0
-        while (end := chunk.find(b"\n", start)) != -1:
-            if too_long:
+        pieces = chunk.split(b"\n")  # each but the last ends a line
+        rest = pieces.pop()
+        for piece in pieces:
+            if too_long:  # the end of a line already yielded as too long
                 too_long = False
             elif carry:
-                carry += chunk[start:end]
-                yield from _finished(bytes(carry), max_bytes)
+                carry += piece
+                yield _finished(bytes(carry), max_bytes)
                 carry.clear()
             else:
-                yield from _finished(chunk[start:end], max_bytes)
-            start = end + 1
-        if start < len(chunk) and not too_long:
-            carry += chunk[start:] if start else chunk
+                yield _finished(piece, max_bytes)
+        if rest and not too_long:
+            carry += rest
             if max_bytes is not None and len(carry) > max_bytes:
                 yield LineTooLong(bytes(carry[:max_bytes]))
                 carry.clear()
                 too_long = True
     if carry:
-        yield from _finished(bytes(carry), max_bytes)
+        yield _finished(bytes(carry), max_bytes)
 
 
-def _finished(line: bytes, max_bytes: int | None) -> Iterator[bytes]:
+def _finished(line: bytes, max_bytes: int | None) -> bytes:
     if max_bytes is not None and len(line) > max_bytes:
-        yield LineTooLong(line[:max_bytes])
-    else:
-        yield _ending_stripped(line)
+        return LineTooLong(line[:max_bytes])
+    return line[:-1] if line.endswith(b"\r") else line
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterator
 
@@ -154,6 +155,32 @@ def test_a_line_over_the_limit_comes_as_its_start_and_the_next_line_is_read_whol
     lines = list(iter_lines([long[:1000], long[1000:] + b"\n", b'{"custom_id": "next"}\n'], max_bytes=2048))
     assert isinstance(lines[0], LineTooLong) and len(lines[0]) == 2048 and lines[0].startswith(b'{"custom_id": "big"')
     assert lines[1] == b'{"custom_id": "next"}' and len(lines) == 2
+
+
+def _lines_of(content: bytes, max_bytes: int | None) -> list[tuple[bool, bytes]]:
+    """What iter_lines must yield for `content` fed whole: (too long, bytes) for each line."""
+    lines = content.split(b"\n")
+    if not lines[-1]:
+        lines.pop()  # a final newline ends the last line; it does not start one
+    return [
+        (True, line[:max_bytes])
+        if max_bytes is not None and len(line) > max_bytes
+        else (False, line.removesuffix(b"\r"))
+        for line in lines
+    ]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_any_chunking_of_any_lines_yields_the_same_lines(seed: int) -> None:
+    # blank lines, CRLF, a CR split from its LF, lines longer than the limit, chunks of every size
+    rng = random.Random(seed)
+    parts = [b"", b"\r", b"ab", b"x" * 40, b"{}", b"\r\r", b"y" * 7]
+    content = b"".join(rng.choice(parts) + rng.choice((b"\n", b"\r\n", b"")) for _ in range(60))
+    max_bytes = rng.choice((None, 8, 45))
+    cuts = sorted(rng.sample(range(1, len(content)), min(len(content) - 1, rng.randint(0, 40))))
+    chunks = [content[a:b] for a, b in zip([0, *cuts], [*cuts, len(content)], strict=True)]
+    got = [(isinstance(line, LineTooLong), bytes(line)) for line in iter_lines(chunks, max_bytes=max_bytes)]
+    assert got == _lines_of(content, max_bytes)
 
 
 def test_bounds_sum_each_lines_output_limit_and_count_lines_without_one() -> None:
