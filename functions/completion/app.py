@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -13,9 +13,9 @@ from shared.deadline import Deadline, within
 from shared.logs import share_config
 from shared.runtime import runtime
 from shared.storage.bus import BatchEvent
+from shared.tracing import annotate, traced
 
 logger = Logger(service="batchgw")
-tracer = Tracer(service="batchgw")
 metrics = Metrics(namespace="batchgw", service="completion")
 share_config(logger)
 
@@ -32,13 +32,13 @@ def compose() -> Completion:
     return Completion(rt.batch_store, rt.blobs, rt.bus, rt.providers, rt.routing)
 
 
-@tracer.capture_lambda_handler(capture_response=False)
+@traced
 @metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext, *, completion: Completion | None = None) -> dict[str, Any]:
     detail = BatchEvent.model_validate(event).detail
     logger.set_correlation_id(detail.batch_id)
-    tracer.put_annotation(key="batch_id", value=detail.batch_id)
+    annotate("batch_id", detail.batch_id)
     with within(Deadline.of_invocation(context, reserve=10)):
         done = (completion or compose()).complete(detail.batch_id, without_results=detail.without_results)
     if done is None:

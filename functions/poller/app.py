@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -18,9 +18,9 @@ from shared.logs import share_config
 from shared.polling import Poller
 from shared.runtime import runtime
 from shared.storage.queue import work_range
+from shared.tracing import traced
 
 logger = Logger(service="batchgw")
-tracer = Tracer(service="batchgw")
 metrics = Metrics(namespace="batchgw", service="poller")
 share_config(logger)
 
@@ -47,7 +47,7 @@ def _handed_out(poller: Poller, records: list[dict[str, Any]], deadline: Deadlin
     return outcomes, failed
 
 
-@tracer.capture_lambda_handler(capture_response=False)
+@traced
 @metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext, *, poller: Poller | None = None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -13,9 +13,9 @@ from shared.logs import share_config
 from shared.runtime import runtime
 from shared.storage.bus import BatchEvent
 from shared.submission import Submission
+from shared.tracing import annotate, traced
 
 logger = Logger(service="batchgw")
-tracer = Tracer(service="batchgw")
 metrics = Metrics(namespace="batchgw", service="submitter")
 share_config(logger)
 
@@ -25,13 +25,13 @@ def compose() -> Submission:
     return Submission(rt.batch_store, rt.claim_store, rt.blobs, rt.bus, rt.providers, rt.routing, rt.settings)
 
 
-@tracer.capture_lambda_handler(capture_response=False)
+@traced
 @metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext, *, submission: Submission | None = None) -> dict[str, str]:
     detail = BatchEvent.model_validate(event).detail
     logger.set_correlation_id(detail.batch_id)
-    tracer.put_annotation(key="batch_id", value=detail.batch_id)
+    annotate("batch_id", detail.batch_id)
     metrics.add_metric(name="SubmissionsAttempted", unit=MetricUnit.Count, value=1)
     with within(Deadline.of_invocation(context, reserve=5)):
         (submission or compose()).submit(detail.batch_id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -17,9 +17,9 @@ from shared.providers.sync import ChunkTask
 from shared.runtime import runtime
 from shared.settings import SettingsError
 from shared.sync_worker import SyncWorker
+from shared.tracing import traced
 
 logger = Logger(service="batchgw")
-tracer = Tracer(service="batchgw")
 metrics = Metrics(namespace="batchgw", service="sync_worker")
 share_config(logger)
 
@@ -34,7 +34,7 @@ def compose() -> SyncWorker:
     return SyncWorker(rt.blobs, rt.routing, rt.providers, rt.sync_queue)
 
 
-@tracer.capture_lambda_handler(capture_response=False)
+@traced
 @metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext, *, worker: SyncWorker | None = None) -> dict[str, int]:

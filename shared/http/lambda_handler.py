@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from fastapi import FastAPI
 from mangum import Mangum
 
 from shared.logs import share_config
+from shared.tracing import traced
 
 type Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -21,11 +22,10 @@ def lambda_handler(app: FastAPI) -> Handler:
     `x-request-id`. Traces never capture responses: they may hold file contents.
     """
     logger = Logger(service="batchgw")
-    tracer = Tracer(service="batchgw")
     share_config(logger)
     adapter = Mangum(app, lifespan="off")
 
-    @tracer.capture_lambda_handler(capture_response=False)
+    @traced
     @logger.inject_lambda_context(clear_state=True)
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         request_id = (event.get("requestContext") or {}).get("requestId")
