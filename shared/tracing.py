@@ -1,9 +1,9 @@
 """Traces: Powertools' Tracer around each handler when tracing is on (the template's EnableTracing), and
 nothing of it when tracing is off.
 
-Powertools' Tracer builds its X-Ray provider even when it is disabled, and importing the X-Ray SDK builds a
-botocore session for the SDK's sampler: a third of a second of every cold start of every function (344 of
-the submitter's 1,284 ms of imports on the dev machine) for traces nobody asked for.
+Powertools' Tracer builds its X-Ray provider even when it is disabled, and importing the X-Ray SDK sets up
+the SDK's sampler and its botocore session: 56 ms of the submitter's 890 ms of imports from its built
+artifact, in every cold start of every function, for traces nobody asked for (344 ms in the dev venv).
 """
 
 from __future__ import annotations
