@@ -9,7 +9,8 @@ punctuation, whitespace) and counts a word of Latin letters at one token per 7 l
 recipe) and 765 per image (a 1024x1024 image at high detail; 85 at low detail). tests/unit/test_tokens.py
 measures it against the cl100k_base tokenizer on a mixed sample (English prose, code, JSON, SQL, HTML,
 French, German, Russian, Chinese, Japanese, emoji): median error 11 %, at most 22 % on any one text. The
-budget's reservation never uses this: it uses the file's bytes, which no tokenizer can exceed.
+budget's reservation never uses this: it uses the file's bytes, which no tokenizer can exceed. A large file
+is estimated from a sample of its lines (shared/jsonl.py, ESTIMATE_ALL_BYTES).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Iterator
@@ -9,8 +10,10 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
+from shared import jsonl
 from shared.errors import InvalidBatchInput
 from shared.jsonl import MAX_LINES, BatchInputValidator, LineTooLong, iter_lines, validate_batch_input
+from shared.tokens import prompt_tokens
 
 
 def line(
@@ -181,6 +184,58 @@ def test_any_chunking_of_any_lines_yields_the_same_lines(seed: int) -> None:
     chunks = [content[a:b] for a, b in zip([0, *cuts], [*cuts, len(content)], strict=True)]
     got = [(isinstance(line, LineTooLong), bytes(line)) for line in iter_lines(chunks, max_bytes=max_bytes)]
     assert got == _lines_of(content, max_bytes)
+
+
+_TEXTS = (
+    "The quick brown fox jumps over the lazy dog, twice; then 12345 more times.\n" * 20,
+    "def handler(event, context):\n    return {'statusCode': 200, 'body': event['x_1']}\n" * 12,
+    "批处理请求的结果将在二十四小时内返回。" * 40,
+    "x" * 1500,
+)
+
+
+def test_a_large_files_prompt_estimate_reads_a_bounded_sample_and_stays_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given 12 MB of requests whose texts vary line by line, each estimate counted
+    requests = [
+        orjson.dumps(
+            {
+                "custom_id": str(i),
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": "m", "messages": [{"role": "user", "content": _TEXTS[i % 4] * (1 + i % 3)}]},
+            }
+        )
+        for i in range(4800)
+    ]
+    exact = sum(prompt_tokens("/v1/chat/completions", orjson.loads(r)["body"]) for r in requests)
+    calls = 0
+
+    def counted(endpoint: str, body: dict[str, object]) -> int:
+        nonlocal calls
+        calls += 1
+        return prompt_tokens(endpoint, body)
+
+    monkeypatch.setattr(jsonl, "prompt_tokens", counted)
+    content = b"\n".join(requests)
+    assert len(content) > 12_000_000
+
+    bounds = validate_batch_input([content[i : i + 65536] for i in range(0, len(content), 65536)]).models["m"]
+
+    # Then it estimates every line of its first 256 KB and a few dozen lines each time the bytes double after,
+    # and lands within 2 % of estimating every line
+    first = sum(1 for n in itertools.accumulate(len(r) for r in requests) if n <= jsonl.ESTIMATE_ALL_BYTES)
+    assert calls <= first + jsonl.ESTIMATE_SAMPLES * 6 and calls < len(requests) // 10, calls
+    assert abs(bounds.estimated_input_tokens - exact) <= 0.02 * exact, (bounds.estimated_input_tokens, exact)
+
+
+def test_a_small_files_prompt_estimate_is_every_lines() -> None:
+    requests = [{"model": "m", "messages": [{"role": "user", "content": text}]} for text in _TEXTS]
+    content = b"\n".join(
+        orjson.dumps({"custom_id": str(i), "method": "POST", "url": "/v1/chat/completions", "body": body})
+        for i, body in enumerate(requests)
+    )
+    estimate = validate_batch_input([content]).models["m"].estimated_input_tokens
+    assert estimate == sum(prompt_tokens("/v1/chat/completions", body) for body in requests)
 
 
 def test_bounds_sum_each_lines_output_limit_and_count_lines_without_one() -> None:
