@@ -123,6 +123,14 @@ def peak_rss_mb() -> float:
     return _status_kb("VmHWM") / 1e3
 
 
+# what a prompt reads like (words, numbers, punctuation, line breaks), so that what reads text is timed on text
+PROSE = "Summarize the 3 findings below in 120 words; cite each source (e.g. [2], p. 14).\n"
+
+
+def prose(length: int) -> str:
+    return (PROSE * (length // len(PROSE) + 1))[:length]
+
+
 def chat_request(i: int, model: str, pad: int) -> bytes:
     return orjson.dumps(
         {
@@ -134,7 +142,7 @@ def chat_request(i: int, model: str, pad: int) -> bytes:
                 "max_tokens": 256,
                 "messages": [
                     {"role": "system", "content": "You are terse."},
-                    {"role": "user", "content": f"Question {i}: " + "x" * pad},
+                    {"role": "user", "content": f"Question {i}: " + prose(pad)},
                 ],
             },
         },

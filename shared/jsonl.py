@@ -169,7 +169,7 @@ class BatchInputValidator:
         self._line_no += 1
         if raw.endswith(b"\r"):
             raw = raw[:-1]
-        if not raw.strip():
+        if not raw or raw.isspace():
             if self._blank_since is None:
                 self._blank_since = self._line_no
             return
