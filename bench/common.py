@@ -185,8 +185,9 @@ def chat_output(i: int, model: str, pad: int) -> bytes:
 def write_lines(path: Path, *, kind: str, lines: int, total_mb: float, model: str = "gpt-4o-mini") -> int:
     """Write a synthetic batch input (`kind="input"`) or provider output file of about `total_mb` MB."""
     make = chat_request if kind == "input" else chat_output
-    overhead = len(make(0, model, 0))
-    pad = max(0, int(total_mb * 1e6 / lines) - overhead)
+    line_bytes = int(total_mb * 1e6 / lines)
+    pad = max(0, line_bytes - len(make(0, model, 0)))
+    pad = max(0, pad - (len(make(0, model, pad)) - line_bytes))  # less what escaping the text adds
     with path.open("wb") as out:
         for i in range(lines):
             out.write(make(i, model, pad))
