@@ -8,7 +8,8 @@ it leaves out, Lambda's Mangum adapter and Powertools wrappers, costs about a mi
 HTTP and uvicorn, about as much.) CALLS calls each for a completed batch and for one not yet completed,
 with the dev stack's resident memory before and after each series, and the CPU time the emulator spent
 answering them (its two DynamoDB reads a call: time that DynamoDB, not batchgw, takes in AWS). Before the
-calls, the share of a core the idle dev stack and the emulator use over IDLE_SECONDS.
+calls, once the stack has submitted the running batch, the share of a core the idle dev stack and the
+emulator use over IDLE_SECONDS.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from shared.wire import CreateBatchRequest
 
 WARMUP = 50
 IDLE_SECONDS = 10
+SETTLE_SECONDS = 60
 
 
 def rss_mb(pid: int) -> float:
@@ -100,11 +102,21 @@ def idle(pid: int, emulator: Emulator) -> dict[str, float]:
     }
 
 
+def submitted(client: httpx.Client, batch_id: str) -> None:
+    """Wait until the stack has submitted `batch_id` (its last event handled), so that idling is idle."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while client.get(f"/batches/{batch_id}").raise_for_status().json()["status"] == "validating":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"batch {batch_id} not submitted within {SETTLE_SECONDS} s")
+        time.sleep(0.2)
+
+
 def main(emulator: Emulator, calls: int) -> None:
     with tempfile.TemporaryDirectory() as workdir, dev_stack(emulator.url) as (base_url, pid):
         secret, ids = batches(emulator.url, Path(workdir))
-        idling = idle(pid, emulator)
         with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {secret}"}) as client:
+            submitted(client, ids["running"])
+            idling = idle(pid, emulator)
             result = {name: series(client, batch_id, calls, pid, emulator) for name, batch_id in ids.items()}
     print(orjson.dumps({"calls": calls, "idle": idling, **result}).decode())
 
