@@ -121,6 +121,9 @@ def test_an_output_line_is_written_as_the_provider_sent_it() -> None:
         _PROVIDER_LINE.replace(b'"id": "batch_req_7"', b'"id": ""'),
         _PROVIDER_LINE.replace(b', "error": null', b', "error": null, "extra": 1'),  # not an output line's field
         _PROVIDER_LINE.replace(b', "error"', b',\r"error"'),  # JSON, but a line break to str.splitlines()
+        # a repeated key: orjson reads the last, other readers the first
+        _PROVIDER_LINE.replace(b'"custom_id": "c\\u00e9"', b'"custom_id": "other", "custom_id": "c\\u00e9"'),
+        _PROVIDER_LINE.replace(b', "error": null', b', "error": {"code": "x"}, "error": null'),
     ],
 )
 def test_a_line_that_is_not_already_an_output_line_is_rendered_as_one(raw: bytes) -> None:
