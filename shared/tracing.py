@@ -8,20 +8,17 @@ artifact, in every cold start of every function, for traces nobody asked for (34
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from functools import cache
 from typing import Any, cast
 
 from aws_lambda_powertools import Tracer
-from aws_lambda_powertools.shared.functions import resolve_truthy_env_var_choice
 
 
 def enabled() -> bool:
-    """Whether Powertools traces here: in Lambda (not SAM's emulator) with POWERTOOLS_TRACE_DISABLED not true."""
-    if resolve_truthy_env_var_choice(env=os.getenv("POWERTOOLS_TRACE_DISABLED", "false")):
-        return False
-    return bool(os.getenv("LAMBDA_TASK_ROOT")) and not os.getenv("AWS_SAM_LOCAL")
+    """Whether Powertools traces here, by its own rule (POWERTOOLS_TRACE_DISABLED, in Lambda and not an
+    emulator), read without building its provider."""
+    return not Tracer._is_tracer_disabled()
 
 
 @cache
