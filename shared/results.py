@@ -156,8 +156,6 @@ def request_id(batch_id: str, custom_id: str) -> str:
 
 def render(line: ResultLine, batch_id: str) -> bytes:
     """The output line's JSONL bytes, newline included."""
-    if line.raw is not None:
-        return line.raw + b"\n"
     return orjson.dumps(
         {
             "id": line.id or request_id(batch_id, line.custom_id),

@@ -93,8 +93,6 @@ class ResultLine:
     error: dict[str, Any] | None = None
     usage: LineUsage | None = None
     id: str | None = None
-    # the provider's line when it is already this output line, written as it came; whoever changes a field drops it
-    raw: bytes | None = None
 
     @property
     def succeeded(self) -> bool:

@@ -107,7 +107,7 @@ def _error(entry: Mapping[str, Any]) -> ErrorEntry:
 def _openai_line(line: ResultLine) -> ResultLine:
     # Mistral's line ids are its own: batchgw gives each line its `batch_req_` id
     response = openai_response(line.response) if line.response is not None else None
-    return replace(line, id=None, response=response, raw=None)
+    return replace(line, id=None, response=response)
 
 
 class MistralProvider:

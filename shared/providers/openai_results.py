@@ -64,15 +64,9 @@ def errors_of(batch: Mapping[str, Any]) -> tuple[ErrorEntry, ...]:
     )
 
 
-_OUTPUT_KEYS = frozenset(("id", "custom_id", "response", "error"))
-_KEY_TOKENS = (b'"custom_id"', b'"response"', b'"error"')
-
-
 def result_line(raw: bytes) -> ResultLine | Unreadable | None:
     """An OpenAI output or error line as a ResultLine; Unreadable for a line that cannot be read or priced
-    (with its custom_id when that much can be read); None for a blank line. A line that is already an output
-    line (an id and nothing but the four fields, read alike by any reader) keeps its bytes, so it is written as
-    it came, not re-encoded."""
+    (with its custom_id when that much can be read); None for a blank line."""
     line = parsed_line(raw)
     if not isinstance(line, dict):
         return line
@@ -89,19 +83,10 @@ def result_line(raw: bytes) -> ResultLine | Unreadable | None:
         except BadUsage as exc:
             return Unreadable(custom_id, str(exc))
     request_id = line.get("id")
-    has_id = isinstance(request_id, str) and request_id != ""
     return ResultLine(
         custom_id=custom_id,
         response=response,
         error=error,
         usage=usage,
-        id=request_id if has_id else None,
-        raw=raw if has_id and line.keys() == _OUTPUT_KEYS and _plain(raw) else None,
+        id=request_id if isinstance(request_id, str) and request_id else None,
     )
-
-
-def _plain(raw: bytes) -> bool:
-    """Whether `raw` reads the same to every JSON reader: no carriage return between tokens (a line break to
-    `str.splitlines`), and custom_id, response and error each named once (a repeated key is the last one to
-    orjson, the first to others: the line could be counted as one request and read as another)."""
-    return b"\r" not in raw and all(raw.count(key) == 1 for key in _KEY_TOKENS)

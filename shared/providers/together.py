@@ -155,9 +155,5 @@ class TogetherProvider(OpenAIProvider):
             if line.custom_id is not None and is_hashed_custom_id(line.custom_id):
                 if hashed is None:  # map hashed ids back only when a result needs it
                     hashed = hashed_custom_ids(custom_ids)
-                original = hashed.get(line.custom_id, line.custom_id)
-                if isinstance(line, ResultLine):
-                    line = replace(line, custom_id=original, raw=None)  # its bytes name the hashed id
-                else:
-                    line = replace(line, custom_id=original)
+                line = replace(line, custom_id=hashed.get(line.custom_id, line.custom_id))
             yield line
