@@ -228,7 +228,9 @@ class Batches:
         """(what is left, spend, reserved) of the key's budget."""
         key = self._keys.get(principal.owner)
         spend, reserved = (key.spend, key.reserved) if key else (Decimal(0), Decimal(0))
-        return (principal.max_budget or Decimal(0)) - spend - reserved, spend, reserved
+        # to the picodollar, as the admitting write counts it (a key created before budgets were rounded may
+        # carry a finer one)
+        return money(principal.max_budget or Decimal(0)) - spend - reserved, spend, reserved
 
     def _over_budget(self, principal: Principal, maximum: Decimal) -> BudgetExceeded:
         budget = principal.max_budget or Decimal(0)

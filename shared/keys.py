@@ -12,6 +12,7 @@ from shared import ids
 from shared.auth import KEY_PREFIX, Principal, hash_key
 from shared.errors import InvalidRequest, NotFound
 from shared.records import MASTER_OWNER, KeyRecord, SpendRow
+from shared.storage.dynamo import money
 from shared.storage.ports import KeyStore, Page
 
 
@@ -35,7 +36,8 @@ class Keys:
             id=ids.new_id(ids.KEY),
             name=name,
             models=tuple(dict.fromkeys(models)) if models is not None else None,
-            max_budget=Decimal(str(max_budget)) if max_budget is not None else None,
+            # kept to the picodollar the budget is counted in, so the key shows what admission compares
+            max_budget=money(Decimal(str(max_budget))) if max_budget is not None else None,
             created_at=int(self._clock()),
             key_hash=hash_key(secret),
         )

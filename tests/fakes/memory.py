@@ -129,7 +129,8 @@ class MemoryBatchStore:
                 key = self.db.keys.get(batch.owner)
                 if key is None:
                     raise AdmitRefused("budget")
-                if max_budget is not None and key.spend + key.reserved + held > max_budget:
+                # to the picodollar, as DynamoDB counts it
+                if max_budget is not None and key.spend + key.reserved + held > money(max_budget):
                     raise AdmitRefused("budget")
                 self.db.keys[key.id] = key.model_copy(update={"reserved": key.reserved + held})
             self.db.batches[batch.id] = batch.model_copy(update={"reserved": held})

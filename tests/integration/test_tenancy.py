@@ -95,6 +95,23 @@ def test_budget_holds_each_batchs_maximum_and_books_the_real_cost_at_the_end(sta
     assert create_batch(stack, key, file_of(stack, key, bounded_lines(2))).status_code == 200
 
 
+@pytest.mark.parametrize("off", ["-0.4e-12", "0.4e-12"])
+def test_a_budget_given_finer_than_a_picodollar_admits_what_it_shows(stack: Stack, off: str) -> None:
+    # Given a budget of two batches' maxima, give or take a fraction of the picodollar that budgets count in
+    # (as `3 * reserved` in floating point gives): the key shows it rounded to what it holds
+    maximum = maximum_of(stack, file_of(stack, MASTER_KEY, bounded_lines(2)))
+    created = new_key(stack, name="fine", max_budget=float(2 * maximum + Decimal(off)))
+    key = created["key"]
+    assert created["max_budget"] == float(2 * maximum)
+
+    # Then both are admitted, one after the other (the create's first look at the budget counted the
+    # fraction that the admitting write does not, and refused the second), and a third is refused
+    for _ in range(2):
+        assert create_batch(stack, key, file_of(stack, key, bounded_lines(2))).status_code == 200
+    refused = create_batch(stack, key, file_of(stack, key, bounded_lines(2)))
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "budget_exceeded"
+
+
 def test_a_key_without_a_budget_holds_reservations_too(stack: Stack) -> None:
     created = new_key(stack, name="open")
     response = create_batch(stack, created["key"], file_of(stack, created["key"], bounded_lines(3)))

@@ -61,6 +61,18 @@ def test_a_batch_over_what_the_budget_has_left_is_refused_saying_its_maximum_and
     assert len(world.db.batches) == 1 and world.key_record(key).reserved == most
 
 
+def test_a_stored_budget_finer_than_a_picodollar_is_counted_as_admission_counts_it(world: World) -> None:
+    # a key made before budgets were rounded to the picodollar: two maxima less 0.4 of one holds two batches
+    content = chat_lines(["a"], max_tokens=100)
+    most = maximum(world, content)
+    key = world.key(max_budget=2 * most - Decimal("0.4e-12"))
+    world.create(content, key)
+    world.create(content, key)
+    with pytest.raises(BudgetExceeded):
+        world.create(content, key)
+    assert world.key_record(key).reserved == 2 * most
+
+
 def test_concurrent_creates_never_hold_more_than_the_budget(world: World) -> None:
     # Given a budget that fits exactly 3 batches' maxima, and 20 creates at once
     content = chat_lines(["a"], max_tokens=100)
