@@ -266,6 +266,7 @@ def stack(
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("BATCHGW_MASTER_KEY", MASTER_KEY)
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")  # as the dev stack sets it; restored after the test
     monkeypatch.setenv("BATCHGW_SUBMIT_STUCK_SECONDS", "1")
     monkeypatch.setenv("BATCHGW_FINALIZE_STUCK_SECONDS", "1")
     for name in ("BATCHGW_TABLE", "BATCHGW_BUCKET", "BATCHGW_EVENT_BUS", "BATCHGW_CONFIG"):

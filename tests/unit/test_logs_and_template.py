@@ -14,10 +14,18 @@ def test_functions_log_no_line_per_provider_request_but_keep_their_own_level() -
     import httpx  # noqa: F401  # registered, as in a function that calls providers
 
     own = logging.getLogger("shared.polling")
-    share_config(Logger(service="batchgw", level="INFO"))
-    assert own.getEffectiveLevel() == logging.INFO
-    for name in TRANSPORT_LOGGERS:
-        assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING
+    top = [logging.getLogger(n) for n in logging.root.manager.loggerDict if "." not in n]
+    levels = [logger.level for logger in top]
+    try:
+        # a service of its own: Powertools keeps the level of the first Logger made for a service, and a
+        # function imported earlier in this process made the `batchgw` one at the level of its environment
+        share_config(Logger(service="batchgw-logs-test", level="INFO"))
+        assert own.getEffectiveLevel() == logging.INFO
+        for name in TRANSPORT_LOGGERS:
+            assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING
+    finally:
+        for logger, level in zip(top, levels, strict=True):
+            logger.setLevel(level)
 
 
 def test_every_fixed_monthly_item_and_tracing_has_a_switch() -> None:
