@@ -21,8 +21,6 @@ class BadUsage(ValueError):
 
 
 def _count(value: Any) -> int:
-    if type(value) is int and value >= 0:  # the common case first: this runs several times per result line
-        return value
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -30,38 +28,33 @@ def _count(value: Any) -> int:
     return value
 
 
+_CHAT_USAGE: Final = ("prompt_tokens", "prompt_tokens_details", "completion_tokens", "completion_tokens_details")
+_RESPONSES_USAGE: Final = ("input_tokens", "input_tokens_details", "output_tokens", "output_tokens_details")
+
+
 def usage_from_openai(body: Any) -> LineUsage | None:
     """The usage of an OpenAI response body: chat and text completions, embeddings and responses.
 
     None when the body reports no usage; BadUsage when it reports usage that cannot be priced. This runs
-    once per result line, so it keeps to plain lookups.
+    once per result line, so the common case (every count a plain int) is plain lookups and comparisons:
+    a function call costs more than all of them.
     """
     usage = body.get("usage") if isinstance(body, dict) else None
     if usage is None:
         return None
     if not isinstance(usage, dict):
         raise BadUsage("usage is not an object")
-    if "input_tokens" in usage:  # /v1/responses
-        inputs, outputs = usage.get("input_tokens_details") or {}, usage.get("output_tokens_details") or {}
-        if not isinstance(inputs, dict) or not isinstance(outputs, dict):
-            raise BadUsage("usage details are not objects")
-        return LineUsage(
-            _count(usage["input_tokens"]),
-            _count(inputs.get("cached_tokens")),
-            0,
-            _count(usage.get("output_tokens")),
-            _count(outputs.get("reasoning_tokens")),
-        )
-    prompt, completion = usage.get("prompt_tokens_details") or {}, usage.get("completion_tokens_details") or {}
-    if not isinstance(prompt, dict) or not isinstance(completion, dict):
+    names = _RESPONSES_USAGE if "input_tokens" in usage else _CHAT_USAGE
+    inputs, outputs = usage.get(names[1]) or {}, usage.get(names[3]) or {}
+    if not isinstance(inputs, dict) or not isinstance(outputs, dict):
         raise BadUsage("usage details are not objects")
-    return LineUsage(
-        _count(usage.get("prompt_tokens")),
-        _count(prompt.get("cached_tokens")),
-        0,
-        _count(usage.get("completion_tokens")),
-        _count(completion.get("reasoning_tokens")),
-    )
+    counts = (usage.get(names[0]), inputs.get("cached_tokens"), 0, usage.get(names[2]), outputs.get("reasoning_tokens"))
+    a, b, _, d, e = counts
+    if (type(a) is int and type(b) is int and type(d) is int and type(e) is int) and (
+        a >= 0 and b >= 0 and d >= 0 and e >= 0
+    ):
+        return LineUsage._make(counts)
+    return LineUsage._make(map(_count, counts))  # None counts as 0; anything else but a count is refused
 
 
 def custom_id_in(prefix: bytes) -> str | None:
@@ -129,11 +122,11 @@ def checked(line: ResultLine) -> ResultLine | Unreadable:
 
 
 def _counts(usage: LineUsage) -> bool:
-    """Whether every field of `usage` is a non-negative int (bool excluded), without a loop per line."""
+    """Whether every field of `usage` is a non-negative int (bool excluded), without a call per field."""
     a, b, c, d, e = usage
-    return (type(a) is int and type(b) is int and type(c) is int and type(d) is int and type(e) is int) and min(
-        usage
-    ) >= 0
+    return (type(a) is int and type(b) is int and type(c) is int and type(d) is int and type(e) is int) and (
+        a >= 0 and b >= 0 and c >= 0 and d >= 0 and e >= 0
+    )
 
 
 def provider_error_line(custom_id: str, reason: str) -> ResultLine:

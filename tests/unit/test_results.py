@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
 from shared.providers.base import LineUsage, ResultLine, Unreadable
-from shared.results import checked, not_run, render, request_id, usage_from_openai
+from shared.results import BadUsage, checked, not_run, render, request_id, usage_from_openai
 
 
 def test_usage_from_chat_completion() -> None:
@@ -27,6 +29,47 @@ def test_usage_from_responses_and_embeddings() -> None:
     assert usage_from_openai(responses) == LineUsage(input_tokens=9, cached_tokens=1, output_tokens=5)
     assert usage_from_openai({"usage": {"prompt_tokens": 7, "total_tokens": 7}}) == LineUsage(input_tokens=7)
     assert usage_from_openai({"error": {}}) is None and usage_from_openai("x") is None
+
+
+_COUNTS: dict[str, dict[str, Any]] = {  # every count given, as OpenAI gives them
+    "chat": {
+        "prompt_tokens": 10,
+        "completion_tokens": 4,
+        "prompt_tokens_details": {"cached_tokens": 2},
+        "completion_tokens_details": {"reasoning_tokens": 1},
+    },
+    "responses": {
+        "input_tokens": 10,
+        "output_tokens": 4,
+        "input_tokens_details": {"cached_tokens": 2},
+        "output_tokens_details": {"reasoning_tokens": 1},
+    },
+}
+_FIELDS = [
+    ("chat", ("prompt_tokens",)), ("chat", ("completion_tokens",)),
+    ("chat", ("prompt_tokens_details", "cached_tokens")), ("chat", ("completion_tokens_details", "reasoning_tokens")),
+    ("responses", ("input_tokens",)), ("responses", ("output_tokens",)),
+    ("responses", ("input_tokens_details", "cached_tokens")),
+    ("responses", ("output_tokens_details", "reasoning_tokens")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "path"), _FIELDS)
+@pytest.mark.parametrize("bad", [-1, True, 1.5, "3", [3]])
+def test_a_count_that_is_not_a_whole_non_negative_number_is_refused_in_any_field(
+    kind: str, path: tuple[str, ...], bad: object
+) -> None:
+    assert usage_from_openai({"usage": _COUNTS[kind]}) == LineUsage(10, 2, 0, 4, 1)
+    usage = dict(_COUNTS[kind])
+    if len(path) == 2:
+        usage[path[0]] = {path[1]: bad}
+    else:
+        usage[path[0]] = bad
+    with pytest.raises(BadUsage, match="is not a non-negative integer"):
+        usage_from_openai({"usage": usage})
+    # and the same field given as None counts as none
+    usage[path[0]] = {path[1]: None} if len(path) == 2 else None
+    assert usage_from_openai({"usage": usage}) is not None
 
 
 def test_rendered_lines_have_stable_ids_and_openai_shape() -> None:
