@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -127,8 +128,54 @@ _IN_FLIGHT: Final = _InFlight()
 
 def invoke(function: template.Function, event: dict[str, Any]) -> Any:
     """Invoke a function's real handler with `event`, as Lambda would."""
-    with _IN_FLIGHT.one():
-        return import_handler(function.handler)(event, LambdaContext(function.logical_id))
+    context = LambdaContext(function.logical_id)
+    with _IN_FLIGHT.one(), logged_as(context):
+        return import_handler(function.handler)(event, context)
+
+
+_LOGGED_AS: Final[ContextVar[dict[str, Any] | None]] = ContextVar("batchgw_dev_logged_as", default=None)
+
+
+@contextlib.contextmanager
+def logged_as(context: LambdaContext) -> Iterator[None]:
+    """Name `context`'s function on the log lines made in this context (its thread, and the threads asyncio
+    hands its work to) while it runs. Powertools keeps a function's context keys for the whole process, as
+    Lambda runs one invocation per process; here invocations of every function run at once and overwrite
+    each other's, so each record also carries its own as attributes, which Powertools' formatter puts last."""
+    _name_records()
+    token = _LOGGED_AS.set(
+        {
+            "function_name": context.function_name,
+            "function_memory_size": context.memory_limit_in_mb,
+            "function_arn": context.invoked_function_arn,
+            "function_request_id": context.aws_request_id,
+        }
+    )
+    try:
+        yield
+    finally:
+        _LOGGED_AS.reset(token)
+
+
+def _name_records() -> None:
+    """Make every log record of this process carry the keys `logged_as` set in its context (once)."""
+    global _naming
+    with _naming_lock:
+        if _naming:
+            return
+        make = logging.getLogRecordFactory()
+
+        def record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            made = make(*args, **kwargs)
+            made.__dict__.update(_LOGGED_AS.get() or {})
+            return made
+
+        logging.setLogRecordFactory(record)
+        _naming = True
+
+
+_naming = False
+_naming_lock = threading.Lock()
 
 
 def scheduled_event(now: datetime | None = None) -> dict[str, Any]:
@@ -205,14 +252,15 @@ class ApiGateway:
     """An ASGI app that routes each request to the app of the function whose HttpApi route matches."""
 
     def __init__(self, functions: list[template.Function]) -> None:
-        self._routes: list[tuple[str, Any, ASGIApp]] = []
+        self._routes: list[tuple[str, Any, ASGIApp, str]] = []
         apps: dict[str, ASGIApp] = {}
         for function in functions:
             for _, props in function.events_of("HttpApi"):
                 module = function.handler.rpartition(".")[0]
                 if module not in apps:
                     apps[module] = importlib.import_module(module).app
-                self._routes.append((props["Method"].upper(), template.route_pattern(props["Path"]), apps[module]))
+                pattern = template.route_pattern(props["Path"])
+                self._routes.append((props["Method"].upper(), pattern, apps[module], function.logical_id))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # the function apps run with lifespan off, as under Mangum
@@ -222,9 +270,10 @@ class ApiGateway:
                 if message["type"] == "lifespan.shutdown":
                     return
         path, method = scope["path"], scope["method"].upper()
-        for route_method, pattern, app in self._routes:
+        for route_method, pattern, app, function_name in self._routes:
             if route_method == method and pattern.match(path):
-                await app(scope, receive, send)
+                with logged_as(LambdaContext(function_name)):  # this request's task and the threads it uses
+                    await app(scope, receive, send)
                 return
         from starlette.requests import Request
 
