@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 import boto3
 import orjson
 from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.logging.lambda_context import build_lambda_context_model
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from botocore.exceptions import ClientError
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -143,14 +144,7 @@ def logged_as(context: LambdaContext) -> Iterator[None]:
     Lambda runs one invocation per process; here invocations of every function run at once and overwrite
     each other's, so each record also carries its own as attributes, which Powertools' formatter puts last."""
     _name_records()
-    token = _LOGGED_AS.set(
-        {
-            "function_name": context.function_name,
-            "function_memory_size": context.memory_limit_in_mb,
-            "function_arn": context.invoked_function_arn,
-            "function_request_id": context.aws_request_id,
-        }
-    )
+    token = _LOGGED_AS.set(vars(build_lambda_context_model(context)))  # the keys Powertools itself adds
     try:
         yield
     finally:

@@ -125,6 +125,7 @@ def test_a_provider_line_is_written_as_the_one_line_batchgw_read(raw: bytes) -> 
     parsed = result_line(raw)
     assert isinstance(parsed, ResultLine) and parsed.usage == LineUsage(input_tokens=3, output_tokens=2)
     rendered = render(parsed, "batch_1")
+    assert rendered != raw + b"\n"  # re-encoded, not copied
     assert rendered.count(b"\n") == 1 and rendered.endswith(b"\n") and b"\r" not in rendered
     assert all(rendered.count(key) == 1 for key in (b'"id"', b'"custom_id"', b'"response"', b'"error"'))
     line = orjson.loads(rendered)
