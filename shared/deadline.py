@@ -46,17 +46,12 @@ _current: ContextVar[Deadline | None] = ContextVar("deadline", default=None)
 
 @contextmanager
 def within(deadline: Deadline) -> Iterator[None]:
-    """Run the block under `deadline` (per thread: each worker thread enters it itself)."""
+    """Run the block under `deadline`, with the threads it hands work to through a `shared.threads.Pool`."""
     token = _current.set(deadline)
     try:
         yield
     finally:
         _current.reset(token)
-
-
-def current() -> Deadline | None:
-    """The deadline the current block runs under, to hand to the threads it starts."""
-    return _current.get()
 
 
 def remaining() -> float | None:

@@ -19,7 +19,6 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 
@@ -36,6 +35,7 @@ from shared.settings import Settings
 from shared.storage.batch_store import WORK_SHARDS, work_ranges
 from shared.storage.bus import BATCH_CREATED
 from shared.storage.ports import EVERYTHING, BatchStore, Broken, Bus, WorkQueue, WorkRange
+from shared.threads import Pool
 from shared.transitions import end_run, publish_ended
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class Poller:
             else:
                 by_deployment[item.deployment].append(item)
         if by_deployment:
-            with ThreadPoolExecutor(max_workers=len(by_deployment), thread_name_prefix="poll") as pool:
+            with Pool(max_workers=len(by_deployment), thread_name_prefix="poll") as pool:
                 for counted in pool.map(lambda group: self._poll_group(group, deadline), by_deployment.values()):
                     outcomes.update(counted)
         return outcomes
@@ -155,7 +155,7 @@ class Poller:
         listed = self._listed(batches, deadline)
         breaker = _Breaker(BREAKER_FAILURES)
         workers = min(self.settings.poll_concurrency, len(batches))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll-deployment") as pool:
+        with Pool(max_workers=workers, thread_name_prefix="poll-deployment") as pool:
             return Counter(pool.map(lambda batch: self._poll_isolated(batch, deadline, breaker, listed), batches))
 
     def _listed(self, batches: list[BatchRecord], deadline: Deadline) -> dict[str, ProviderStatus]:

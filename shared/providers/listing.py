@@ -11,11 +11,10 @@ a hundred pages one after another or ten thousand retrieves.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
-from shared import deadline
 from shared.providers.base import ProviderStatus
+from shared.threads import Pool
 
 SEGMENT: Final = 500  # our batches per segment: a few pages each
 WORKERS: Final = 16  # segments read at once
@@ -35,18 +34,13 @@ def statuses_from_pages(
         (ids_newest_first[start - 1] if start else None, set(ids_newest_first[start : start + SEGMENT]))
         for start in range(0, len(ids_newest_first), SEGMENT)
     ]
-    limit = deadline.current()
 
-    def read(segment: tuple[str | None, set[str]]) -> dict[str, ProviderStatus]:
+    def read(segment: tuple[str | None, set[str]]) -> dict[str, ProviderStatus]:  # under our deadline: a Pool
         cursor, wanted = segment
-        budget = -(-len(wanted) // page_size) + SLACK_PAGES
-        if limit is None:
-            return _read_segment(fetch, cursor, wanted, budget)
-        with deadline.within(limit):
-            return _read_segment(fetch, cursor, wanted, budget)
+        return _read_segment(fetch, cursor, wanted, -(-len(wanted) // page_size) + SLACK_PAGES)
 
     statuses: dict[str, ProviderStatus] = {}
-    with ThreadPoolExecutor(max_workers=min(WORKERS, len(segments)) or 1, thread_name_prefix="list") as pool:
+    with Pool(max_workers=min(WORKERS, len(segments)) or 1, thread_name_prefix="list") as pool:
         for found in pool.map(read, segments):
             statuses.update(found)
     return statuses

@@ -30,7 +30,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -48,6 +48,7 @@ from shared.records import Counts
 from shared.routing import Deployment
 from shared.secret_refs import resolve_secret
 from shared.storage.ports import Blobs, FifoMessage, FifoQueue
+from shared.threads import Pool
 
 PREFIX: Final = "providers/sync"
 # requests per chunk: one queue message, one worker invocation, one result part
@@ -256,7 +257,7 @@ class SyncProvider:
         """Write the requests as chunks, a few at once; returns (chunks, requests)."""
         chunks = requests = 0
         pending: list[Future[None]] = []
-        with ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="sync-chunks") as pool:
+        with Pool(max_workers=_WRITERS, thread_name_prefix="sync-chunks") as pool:
             buffer = bytearray()
             for custom_id, body in request.open_lines():
                 buffer += orjson.dumps({"custom_id": custom_id, "body": body}, option=orjson.OPT_APPEND_NEWLINE)

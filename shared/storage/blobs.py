@@ -6,13 +6,14 @@ Keys are built only from our own ids (`files/{file_id}`), never from user input.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import suppress
 from typing import TYPE_CHECKING, cast
 
 from botocore.exceptions import ClientError
 
 from shared.storage.ports import BlobSink
+from shared.threads import Pool
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -44,7 +45,7 @@ class BlobWriter(BlobSink):
         self._buffer: bytearray | None = None
         self._fill = 0
         self._upload_id: str | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: Pool | None = None
         self._in_flight: Future[bytearray] | None = None
         self._parts: list[CompletedPartTypeDef] = []
         self.bytes = 0
@@ -87,7 +88,7 @@ class BlobWriter(BlobSink):
             self._upload_id = self._client.create_multipart_upload(
                 Bucket=self._bucket, Key=self._key, ContentType=self._content_type
             )["UploadId"]
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-part")
+            self._pool = Pool(max_workers=1, thread_name_prefix="s3-part")
         assert self._pool is not None
         spare = self._wait()
         self._in_flight = self._pool.submit(self._upload_part, len(self._parts) + 1, body)

@@ -1,5 +1,6 @@
 """A function for the dev stack's log tests: a Lambda handler and an API app that each log one line naming
-the function they were called as, after `ARRIVED` says every concurrent caller is inside."""
+the function they were called as, after `ARRIVED` says every concurrent caller is inside; the handler logs
+from a worker thread of its own when its event asks, as the poller's and the listing's do."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from fastapi import FastAPI
 
+from shared.threads import Pool
+
 logger = Logger(service="batchgw")
 probe = logging.getLogger("shared.log_probe")  # a module logger, as the domain's are
 ARRIVED = threading.Barrier(2)
@@ -18,7 +21,11 @@ ARRIVED = threading.Barrier(2)
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> None:
     ARRIVED.wait(timeout=10)  # both invocations have set their Powertools context keys
-    probe.warning("probe", extra={"called_as": event["called_as"]})
+    if event.get("in_thread"):
+        with Pool(max_workers=1) as pool:
+            pool.submit(probe.warning, "probe", extra={"called_as": event["called_as"]}).result()
+    else:
+        probe.warning("probe", extra={"called_as": event["called_as"]})
 
 
 app = FastAPI()

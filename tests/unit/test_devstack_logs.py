@@ -49,10 +49,12 @@ def _each_line_names_its_caller(lines: list[dict[str, object]]) -> None:
         assert line["function_name"] == line["called_as"], line
 
 
-def test_concurrent_invocations_log_as_their_own_function(lines: list[dict[str, object]]) -> None:
+@pytest.mark.parametrize("in_thread", [False, True], ids=["in-its-thread", "in-a-worker-thread-it-starts"])
+def test_concurrent_invocations_log_as_their_own_function(lines: list[dict[str, object]], in_thread: bool) -> None:
     # two functions run at once, each past Powertools setting its (process-wide) context keys before logging
     threads = [
-        threading.Thread(target=invoke, args=(_function(name), {"called_as": name})) for name in ("ProbeA", "ProbeB")
+        threading.Thread(target=invoke, args=(_function(name), {"called_as": name, "in_thread": in_thread}))
+        for name in ("ProbeA", "ProbeB")
     ]
     for thread in threads:
         thread.start()
