@@ -289,6 +289,7 @@ class DevStack:
     _moto: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
+    _session: boto3.session.Session | None = None
 
     def start_emulator(self) -> str:
         """Use AWS_ENDPOINT_URL if set, else start moto's server on 127.0.0.1; returns the endpoint."""
@@ -319,7 +320,7 @@ class DevStack:
     def provision(self) -> dict[str, str]:
         """Create the table, bucket, bus, rules and queues of template.yaml; returns each function's delivery
         queue URLs (its EventBridge rules' and its SQS event sources'), keyed `function` and `function:SQS`."""
-        session = boto3.session.Session(region_name=os.environ["AWS_DEFAULT_REGION"])
+        session = self._aws()
         dynamodb, s3 = session.client("dynamodb"), session.client("s3")
         events, sqs = session.client("events"), session.client("sqs")
         with contextlib.suppress(dynamodb.exceptions.ResourceInUseException):
@@ -378,18 +379,32 @@ class DevStack:
                         os.environ[variable] = queue
         return queues
 
+    def _aws(self) -> boto3.session.Session:
+        """The one session the stack's own clients come from (made on the calling thread: sessions are not
+        thread-safe), so each AWS model and rule set is loaded once, not once per worker."""
+        if self._session is None:
+            self._session = boto3.session.Session(region_name=os.environ["AWS_DEFAULT_REGION"])
+        return self._session
+
+    def _queue(self, url: str) -> DevQueue:
+        """A worker's own client of the queue at `url` (its own connections: it long-polls)."""
+        return DevQueue(self._aws().client("sqs"), url)
+
     def start_workers(self, queues: dict[str, str]) -> None:
         """Deliver events to their functions and run the schedule, on background threads."""
         for function in template.functions():
             if function.logical_id in queues:
-                self._spawn(f"deliver-{function.logical_id}", self._deliver, function, queues[function.logical_id])
+                queue = self._queue(queues[function.logical_id])
+                self._spawn(f"deliver-{function.logical_id}", self._deliver, function, queue)
             if f"{function.logical_id}:SQS" in queues:
-                queue = queues[f"{function.logical_id}:SQS"]
+                url = queues[f"{function.logical_id}:SQS"]
                 for _, props in function.events_of("SQS"):
                     batch_size = int(template.value(props.get("BatchSize", 10)))
                     scaling = props.get("ScalingConfig", {}).get("MaximumConcurrency", 1)
                     for n in range(min(int(template.value(scaling)), DEV_MAX_DELIVERIES)):
-                        self._spawn(f"sqs-{function.logical_id}-{n}", self._deliver, function, queue, batch_size)
+                        self._spawn(
+                            f"sqs-{function.logical_id}-{n}", self._deliver, function, self._queue(url), batch_size
+                        )
             if any(True for _ in function.events_of("ScheduleV2")) or any(True for _ in function.events_of("Schedule")):
                 self._spawn(f"schedule-{function.logical_id}", self._schedule, function)
 
@@ -398,12 +413,11 @@ class DevStack:
         thread.start()
         self._threads.append(thread)
 
-    def _deliver(self, function: template.Function, queue_url: str, sqs_batch_size: int | None = None) -> None:
-        """Invoke `function` with each message of `queue_url`: the message is the event (an EventBridge rule's
+    def _deliver(self, function: template.Function, queue: DevQueue, sqs_batch_size: int | None = None) -> None:
+        """Invoke `function` with each message of `queue`: the message is the event (an EventBridge rule's
         target), or, for an SQS event source (`sqs_batch_size` given), the message wrapped in the event Lambda
         would send, taken `sqs_batch_size` at a time."""
         as_sqs_event = sqs_batch_size is not None
-        queue = DevQueue(boto3.session.Session(region_name=os.environ["AWS_DEFAULT_REGION"]).client("sqs"), queue_url)
         idle = _FIFO_IDLE_SECONDS
         while not self._stop.is_set():
             try:
@@ -421,7 +435,7 @@ class DevStack:
                 idle = min(idle * 2, _FIFO_IDLE_MAX_SECONDS)
             for message in messages:
                 try:
-                    invoke(function, sqs_event(message, queue_url) if as_sqs_event else orjson.loads(message["Body"]))
+                    invoke(function, sqs_event(message, queue.url) if as_sqs_event else orjson.loads(message["Body"]))
                 except Exception:
                     logger.exception("%s failed; the event will be retried", function.logical_id)
                     continue
