@@ -35,7 +35,7 @@ def statuses_from_pages(
         for start in range(0, len(ids_newest_first), SEGMENT)
     ]
 
-    def read(segment: tuple[str | None, set[str]]) -> dict[str, ProviderStatus]:  # under our deadline: a Pool
+    def read(segment: tuple[str | None, set[str]]) -> dict[str, ProviderStatus]:  # a Pool: under the caller's deadline
         cursor, wanted = segment
         return _read_segment(fetch, cursor, wanted, -(-len(wanted) // page_size) + SLACK_PAGES)
 
