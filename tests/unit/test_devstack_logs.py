@@ -11,9 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from batchgw import template
-from batchgw.devstack import ApiGateway, invoke
+from batchgw.devstack import ApiGateway, LambdaContext, invoke, logged_as
+from shared.deadline import Deadline
+from shared.errors import ProviderError
 from shared.logs import share_config
 from tests.fakes import log_probe
+from tests.unit.conftest import World, chat_lines
 
 
 class Lines(logging.Handler):
@@ -77,3 +80,15 @@ def test_api_requests_log_as_the_function_whose_route_they_took(lines: list[dict
         for thread in threads:
             thread.join(timeout=20)
     _each_line_names_its_caller(lines)
+
+
+def test_the_pollers_worker_threads_log_as_the_poller(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    # the poller polls each deployment's batches on threads it starts; their lines named whichever function
+    # had run last in the dev stack, since a new thread starts without its starter's context
+    world.submission.submit(world.create(chat_lines(["a"])))
+    world.provider.fail_refresh = ProviderError("503", retryable=True)
+    with caplog.at_level(logging.WARNING, logger="shared.polling"), logged_as(LambdaContext("PollerFunction")):
+        assert world.poller.tick(Deadline.after(30))["provider_error"] == 1
+    (line,) = [record for record in caplog.records if record.getMessage().startswith("provider call failed")]
+    assert str(line.threadName).startswith("poll-deployment")
+    assert vars(line)["function_name"] == "PollerFunction"
