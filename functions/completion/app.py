@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.completion import Completion
 from shared.deadline import Deadline, within
-from shared.logs import share_config
+from shared.logs import log_metrics, share_config
 from shared.runtime import runtime
 from shared.storage.bus import BatchEvent
 from shared.tracing import annotate, traced
@@ -33,7 +33,7 @@ def compose() -> Completion:
 
 
 @traced
-@metrics.log_metrics(capture_cold_start_metric=True)
+@log_metrics(metrics)
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext, *, completion: Completion | None = None) -> dict[str, Any]:
     detail = BatchEvent.model_validate(event).detail

@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.deadline import Deadline
 from shared.files import Files
-from shared.logs import share_config
+from shared.logs import log_metrics, share_config
 from shared.polling import Poller
 from shared.runtime import runtime
 from shared.storage.queue import work_range
@@ -48,7 +48,7 @@ def _handed_out(poller: Poller, records: list[dict[str, Any]], deadline: Deadlin
 
 
 @traced
-@metrics.log_metrics(capture_cold_start_metric=True)
+@log_metrics(metrics)
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext, *, poller: Poller | None = None) -> dict[str, Any]:
     deadline = Deadline.of_invocation(context, reserve=RESERVE_SECONDS)

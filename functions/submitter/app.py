@@ -9,7 +9,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.deadline import Deadline, within
-from shared.logs import share_config
+from shared.logs import log_metrics, share_config
 from shared.runtime import runtime
 from shared.storage.bus import BatchEvent
 from shared.submission import Submission
@@ -26,7 +26,7 @@ def compose() -> Submission:
 
 
 @traced
-@metrics.log_metrics(capture_cold_start_metric=True)
+@log_metrics(metrics)
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext, *, submission: Submission | None = None) -> dict[str, str]:
     detail = BatchEvent.model_validate(event).detail

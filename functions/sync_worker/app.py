@@ -12,7 +12,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.deadline import Deadline
-from shared.logs import share_config
+from shared.logs import log_metrics, share_config
 from shared.providers.sync import ChunkTask
 from shared.runtime import runtime
 from shared.settings import SettingsError
@@ -35,7 +35,7 @@ def compose() -> SyncWorker:
 
 
 @traced
-@metrics.log_metrics(capture_cold_start_metric=True)
+@log_metrics(metrics)
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext, *, worker: SyncWorker | None = None) -> dict[str, int]:
     deadline = Deadline.of_invocation(context, reserve=RESERVE_SECONDS)
