@@ -31,7 +31,7 @@ from shared.pricing import BatchPricer
 from shared.providers.base import ResultLine, Unreadable
 from shared.providers.registry import ProviderSource
 from shared.records import BatchRecord, Cost, Counts, ErrorEntry, FileRecord, Usage
-from shared.results import checked, invalid_request_line, not_run, provider_error_line, render
+from shared.results import checked, invalid_request_line, not_run, provider_error_line, render, with_error
 from shared.routing import Deployment, RoutingConfig
 from shared.runs import Runs
 from shared.storage.ports import BatchStore, Blobs, BlobSink, Booking, Bus, SpendEntry
@@ -79,7 +79,7 @@ class ResultFiles:
             self.output.write(render(line, self._batch_id))
             self.completed += 1
         else:
-            self.errors.write(render(line, self._batch_id))
+            self.errors.write(render(with_error(line), self._batch_id))
             self.failed += 1
 
     def commit(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import reprlib
+from dataclasses import replace
 from typing import Any, Final
 
 import orjson
@@ -139,6 +140,29 @@ def invalid_request_line(custom_id: str, reason: str) -> ResultLine:
     """The error line of a request its provider cannot take, refused before the batch ran."""
     message = f"This request cannot be sent to the batch's provider: {reason}"
     return ResultLine(custom_id=custom_id, response=None, error={"code": "invalid_request", "message": message})
+
+
+def with_error(line: ResultLine) -> ResultLine:
+    """`line`, a failed request's, with an error object (CONTRACT.md section 6: every error line has
+    `{code, message}`). A provider's own failed answer stays in `response`, as in OpenAI's error lines, and
+    gives the error: a request the provider refused (4xx but a timeout or a throttle) is `invalid_request`,
+    any other a `provider_error`, with the provider's status, code and message."""
+    if line.error is not None or line.response is None:
+        return line
+    status = line.response["status_code"]
+    body = line.response.get("body")
+    given = body.get("error") if isinstance(body, dict) else None
+    given = given if isinstance(given, dict) else {}
+    refused = 400 <= status < 500 and status not in (408, 429)
+    code, message = given.get("code"), given.get("message")
+    named = isinstance(code, str | int) and not isinstance(code, bool) and code != ""
+    about = f"HTTP {status}, {code}" if named else f"HTTP {status}"
+    said = f": {message}" if isinstance(message, str) and message else "."
+    error = {
+        "code": "invalid_request" if refused else "provider_error",
+        "message": f"The provider {'refused' if refused else 'failed'} this request ({about}){said}",
+    }
+    return replace(line, error=error)
 
 
 def request_id(batch_id: str, custom_id: str) -> str:

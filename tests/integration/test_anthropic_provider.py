@@ -107,8 +107,11 @@ def test_anthropic_batch_completes_with_openai_lines_usage_and_batch_price(
     assert by_id["req-2"]["response"]["body"]["choices"][0]["message"]["content"] == "answer req-2"
     assert sorted(line["custom_id"] for line in errors) == ["fail-0", "fail-1"]
     for line in errors:
-        assert line["response"]["status_code"] == 400 and line["error"] is None
+        # the provider's answer as it gave it, as OpenAI's error lines carry it, and the contract's error object
+        assert line["response"]["status_code"] == 400
         assert line["response"]["body"]["error"]["type"] == "invalid_request_error"
+        assert line["error"]["code"] == "invalid_request"
+        assert line["error"]["message"].endswith(line["response"]["body"]["error"]["message"])
 
     # and its usage is what Anthropic billed, priced at Anthropic's batch rates, cache reads and writes included
     billed = fake.batches[provider_batch_id(stack, batch_id)].billed

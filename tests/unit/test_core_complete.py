@@ -106,6 +106,52 @@ def test_malformed_provider_lines_fail_alone_and_every_good_line_is_kept_and_pri
     assert batch.usage is not None and batch.usage.input_tokens == 17
 
 
+def test_every_error_line_has_an_error_object_the_providers_answer_kept_beside_it(world: World) -> None:
+    # Given a provider that refuses one request, fails one, throttles one and answers one with a bare error
+    def answered(custom_id: str, status: int, body: dict[str, object]) -> ResultLine:
+        return ResultLine(custom_id, {"status_code": status, "request_id": f"req_{custom_id}", "body": body})
+
+    refusal = {"error": {"message": "max_tokens: 0 < 1", "type": "invalid_request_error", "code": "invalid_value"}}
+    results: list[ResultLine | Unreadable] = [
+        ok_line("good"),
+        answered("refused", 400, refusal),
+        answered("crashed", 500, {"error": {"message": "The server had an error.", "type": "server_error"}}),
+        answered("throttled", 429, {"error": {"message": "Rate limit reached.", "code": 42}}),
+        answered("bare", 404, {}),
+    ]
+    batch_id = ended(world, ["good", "refused", "crashed", "throttled", "bare"], results)
+
+    # When it completes
+    world.completion.complete(batch_id)
+
+    # Then each failed line keeps the provider's answer and carries the contract's {code, message} error: a
+    # request the provider refused is invalid_request, any other failed answer a provider_error
+    batch = world.db.batches[batch_id]
+    errors = {line["custom_id"]: line for line in lines_of(world, batch.error_file_id)}
+    assert {k: line["response"]["status_code"] for k, line in errors.items()} == {  # type: ignore[index]
+        "refused": 400,
+        "crashed": 500,
+        "throttled": 429,
+        "bare": 404,
+    }
+    assert {k: line["error"] for k, line in errors.items()} == {
+        "refused": {
+            "code": "invalid_request",
+            "message": "The provider refused this request (HTTP 400, invalid_value): max_tokens: 0 < 1",
+        },
+        "crashed": {
+            "code": "provider_error",
+            "message": "The provider failed this request (HTTP 500): The server had an error.",
+        },
+        "throttled": {
+            "code": "provider_error",
+            "message": "The provider failed this request (HTTP 429, 42): Rate limit reached.",
+        },
+        "bare": {"code": "invalid_request", "message": "The provider refused this request (HTTP 404)."},
+    }
+    assert [line["error"] for line in lines_of(world, batch.output_file_id)] == [None]
+
+
 def test_a_readable_line_after_an_unreadable_one_for_the_same_request_is_the_one_kept_and_priced(
     world: World,
 ) -> None:
