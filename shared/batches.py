@@ -237,8 +237,8 @@ class Batches:
         left, spend, reserved = self._budget_left(principal)
         left = max(Decimal(0), left)
         return BudgetExceeded(
-            f"This batch may cost up to ${maximum:.6f} at batch prices, but this key has ${left:.6f} left of its "
-            f"${budget:.2f} budget (${spend:.6f} spent, ${reserved:.6f} held by unfinished batches). Set "
+            f"This batch may cost up to {_usd(maximum)} at batch prices, but this key has {_usd(left)} left of "
+            f"its {_usd(budget)} budget ({_usd(spend)} spent, {_usd(reserved)} held by unfinished batches). Set "
             "max_tokens on the requests to lower the maximum, wait for running batches to finish, or raise "
             "the budget."
         )
@@ -292,3 +292,10 @@ class Batches:
                 with suppress(StaleState):  # a run that has ended already keeps its results
                     self._batches.request_cancel(run, now=int(self._clock()))
             return self._with_progress(cancelling)
+
+
+def _usd(amount: Decimal) -> str:
+    """`amount` in dollars to the picodollar that budgets count in, at least to the cent: "$0.000044775",
+    "$10.00"."""
+    whole, _, cents = f"{money(amount).normalize():f}".partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"

@@ -7,6 +7,7 @@ explicitly (shared/views.py).
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Self
 
@@ -34,9 +35,6 @@ StoredFilePurpose = Literal[
     "user_data",
     "evals",
 ]
-
-MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 
 
 class Wire(BaseModel):
@@ -148,14 +146,29 @@ class CreateBatchRequest(Request):
     input_file_id: str = Field(min_length=1, max_length=64)
     endpoint: str = Field(min_length=1, max_length=64)
     completion_window: Literal["24h"]
-    metadata: dict[MetadataKey, MetadataValue] | None = None
+    metadata: dict[str, str] | None = None
     output_expires_after: ExpiresAfter | None = None
 
-    @field_validator("metadata")
+    @field_validator("metadata", mode="before")
     @classmethod
-    def _at_most_16_pairs(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        if value is not None and len(value) > 16:
-            raise ValueError("metadata can hold at most 16 key-value pairs")
+    def _openai_metadata(cls, value: Any) -> Any:
+        """OpenAI's rules, checked as one parameter (an error names `metadata`, not a path into it): at most
+        16 pairs, keys of 1 to 64 characters, string values of at most 512."""
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError("metadata must be an object of string keys and string values")
+        if len(value) > 16:
+            raise ValueError(f"metadata can hold at most 16 key-value pairs, not {len(value)}")
+        for key, item in value.items():
+            if not 1 <= len(key) <= 64:
+                raise ValueError(f"metadata keys must be 1 to 64 characters; {reprlib.repr(key)} has {len(key)}")
+            if not isinstance(item, str):
+                raise ValueError(f"metadata values must be strings; the value of {key!r} is {reprlib.repr(item)}")
+            if len(item) > 512:
+                raise ValueError(
+                    f"metadata values must be at most 512 characters; the value of {key!r} has {len(item)}"
+                )
         return value
 
 
@@ -289,7 +302,7 @@ class CreateKeyRequest(Request):
     models: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] | None = Field(
         default=None, max_length=256
     )
-    max_budget: float | None = Field(default=None, ge=0, le=1e12)
+    max_budget: float | None = Field(default=None, ge=0, le=1e12, strict=True)  # a number: not "10", not true
 
 
 class KeyInfo(Wire):

@@ -64,10 +64,16 @@ def _domain_handler(status: int, type_: str) -> Callable[[Request, Exception], A
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    first: dict[str, Any] = dict(exc.errors()[0]) if exc.errors() else {"loc": (), "msg": "invalid request"}
+    context: dict[str, Any] = first.get("ctx") or {}
+    if first.get("type") == "json_invalid":  # its location is the offset of the parse error, not a parameter
+        message = f"We could not parse the JSON body of your request: {context.get('error', 'invalid JSON')}."
+        return error_response(request, 400, message, type_="invalid_request_error")
     location = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
     param = ".".join(location) or None
-    message = f"Invalid value for '{param}': {first['msg']}" if param else f"Invalid request: {first['msg']}"
+    # a validator's own message, without pydantic's "Value error, " before it
+    said = str(context["error"]) if first.get("type") == "value_error" and "error" in context else first["msg"]
+    message = f"Invalid value for '{param}': {said}" if param else f"Invalid request: {said}"
     return error_response(request, 400, message, type_="invalid_request_error", param=param, code="invalid_value")
 
 

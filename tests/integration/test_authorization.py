@@ -53,6 +53,22 @@ def new_key(stack: Stack, **body: Any) -> dict[str, Any]:
     return created
 
 
+@pytest.mark.parametrize("budget", ["10", True, "ten", None])
+def test_a_budget_that_is_not_a_number_is_400(stack: Stack, budget: Any) -> None:
+    # "10" and true were taken as $10 and $1; null is no budget, as it is left out
+    response = stack.api.post("/admin/keys", headers=stack.auth(), json={"name": "b", "max_budget": budget})
+    if budget is None:
+        assert response.status_code == 200 and response.json()["max_budget"] is None
+        return
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "max_budget"
+
+
+def test_a_budget_may_be_a_whole_or_a_fractional_number(stack: Stack) -> None:
+    assert new_key(stack, max_budget=10)["max_budget"] == 10
+    assert new_key(stack, max_budget=2.5)["max_budget"] == 2.5
+
+
 def file_of(stack: Stack, key: str, content: bytes = b"", purpose: str = "batch") -> str:
     response = stack.api.post(
         "/v1/files",

@@ -52,8 +52,6 @@ def test_create_batch_accepts_endpoint_and_urls_without_v1(stack: Stack) -> None
         (batch_lines(2), {"endpoint": "/v1/images/generations"}, "invalid_endpoint"),
         (batch_lines(2, model="gpt-unknown"), {}, "model_not_found"),
         (batch_lines(2), {"completion_window": "48h"}, "invalid_value"),
-        (batch_lines(2), {"metadata": {f"k{i}": "v" for i in range(17)}}, "invalid_value"),
-        (batch_lines(2), {"metadata": {"k": "v" * 513}}, "invalid_value"),
     ],
 )
 def test_create_batch_refuses_bad_requests_with_400(
@@ -63,6 +61,39 @@ def test_create_batch_refuses_bad_requests_with_400(
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == code
     assert stack.pending("SubmitterFunction") == []
+
+
+@pytest.mark.parametrize(
+    ("metadata", "said"),
+    [
+        ({f"k{i}": "v" for i in range(17)}, "at most 16 key-value pairs, not 17"),
+        ({"k": "v" * 513}, "values must be at most 512 characters; the value of 'k' has 513"),
+        ({"k" * 65: "v"}, "keys must be 1 to 64 characters; 'kkkk"),
+        ({"": "v"}, "keys must be 1 to 64 characters; '' has 0"),
+        ({"k": 1}, "values must be strings; the value of 'k' is 1"),
+        ([["k", "v"]], "must be an object"),
+    ],
+)
+def test_bad_metadata_is_400_naming_metadata_as_openai_does(stack: Stack, metadata: Any, said: str) -> None:
+    response = create(stack, upload(stack, batch_lines(1)), metadata=metadata)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    # one parameter, `metadata`, never a path into it ("metadata.kkk….[key]") or the validator's wording
+    assert error["param"] == "metadata" and error["code"] == "invalid_value"
+    assert said in error["message"] and "Value error" not in error["message"], error["message"]
+    assert stack.pending("SubmitterFunction") == []
+
+
+@pytest.mark.parametrize("path", ["/v1/batches", "/v1/batches/estimate", "/admin/keys"])
+@pytest.mark.parametrize("body", [b'{"input_file_id":', b"{,}", b"[1, 2"])
+def test_a_body_that_is_not_json_is_400_naming_no_parameter(stack: Stack, path: str, body: bytes) -> None:
+    headers = {**stack.auth(), "content-type": "application/json"}
+    response = stack.api.post(path, headers=headers, content=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    # not "Invalid value for '17'": the position of the parse error is no parameter
+    assert error["param"] is None and error["type"] == "invalid_request_error"
+    assert error["message"].startswith("We could not parse the JSON body of your request"), error["message"]
 
 
 def test_create_batch_from_a_non_batch_file_is_400(stack: Stack) -> None:

@@ -75,12 +75,14 @@ def test_budget_holds_each_batchs_maximum_and_books_the_real_cost_at_the_end(sta
     held = stack.api.get(f"/admin/keys/{created['id']}", headers=stack.auth()).json()
     assert held["reserved"] == pytest.approx(float(maximum)) and held["spend"] == 0
 
-    # Then a second one whose maximum does not fit in what is left is refused, saying both
+    # Then a second one whose maximum does not fit in what is left is refused, saying both to the picodollar
+    # that budgets count in (a budget of less than a cent read "$0.00", and amounts a picodollar apart the same)
     refused = create_batch(stack, key, file_of(stack, key, bounded_lines(2)))
     assert refused.status_code == 400
     error = refused.json()["error"]
-    assert error["code"] == "budget_exceeded" and f"${maximum:.6f}" in error["message"]
-    assert f"${maximum * 3 / 2 - maximum:.6f} left" in error["message"]
+    budget = Decimal(str(created["max_budget"]))
+    assert error["code"] == "budget_exceeded" and f"up to ${maximum.normalize():f} " in error["message"]
+    assert f"${(budget - maximum).normalize():f} left of its ${budget.normalize():f} budget" in error["message"]
 
     # And once the first is finished, its real cost is booked and its reservation released, once
     batch_id = first.json()["id"]

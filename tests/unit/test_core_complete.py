@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from decimal import Decimal
+from typing import Any
 
 import orjson
 
@@ -108,7 +109,7 @@ def test_malformed_provider_lines_fail_alone_and_every_good_line_is_kept_and_pri
 
 def test_every_error_line_has_an_error_object_the_providers_answer_kept_beside_it(world: World) -> None:
     # Given a provider that refuses one request, fails one, throttles one and answers one with a bare error
-    def answered(custom_id: str, status: int, body: dict[str, object]) -> ResultLine:
+    def answered(custom_id: str, status: int, body: dict[str, Any]) -> ResultLine:
         return ResultLine(custom_id, {"status_code": status, "request_id": f"req_{custom_id}", "body": body})
 
     refusal = {"error": {"message": "max_tokens: 0 < 1", "type": "invalid_request_error", "code": "invalid_value"}}
