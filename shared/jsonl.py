@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import orjson
 
 from shared.errors import InvalidBatchInput
 from shared.records import ModelBounds
-from shared.tokens import prompt_tokens
+from shared.tokens import media_parts, prompt_tokens
 
 MAX_LINES = 50_000
 MAX_BYTES = 200 * 1000 * 1000
@@ -91,12 +91,16 @@ _OUTPUT_LIMITS = {
 }
 
 
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
+
+
 def output_limit(endpoint: str, body: dict[str, object]) -> int | None:
     """The most output tokens a request may produce by its own fields (0 for embeddings), None if unbounded."""
     if endpoint == "/v1/embeddings":
         return 0
-    choices = body.get("n")
-    copies = choices if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1 else 1
+    # best_of completions are generated (and billed) to return n of them
+    copies = max(_count(body.get("n")), _count(body.get("best_of")) if endpoint == "/v1/completions" else 1)
     for name in _OUTPUT_LIMITS.get(endpoint, ()):
         limit = body.get(name)
         if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
@@ -156,6 +160,8 @@ class BatchInputValidator:
                     input_tokens=b.input_tokens,
                     output_tokens=b.output_tokens,
                     unbounded_lines=b.unbounded_lines,
+                    images=b.images,
+                    files=b.files,
                     estimated_input_tokens=b.estimated_input_tokens,
                 )
                 for model, b in self._models.items()
@@ -187,7 +193,7 @@ class BatchInputValidator:
         bounds = self._models.get(model)
         if bounds is None:
             bounds = self._models[model] = _Bounds(index=len(self._models))
-        bounds.add(endpoint, obj["body"], len(raw))
+        bounds.add(endpoint, obj["body"], raw)
         self._model_of.append(bounds.index)
 
     def _check_request(self, obj: dict[str, object]) -> tuple[str, str]:
@@ -232,6 +238,11 @@ ESTIMATE_ALL_BYTES = 256 * 1024
 ESTIMATE_SAMPLES = 32
 
 
+# what a line holds when it may carry an image or a file part: a part's type as written, or an escape (which
+# may spell one); other lines are not walked
+_MEDIA_MARKERS: Final = (b'"image_url"', b'"input_image"', b'"file"', b'"input_file"', b"\\u")
+
+
 class _Bounds:
     """One model's bounds, added up line by line (ModelBounds once the file is done)."""
 
@@ -241,12 +252,19 @@ class _Bounds:
         self.input_tokens = 0
         self.output_tokens = 0
         self.unbounded_lines = 0
+        self.images = 0
+        self.files = 0
         self._estimate = 0.0  # prompt tokens of the bytes up to the last line estimated
         self._estimated_bytes = 0
         self._unestimated_bytes = 0  # read since the last line estimated
 
-    def add(self, endpoint: str, body: dict[str, Any], line_bytes: int) -> None:
+    def add(self, endpoint: str, body: dict[str, Any], raw: bytes) -> None:
         self.lines += 1
+        line_bytes = len(raw)
+        if any(marker in raw for marker in _MEDIA_MARKERS):
+            images, files = media_parts(body)
+            self.images += images
+            self.files += files
         # a byte-level tokenizer never makes more tokens than the bytes it reads
         self.input_tokens += line_bytes
         self._unestimated_bytes += line_bytes

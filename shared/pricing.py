@@ -37,6 +37,10 @@ _USAGE_FIELDS: Final = tuple(Usage.model_fields)
 BATCH_CONTEXT: Final = {"processing": "batch"}
 BATCH_DISCOUNT: Final = Decimal("0.5")
 _MTOK: Final = Decimal(1_000_000)
+# A file part (a PDF) is read as each page's text and an image of it: OpenAI and Anthropic take at most 100
+# pages a request, and Anthropic puts a page's text at 1,500 to 3,000 tokens
+FILE_PAGES: Final = 100
+PAGE_TEXT_TOKENS: Final = 3_000
 
 
 def _price_usage(usage: Usage | LineUsage) -> PriceUsage:
@@ -143,14 +147,22 @@ def output_bound(deployment: Deployment, bounds: ModelBounds) -> int:
     return bounds.output_tokens + bounds.unbounded_lines * deployment.output_bound
 
 
+def input_bound(deployment: Deployment, bounds: ModelBounds) -> int:
+    """The most input tokens requests with these bounds may cost on `deployment`: each byte a token, and each
+    image the most an image costs there (its `max_media_tokens`), each file (a PDF) FILE_PAGES of such
+    pages with PAGE_TEXT_TOKENS of text each."""
+    media = deployment.media_bound
+    return bounds.input_tokens + bounds.images * media + bounds.files * FILE_PAGES * (media + PAGE_TEXT_TOKENS)
+
+
 def max_cost(deployment: Deployment, bounds: ModelBounds) -> Decimal:
-    """The most a batch with these bounds can cost on `deployment`, at its prices: every input byte a token,
-    every request its whole output limit (the deployment's `max_output_tokens` where its line sets none).
+    """The most a batch with these bounds can cost on `deployment`, at its prices: its input bound, every
+    request its whole output limit (the deployment's `max_output_tokens` where its line sets none).
 
     Priced as one request, so a tiered model's long-context rate applies, which keeps it a bound.
     """
     pricer = BatchPricer(deployment)
-    pricer.add(LineUsage(input_tokens=bounds.input_tokens, output_tokens=output_bound(deployment, bounds)))
+    pricer.add(LineUsage(input_tokens=input_bound(deployment, bounds), output_tokens=output_bound(deployment, bounds)))
     return pricer.cost().total
 
 

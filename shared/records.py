@@ -25,6 +25,8 @@ class ModelBounds(Record):
     `input_tokens` bounds the prompt: the UTF-8 bytes of each request line (a byte-level tokenizer never
     makes more tokens than bytes). `output_tokens` sums the lines' own `max_tokens`-like limits;
     `unbounded_lines` have none, and are bounded by their deployment's `max_output_tokens` at creation.
+    `images` and `files` count the image and file (document) parts of the requests, whose tokens their bytes
+    do not bound: each is bounded by its deployment's `max_media_tokens` at creation (shared/pricing.py).
     `estimated_input_tokens` is shared/tokens.py's estimate of the prompts, for `POST /v1/batches/estimate`.
     """
 
@@ -32,6 +34,8 @@ class ModelBounds(Record):
     input_tokens: int = 0
     output_tokens: int = 0
     unbounded_lines: int = 0
+    images: int = 0
+    files: int = 0
     estimated_input_tokens: int = 0
 
 

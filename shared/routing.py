@@ -55,6 +55,8 @@ class Deployment(BaseModel):
     tpm: int | None = Field(default=None, gt=0)
     # the output bound of a request whose line sets none (the budget reservation's maximum); default per provider
     max_output_tokens: int | None = Field(default=None, gt=0)
+    # the most one image costs in input tokens here (the budget reservation's maximum); default per provider
+    max_media_tokens: int | None = Field(default=None, gt=0)
     # requests per batch this deployment takes (Bedrock's are per-model quotas); default per provider
     min_requests: int | None = Field(default=None, ge=1)
     max_requests: int | None = Field(default=None, ge=1)
@@ -107,6 +109,11 @@ class Deployment(BaseModel):
     def output_bound(self) -> int:
         """The most output tokens a request without its own limit may produce here."""
         return self.max_output_tokens or self.spec.max_output_tokens
+
+    @property
+    def media_bound(self) -> int:
+        """The most input tokens one image may cost here."""
+        return self.max_media_tokens or self.spec.max_media_tokens
 
     @property
     def request_limits(self) -> tuple[int, int]:

@@ -9,7 +9,8 @@ punctuation, whitespace) and counts a word of Latin letters at one token per 7 l
 recipe) and 765 per image (a 1024x1024 image at high detail; 85 at low detail). tests/unit/test_tokens.py
 measures it against the cl100k_base tokenizer on a mixed sample (English prose, code, JSON, SQL, HTML,
 French, German, Russian, Chinese, Japanese, emoji): median error 11 %, at most 22 % on any one text. The
-budget's reservation never uses this: it uses the file's bytes, which no tokenizer can exceed. A large file
+budget's reservation never uses this: it uses the file's bytes, which no tokenizer can exceed, and the
+provider's most for each image and file (shared/pricing.py, input_bound). A large file
 is estimated from a sample of its lines (shared/jsonl.py, ESTIMATE_ALL_BYTES).
 """
 
@@ -23,6 +24,9 @@ _WIDE: Final = 0x2E80  # CJK and beyond: a character is about a token and a quar
 MESSAGE_TOKENS: Final = 3
 REPLY_TOKENS: Final = 3
 IMAGE_TOKENS: Final = {"low": 85, "high": 765, "auto": 765}
+# the content parts of OpenAI's request formats whose tokens their bytes do not bound
+IMAGE_PARTS: Final = frozenset({"image_url", "input_image"})
+FILE_PARTS: Final = frozenset({"file", "input_file"})
 
 
 def text_tokens(text: str) -> int:
@@ -88,3 +92,21 @@ def prompt_tokens(endpoint: str, body: dict[str, Any]) -> int:
             MESSAGE_TOKENS + _content_tokens(item.get("content")) for item in given if isinstance(item, dict)
         )
     return REPLY_TOKENS + text_tokens(str(given or "")) + text_tokens(str(body.get("instructions") or ""))
+
+
+def media_parts(body: Any) -> tuple[int, int]:
+    """The images and the files (documents) a request body carries, wherever in it they are: a message's
+    content, a tool's result, a Responses input item."""
+    images = files = 0
+    pending = [body]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            kind = node.get("type")
+            if isinstance(kind, str):
+                images += kind in IMAGE_PARTS
+                files += kind in FILE_PARTS
+            pending.extend(v for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            pending.extend(v for v in node if isinstance(v, dict | list))
+    return images, files

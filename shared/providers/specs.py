@@ -17,6 +17,13 @@ ProviderName = Literal["openai", "azure", "anthropic", "vertex", "bedrock", "mis
 ALL_ENDPOINTS: Final = ("/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/responses")
 CHAT: Final = ("/v1/chat/completions",)
 
+# Images cost tokens by their size, not by the bytes of their URL: the most one image costs on each provider's
+# models, as they document it. OpenAI (the default): gpt-4o-mini at high detail, 2,833 + 8 tiles of 5,667
+# (its images and vision guide; no OpenAI model charges more). Claude (Anthropic, Bedrock): 4,784, an image
+# of 2,576 pixels on its long edge (earlier models scale images down to about 1,600 tokens). Gemini (Vertex):
+# 8,256, 32 of its 258-token tiles of 768x768 pixels.
+CLAUDE_IMAGE: Final = 4_784
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderSpec:
@@ -31,6 +38,9 @@ class ProviderSpec:
     # requests per batch the provider takes (routing keys `min_requests`/`max_requests` override them)
     min_requests: int = 1
     max_requests: int = 50_000
+    # the most one image costs in input tokens on the provider's models (routing key `max_media_tokens`
+    # overrides it); a file (document) is bounded as FILE_PAGES such pages with their text (shared/pricing.py)
+    max_media_tokens: int = 48_169
 
 
 SPECS: Final[dict[ProviderName, ProviderSpec]] = {
@@ -43,9 +53,19 @@ SPECS: Final[dict[ProviderName, ProviderSpec]] = {
             "azure", "shared.providers.azure", ("/v1/chat/completions", "/v1/responses"), "azure", 32_768, ("api_base",)
         ),
         # Anthropic requires max_tokens: batchgw sends this when a line sets none, so it is exact
-        ProviderSpec("anthropic", "shared.providers.anthropic", CHAT, "anthropic", 4_096),
+        ProviderSpec(
+            "anthropic", "shared.providers.anthropic", CHAT, "anthropic", 4_096, max_media_tokens=CLAUDE_IMAGE
+        ),
         # sent as generationConfig.maxOutputTokens when a line sets none, so it is exact
-        ProviderSpec("vertex", "shared.providers.vertex", CHAT, "google", 8_192, ("project", "gcs_bucket")),
+        ProviderSpec(
+            "vertex",
+            "shared.providers.vertex",
+            CHAT,
+            "google",
+            8_192,
+            ("project", "gcs_bucket"),
+            max_media_tokens=8_256,
+        ),
         # Bedrock's batch quota: at least 100 and at most 50,000 records per job, per model by default
         ProviderSpec(
             "bedrock",
@@ -56,6 +76,7 @@ SPECS: Final[dict[ProviderName, ProviderSpec]] = {
             ("role_arn", "s3_bucket"),
             min_requests=100,
             max_requests=50_000,
+            max_media_tokens=CLAUDE_IMAGE,
         ),
         # Mistral's batch jobs serve chat and embeddings among OpenAI's endpoints; a bound, not sent
         ProviderSpec("mistral", "shared.providers.mistral", (*CHAT, "/v1/embeddings"), "mistral", 32_768),

@@ -97,6 +97,30 @@ def test_budget_holds_each_batchs_maximum_and_books_the_real_cost_at_the_end(sta
     assert create_batch(stack, key, file_of(stack, key, bounded_lines(2))).status_code == 200
 
 
+def test_a_budget_holds_against_images_whose_bytes_are_few(stack: Stack) -> None:
+    # Given a key with a budget of a hundredth of a cent, and a one-line file of ten images by URL: about 1 KB
+    # of bytes, far more in tokens (at gpt-4o-mini's rates, 2,833 + 5,667 a tile each at high detail)
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "high"}}
+    body = {"model": "gpt-4o-mini", "max_tokens": 1, "messages": [{"role": "user", "content": [image] * 10}]}
+    line = orjson.dumps({"custom_id": "i", "method": "POST", "url": "/v1/chat/completions", "body": body})
+    created = new_key(stack, name="images", max_budget=0.0001)
+    file_id = file_of(stack, created["key"], line)
+
+    # Then the estimate's maximum is above its own estimate of the prompt (it was below: $0.000076 against
+    # $0.00057, the bytes taken as the tokens), and the batch does not fit
+    estimate = stack.api.post(
+        "/v1/batches/estimate",
+        headers=stack.auth(created["key"]),
+        json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"},
+    ).json()
+    assert estimate["cost"]["max"] > estimate["cost"]["input"] > 0
+    assert estimate["budget"]["fits"] is False
+    refused = create_batch(stack, created["key"], file_id)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "budget_exceeded"
+    shown = stack.api.get(f"/admin/keys/{created['id']}", headers=stack.auth()).json()
+    assert shown["reserved"] == 0
+
+
 @pytest.mark.parametrize("off", ["-0.4e-12", "0.4e-12"])
 def test_a_budget_given_finer_than_a_picodollar_admits_what_it_shows(stack: Stack, off: str) -> None:
     # Given a budget of two batches' maxima, give or take a fraction of the picodollar that budgets count in

@@ -57,7 +57,9 @@ def test_a_batch_over_what_the_budget_has_left_is_refused_saying_its_maximum_and
     world.create(content, key)
     with pytest.raises(BudgetExceeded) as refused:
         world.create(content, key)
-    assert f"${most:.6f}" in refused.value.message and f"${most / 2:.6f} left" in refused.value.message
+    # to the picodollar: "$0.000042" hid what a sub-cent budget holds
+    said = refused.value.message
+    assert f"up to ${most.normalize():f} " in said and f"${(most / 2).normalize():f} left" in said, said
     assert len(world.db.batches) == 1 and world.key_record(key).reserved == most
 
 

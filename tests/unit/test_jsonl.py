@@ -253,3 +253,51 @@ def test_bounds_sum_each_lines_output_limit_and_count_lines_without_one() -> Non
     (bounds,) = validate_batch_input([raw]).models.values()
     assert (bounds.lines, bounds.output_tokens, bounds.unbounded_lines) == (3, 10 + 60, 1)
     assert bounds.input_tokens == len(raw) - 3  # every byte of every line but the newlines
+
+
+def test_best_of_completions_are_bounded_as_generated() -> None:
+    # OpenAI generates (and bills) best_of completions server-side and returns n of them
+    body = {"model": "m", "prompt": "hi", "max_tokens": 10, "best_of": 5, "n": 2}
+    raw = orjson.dumps({"custom_id": "a", "method": "POST", "url": "/v1/completions", "body": body})
+    (bounds,) = validate_batch_input([raw]).models.values()
+    assert bounds.output_tokens == 50
+
+
+def _media_line(custom_id: str, url: str, body: dict[str, object]) -> bytes:
+    return orjson.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": {"model": "m", **body}})
+
+
+def test_images_and_files_are_counted_wherever_a_request_carries_them() -> None:
+    # whose tokens its bytes do not bound: a URL of a few bytes is an image of thousands of tokens
+    image = {"type": "image_url", "image_url": {"url": "https://x.io/a.png", "detail": "high"}}
+    pdf = {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0="}}
+    tool_result = {"role": "tool", "tool_call_id": "t", "content": [{"type": "text", "text": "x"}, image]}
+    chat = [
+        _media_line("a", "/v1/chat/completions", {"messages": [{"role": "user", "content": [image, image, pdf]}]}),
+        _media_line("b", "/v1/chat/completions", {"messages": [{"role": "user", "content": "plain"}, tool_result]}),
+        # an escaped type is the same type to the provider
+        _media_line("c", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}).replace(
+            b'"content":"x"', b'"content":[{"type":"image\\u005furl","image_url":{"url":"https://x.io/b.png"}}]'
+        ),
+    ]
+    (bounds,) = validate_batch_input([b"\n".join(chat)]).models.values()
+    assert (bounds.images, bounds.files) == (4, 1)
+    responses = _media_line(
+        "r",
+        "/v1/responses",
+        {
+            "input": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_image", "image_url": "https://x.io/a.png"},
+                        {"type": "input_file", "file_id": "file-1"},
+                    ],
+                }
+            ]
+        },
+    )
+    (bounds,) = validate_batch_input([responses]).models.values()
+    assert (bounds.images, bounds.files) == (1, 1)
+    (bounds,) = validate_batch_input([line("t")]).models.values()
+    assert (bounds.images, bounds.files) == (0, 0)

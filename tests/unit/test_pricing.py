@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from shared.pricing import BatchPricer
+from shared.pricing import BatchPricer, input_bound, input_cost, max_cost
 from shared.providers.base import LineUsage
+from shared.records import ModelBounds
 from shared.routing import Deployment, Pricing
 
 
@@ -85,3 +86,23 @@ def test_sync_deployment_s_pricing_override_wins() -> None:
     pricer = BatchPricer(deployment)
     pricer.add(LineUsage(input_tokens=2_000_000, output_tokens=1_000_000))
     assert pricer.cost().input == Decimal("0.54") and pricer.cost().output == Decimal("1.1")
+
+
+def test_a_batchs_maximum_bounds_each_image_and_file_at_the_providers_most() -> None:
+    # Given ten requests of 1,000 bytes and one output token, with ten images and a file between them
+    text = ModelBounds(lines=10, input_tokens=10_000, output_tokens=10)
+    media = ModelBounds(lines=10, input_tokens=10_000, output_tokens=10, images=10, files=1)
+    openai = Deployment(name="gpt-4o-mini", provider="openai")
+    claude = Deployment(name="claude-sonnet-4-5", provider="anthropic")
+    tuned = Deployment(name="gpt-4o", provider="openai", max_media_tokens=1_445)
+
+    # Then each image is held at the most one image costs on the provider's models (gpt-4o-mini's 48,169 at
+    # high detail on OpenAI), each file at a hundred such pages and their text, unless the deployment says
+    def held(deployment: Deployment) -> int:
+        return input_bound(deployment, media) - input_bound(deployment, text)
+
+    assert held(openai) == 10 * 48_169 + 100 * (48_169 + 3_000)
+    assert held(claude) == 10 * 4_784 + 100 * (4_784 + 3_000)
+    assert held(tuned) == 10 * 1_445 + 100 * (1_445 + 3_000)
+    # and the maximum prices them as input
+    assert max_cost(openai, media) - max_cost(openai, text) == input_cost(openai, held(openai))
