@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn
+from typing import Any, NoReturn
 
 import orjson
 
@@ -193,7 +193,7 @@ class BatchInputValidator:
         bounds = self._models.get(model)
         if bounds is None:
             bounds = self._models[model] = _Bounds(index=len(self._models))
-        bounds.add(endpoint, obj["body"], raw)
+        bounds.add(endpoint, obj["body"], len(raw))
         self._model_of.append(bounds.index)
 
     def _check_request(self, obj: dict[str, object]) -> tuple[str, str]:
@@ -238,11 +238,6 @@ ESTIMATE_ALL_BYTES = 256 * 1024
 ESTIMATE_SAMPLES = 32
 
 
-# what a line holds when it may carry an image or a file part: a part's type as written, or an escape (which
-# may spell one); other lines are not walked
-_MEDIA_MARKERS: Final = (b'"image_url"', b'"input_image"', b'"file"', b'"input_file"', b"\\u")
-
-
 class _Bounds:
     """One model's bounds, added up line by line (ModelBounds once the file is done)."""
 
@@ -258,13 +253,11 @@ class _Bounds:
         self._estimated_bytes = 0
         self._unestimated_bytes = 0  # read since the last line estimated
 
-    def add(self, endpoint: str, body: dict[str, Any], raw: bytes) -> None:
+    def add(self, endpoint: str, body: dict[str, Any], line_bytes: int) -> None:
         self.lines += 1
-        line_bytes = len(raw)
-        if any(marker in raw for marker in _MEDIA_MARKERS):
-            images, files = media_parts(body)
-            self.images += images
-            self.files += files
+        images, files = media_parts(endpoint, body)
+        self.images += images
+        self.files += files
         # a byte-level tokenizer never makes more tokens than the bytes it reads
         self.input_tokens += line_bytes
         self._unestimated_bytes += line_bytes

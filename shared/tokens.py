@@ -94,19 +94,28 @@ def prompt_tokens(endpoint: str, body: dict[str, Any]) -> int:
     return REPLY_TOKENS + text_tokens(str(given or "")) + text_tokens(str(body.get("instructions") or ""))
 
 
-def media_parts(body: Any) -> tuple[int, int]:
-    """The images and the files (documents) a request body carries, wherever in it they are: a message's
-    content, a tool's result, a Responses input item."""
+def media_parts(endpoint: str, body: dict[str, Any]) -> tuple[int, int]:
+    """The images and the files (documents) a request to `endpoint` carries, wherever in its chat messages'
+    content or its Responses input they are (a tool's result included). A message whose content is a string,
+    most of them, costs a lookup (this runs for every line of a file being validated)."""
+    if endpoint == "/v1/chat/completions":
+        messages = body.get("messages")
+        if type(messages) is not list:
+            return 0, 0
+        pending = [m.get("content") for m in messages if type(m) is dict and type(m.get("content")) is not str]
+    elif endpoint == "/v1/responses":
+        pending = [body.get("input")]
+    else:
+        return 0, 0
     images = files = 0
-    pending = [body]
     while pending:
         node = pending.pop()
-        if isinstance(node, dict):
+        if isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, dict):
             kind = node.get("type")
             if isinstance(kind, str):
                 images += kind in IMAGE_PARTS
                 files += kind in FILE_PARTS
             pending.extend(v for v in node.values() if isinstance(v, dict | list))
-        elif isinstance(node, list):
-            pending.extend(v for v in node if isinstance(v, dict | list))
     return images, files
