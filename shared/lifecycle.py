@@ -25,7 +25,7 @@ _SOURCES: Final[dict[BatchStatus, frozenset[BatchStatus]]] = {
     "validating": frozenset(),
     "in_progress": frozenset({"validating"}),
     "cancelling": frozenset({"validating", "in_progress"}),
-    "finalizing": frozenset({"in_progress", "cancelling"}),
+    "finalizing": frozenset({"in_progress"}),  # a cancelling batch ends cancelled, whatever its provider did
     "completed": frozenset({"finalizing"}),
     "expired": frozenset({"validating", "in_progress", "cancelling", "finalizing"}),
     "failed": frozenset({"validating", "in_progress", "cancelling", "finalizing"}),

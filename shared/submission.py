@@ -129,7 +129,8 @@ class Submission:
                 if moved is None:
                     return
                 batch = moved
-        self._start(batch)
+        if self._start(batch) is None:
+            self._cancel_at_provider(batch.id, deployment)
 
     def _screen(self, batch: BatchRecord, deployment: Deployment) -> BatchRecord:
         """Set aside the requests `deployment`'s provider cannot take, once per deployment."""
@@ -217,11 +218,25 @@ class Submission:
         )
         return moved
 
+    def _cancel_at_provider(self, batch_id: str, deployment: Deployment) -> None:
+        """Cancel the provider batch of a batch cancelled while it was being submitted, now: at the poller's
+        next tick a fast provider may have run all of it. What fails here, the poller retries."""
+        batch = self.batches.get(batch_id)
+        if batch is None or batch.status != "cancelling" or batch.cancel_sent or "batch_id" not in batch.provider_refs:
+            return
+        try:
+            self.providers.get(deployment).cancel(batch.provider_refs)
+            self.batches.mark_cancel_sent(batch.id, expiring=False)
+        except (ProviderError, StaleState) as exc:
+            logger.warning(
+                "could not cancel at the provider yet; the poller will", extra={"batch_id": batch.id, "error": str(exc)}
+            )
+
     def _start(self, batch: BatchRecord) -> BatchRecord | None:
         try:
             started = self.batches.start(batch.id, now=int(self.clock()))
         except StaleState:
-            # cancelled meanwhile: the provider ids are recorded, so the poller cancels the provider batch
+            # cancelled meanwhile (the provider batch is cancelled by the caller, or by the poller)
             logger.info("batch was cancelled during submission", extra={"batch_id": batch.id})
             return None
         notifications.status_changed(self.bus, started, batch.status)

@@ -30,7 +30,12 @@ def end_run(
     without_results: bool = False,
 ) -> BatchRecord | None:
     """Record that `batch`'s provider run is over and hand it to completion; None when another worker
-    ended it first. `without_results` tells completion not to fetch results from the provider."""
+    ended it first. `without_results` tells completion not to fetch results from the provider.
+
+    A batch its owner cancelled ends cancelled, as OpenAI's do once cancelling, even when its provider ran
+    every request before the cancel reached it: its results are kept and priced all the same."""
+    if batch.status == "cancelling" and outcome == "completed":
+        outcome = "cancelled"
     try:
         ended = batches.end_run(
             batch,

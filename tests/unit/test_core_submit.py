@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from shared.deadline import Deadline
 from shared.errors import ProviderBusy, ProviderError
+from shared.records import Counts
 from tests.unit.conftest import World, chat_lines
 
 AUDIO = [{"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]
@@ -106,10 +108,10 @@ def test_a_transient_fault_is_raised_for_a_retry_and_frees_the_lease(world: Worl
     assert world.db.batches[batch_id].status == "in_progress"
 
 
-def test_a_cancel_during_submission_wins_and_the_poller_cancels_the_provider_batch(world: World) -> None:
+def test_a_cancel_during_submission_reaches_the_provider_at_once_and_the_batch_ends_cancelled(world: World) -> None:
     from shared.auth import MASTER
 
-    batch_id = world.create(chat_lines(["a"]))
+    batch_id = world.create(chat_lines(["a", "b"]))
     original = world.provider.submit
 
     def submit_then_cancelled(request: object, journal: object) -> None:
@@ -118,6 +120,18 @@ def test_a_cancel_during_submission_wins_and_the_poller_cancels_the_provider_bat
 
     world.provider.submit = submit_then_cancelled  # type: ignore[method-assign]
     world.submission.submit(batch_id)
-    assert world.db.batches[batch_id].status == "cancelling"
-    world.poller.poll(world.db.batches[batch_id], now=int(world.clock()))
+
+    # Then the submitter cancels the provider batch it made (it waited for the poller's next tick, in which a
+    # fast provider could run the whole batch)
+    batch = world.db.batches[batch_id]
+    assert batch.status == "cancelling" and batch.cancel_sent
     assert next(iter(world.provider.runs.values())).cancelled
+
+    # And when the provider had finished every request anyway, the batch still ends cancelled, as OpenAI's
+    # do once cancelling (it ended completed: cancelling_at set, in_progress_at never), its results kept
+    world.provider.finish("completed")
+    world.poller.tick(Deadline.after(30))
+    world.deliver_ended()
+    done = world.db.batches[batch_id]
+    assert done.status == "cancelled" and done.cancelled_at and done.completed_at is None
+    assert done.request_counts == Counts(total=2, completed=2, failed=0) and done.cost is not None

@@ -18,8 +18,7 @@ ALLOWED = {
     ("finalizing", "completed"),
     ("finalizing", "expired"),
     ("finalizing", "failed"),
-    ("cancelling", "cancelled"),
-    ("cancelling", "finalizing"),
+    ("cancelling", "cancelled"),  # never finalizing: a cancelled batch ends cancelled, as OpenAI's do
     ("cancelling", "expired"),
     ("cancelling", "failed"),
 }
