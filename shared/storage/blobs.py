@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import suppress
 from typing import TYPE_CHECKING, cast
+from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
@@ -168,13 +169,15 @@ class S3Blobs:
 
     def presigned_get(self, key: str, *, filename: str, expires_in: int) -> str:
         """A short-lived URL that downloads the object as `filename`."""
-        safe = filename.replace('"', "").replace("\\", "")
         return self._client.generate_presigned_url(
             "get_object",
-            Params={
-                "Bucket": self.bucket,
-                "Key": key,
-                "ResponseContentDisposition": f'attachment; filename="{safe}"',
-            },
+            Params={"Bucket": self.bucket, "Key": key, "ResponseContentDisposition": attachment(filename)},
             ExpiresIn=expires_in,
         )
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition naming any `filename` in ASCII, as a header must be (S3 cannot send a raw
+    日本語 one): an ASCII stand-in, and the name itself in UTF-8 (RFC 6266 and 5987), which clients prefer."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
