@@ -108,7 +108,7 @@ class ExpiresAfter(Request):
 
 
 class CreateUploadRequest(Request):
-    bytes: int = Field(ge=1, le=8 * 1024**3)
+    bytes: int = Field(ge=1, le=8 * 1024**3, strict=True)  # a number: not true, not "10"
     filename: str = Field(min_length=1, max_length=255)
     mime_type: str = Field(min_length=1, max_length=255)
     purpose: FilePurpose

@@ -103,6 +103,14 @@ def test_batch_upload_over_200_mb_is_refused_at_creation(stack: Stack) -> None:
     assert response.status_code == 400 and response.json()["error"]["code"] == "file_too_large"
 
 
+@pytest.mark.parametrize("size", [True, "10", 10.5])
+def test_an_upload_s_size_must_be_a_whole_number(stack: Stack, size: Any) -> None:
+    # true was taken as 1 byte, "10" as 10
+    body = {"bytes": size, "filename": "x.jsonl", "mime_type": "application/jsonl", "purpose": "batch"}
+    response = stack.api.post("/v1/uploads", headers=stack.auth(), json=body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "bytes"
+
+
 def test_cancelled_upload_takes_no_more_parts(stack: Stack) -> None:
     upload = create(stack, 10, purpose="user_data")
     add_part(stack, upload["id"], b"01234")
@@ -154,7 +162,7 @@ def test_a_redirected_download_keeps_any_file_name_in_a_header_s3_can_send(
     # redirect; RFC 6266 names the file twice, in ASCII and in UTF-8 (RFC 5987), and clients read the latter
     monkeypatch.setenv("BATCHGW_MAX_RESPONSE_BYTES", "10")
     reset_runtime()
-    name = '日本語 réponse.jsonl'
+    name = "日本語 réponse.jsonl"
     response = stack.api.post(
         "/v1/files", headers=stack.auth(), data={"purpose": "user_data"}, files={"file": (name, b"x" * 11)}
     )
