@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from shared.errors import ProviderError
-from shared.jsonl import iter_lines
+from shared.jsonl import iter_lines, output_limit
 from shared.lifecycle import BatchStatus
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable
 from shared.providers.registry import ProviderDeps
@@ -189,6 +189,12 @@ class MockProvider:
             }
         text = f"Mock reply to: {_last_user_text(request)[:60]}"
         completion_tokens = _tokens(text)
+        # as a model does, the reply stops at the request's output limit
+        limit = output_limit(endpoint, request)
+        cut = limit is not None and completion_tokens > limit
+        if limit is not None and cut:
+            text, completion_tokens = text[: limit * 4], limit
+        finish_reason = "length" if cut else "stop"
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -202,7 +208,8 @@ class MockProvider:
                 "object": "response",
                 "created_at": created,
                 "model": model,
-                "status": "completed",
+                "status": "incomplete" if cut else "completed",
+                "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
                 "output": [
                     {
                         "type": "message",
@@ -225,7 +232,7 @@ class MockProvider:
                 "object": "text_completion",
                 "created": created,
                 "model": model,
-                "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
+                "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
                 "usage": usage,
             }
         return {
@@ -237,7 +244,7 @@ class MockProvider:
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": text, "refusal": None},
-                    "finish_reason": "stop",
+                    "finish_reason": finish_reason,
                     "logprobs": None,
                 }
             ],

@@ -115,6 +115,29 @@ def test_mock_provider_completes_chat_and_embeddings(stack: Stack) -> None:
     assert batch(stack, embeddings)["usage"]["output_tokens"] == 0
 
 
+def test_the_mock_stops_each_reply_at_its_request_s_output_limit(stack: Stack) -> None:
+    # as a model does: its six-token reply to a max_tokens of 1 could cost more than the budget held for it
+    limited = b"".join(
+        orjson.dumps(
+            {
+                "custom_id": f"m{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": "gpt-4o-mini", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]},
+            },
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+        for i in range(3)
+    )
+    batch_id = started(stack, limited)
+    finish(stack, batch_id)
+    done = batch(stack, batch_id)
+    assert done["usage"]["output_tokens"] == 3
+    for line in lines(stack, done["output_file_id"]):
+        body = line["response"]["body"]
+        assert body["usage"]["completion_tokens"] == 1 and body["choices"][0]["finish_reason"] == "length"
+
+
 def test_completion_delivered_twice_and_concurrently_books_once(stack: Stack) -> None:
     batch_id = started(stack, batch_lines(4, model="upstream-gpt-4o-mini"))
     stack.deliver("SubmitterFunction")
