@@ -25,6 +25,7 @@ from tests.integration.conftest import (
     record,
     started,
 )
+from tests.integration.test_tenancy import bounded_lines
 
 # OpenAI's published Batch API price for gpt-4o-mini, USD per million tokens
 GPT_4O_MINI_BATCH_INPUT = Decimal("0.075")
@@ -117,18 +118,7 @@ def test_mock_provider_completes_chat_and_embeddings(stack: Stack) -> None:
 
 def test_the_mock_stops_each_reply_at_its_request_s_output_limit(stack: Stack) -> None:
     # as a model does: its six-token reply to a max_tokens of 1 could cost more than the budget held for it
-    limited = b"".join(
-        orjson.dumps(
-            {
-                "custom_id": f"m{i}",
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": {"model": "gpt-4o-mini", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]},
-            },
-            option=orjson.OPT_APPEND_NEWLINE,
-        )
-        for i in range(3)
-    )
+    limited = bounded_lines(3, max_tokens=1)
     batch_id = started(stack, limited)
     finish(stack, batch_id)
     done = batch(stack, batch_id)
