@@ -189,11 +189,10 @@ class MockProvider:
             }
         text = f"Mock reply to: {_last_user_text(request)[:60]}"
         completion_tokens = _tokens(text)
-        # as a model does, the reply stops at the request's output limit
+        cut = False
         limit = output_limit(endpoint, request)
-        cut = limit is not None and completion_tokens > limit
-        if limit is not None and cut:
-            text, completion_tokens = text[: limit * 4], limit
+        if limit is not None and completion_tokens > limit:  # as a model does, the reply stops at the limit
+            text, completion_tokens, cut = text[: limit * 4], limit, True
         finish_reason = "length" if cut else "stop"
         usage = {
             "prompt_tokens": prompt_tokens,

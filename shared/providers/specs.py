@@ -20,8 +20,9 @@ CHAT: Final = ("/v1/chat/completions",)
 # Images cost tokens by their size, not by the bytes of their URL: the most one image costs on each provider's
 # models, as they document it. OpenAI (the default): gpt-4o-mini at high detail, 2,833 + 8 tiles of 5,667
 # (its images and vision guide; no OpenAI model charges more). Claude (Anthropic, Bedrock): 4,784, an image
-# of 2,576 pixels on its long edge (earlier models scale images down to about 1,600 tokens). Gemini (Vertex):
-# 8,256, 32 of its 258-token tiles of 768x768 pixels.
+# of 2,576 pixels on its long edge, which its newest models read (earlier ones scale images down to about
+# 1,600 tokens). Gemini (Vertex) cuts an image into 258-token tiles of 768x768 pixels and documents no
+# ceiling: 8,256 (32 tiles, a 6,144 x 3,072 image) is batchgw's; set `max_media_tokens` to what yours cost.
 CLAUDE_IMAGE: Final = 4_784
 
 
