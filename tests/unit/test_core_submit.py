@@ -135,3 +135,30 @@ def test_a_cancel_during_submission_reaches_the_provider_at_once_and_the_batch_e
     done = world.db.batches[batch_id]
     assert done.status == "cancelled" and done.cancelled_at and done.completed_at is None
     assert done.request_counts == Counts(total=2, completed=2, failed=0) and done.cost is not None
+
+
+def test_a_cancel_the_provider_fails_during_submission_is_left_to_the_poller(world: World) -> None:
+    from shared.auth import MASTER
+
+    batch_id = world.create(chat_lines(["a"]))
+    original_submit, original_cancel = world.provider.submit, world.provider.cancel
+
+    def submit_then_cancelled(request: object, journal: object) -> None:
+        original_submit(request, journal)  # type: ignore[arg-type]
+        world.batches.cancel(MASTER, batch_id)
+
+    def provider_down(refs: object) -> None:
+        raise ProviderError("cancel failed", retryable=True)
+
+    world.provider.submit = submit_then_cancelled  # type: ignore[method-assign]
+    world.provider.cancel = provider_down  # type: ignore[method-assign]
+
+    # When the provider fails the submitter's cancel, the submission still returns, the cancel not marked sent
+    world.submission.submit(batch_id)
+    batch = world.db.batches[batch_id]
+    assert batch.status == "cancelling" and not batch.cancel_sent
+
+    # Then the poller's tick sends it once the provider answers
+    world.provider.cancel = original_cancel  # type: ignore[method-assign]
+    world.poller.tick(Deadline.after(30))
+    assert world.db.batches[batch_id].cancel_sent and next(iter(world.provider.runs.values())).cancelled
