@@ -87,9 +87,19 @@ def completion(ctx: Context) -> list[Row]:
     cpu, floor = median_of(results["100mb"], "mb_per_cpu_s"), median_of(results["100mb"], "floor_mb_per_cpu_s")
     wall = median_of(results["100mb"], "mb_per_s")
     small, large = median_of(results["10mb"], "rss_growth_mb"), median_of(results["200mb"], "rss_growth_mb")
+    cold = median_of(results["100mb"], "cold_mb_per_cpu_s")
     return [
         Row(
-            "completion, 50,000 lines / 101 MB: throughput per CPU second", f"{cpu:.0f} MB/s", ">= 250 MB/s", cpu >= 250
+            "completion, 50,000 lines / 101 MB: throughput per CPU second, a warm function",
+            f"{cpu:.0f} MB/s",
+            ">= 250 MB/s",
+            cpu >= 250,
+        ),
+        Row(
+            "the same, a new function's first completion (its lazy imports and AWS clients made on the way)",
+            f"{cold:.0f} MB/s",
+            "(for reference)",
+            True,
         ),
         Row(
             "completion's floor on this machine: the same file's lines split and stored in S3 as they are, none "
