@@ -172,9 +172,10 @@ class CreateBatchRequest(Request):
         return value
 
 
-class EstimateRequest(Request):
-    input_file_id: str = Field(min_length=1, max_length=64)
-    endpoint: str = Field(min_length=1, max_length=64)
+class EstimateRequest(CreateBatchRequest):
+    """What creating the batch would take, checked as create checks it, so a create body can be reused."""
+
+    completion_window: Literal["24h"] = "24h"
 
 
 class EstimateCost(Wire):

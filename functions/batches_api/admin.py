@@ -16,7 +16,8 @@ KeyId = Annotated[str, Path(max_length=64)]
 
 
 @router.post("/keys", summary="Create a virtual key (the secret is shown only here)")
-def create_key(body: wire.CreateKeyRequest, caller: CallerDep, keys: KeysDep) -> wire.KeyCreated:
+def create_key(caller: CallerDep, keys: KeysDep, body: wire.CreateKeyRequest | None = None) -> wire.KeyCreated:
+    body = body or wire.CreateKeyRequest()  # every field is optional, so is the body: `curl -X POST` makes a key
     created = keys.create(caller, name=body.name, models=body.models, max_budget=body.max_budget)
     return wire.KeyCreated(**key_info(created.record).model_dump(), key=created.secret)
 

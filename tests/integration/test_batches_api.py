@@ -155,3 +155,25 @@ def test_cancel_terminal_batch_is_400_not_409(stack: Stack) -> None:
     )
     response = stack.api.post(f"/v1/batches/{batch_id}/cancel", headers=stack.auth())
     assert response.status_code == 400 and response.json()["error"]["code"] == "batch_not_cancellable"
+
+
+def test_an_estimate_takes_the_create_body_and_checks_it_as_create_does(stack: Stack) -> None:
+    # users reuse the body they would create the batch with: its create-only fields are checked, not refused
+    file_id = upload(stack, batch_lines(2))
+    body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    extras = {"metadata": {"team": "search"}, "output_expires_after": {"anchor": "created_at", "seconds": 3600}}
+    response = stack.api.post("/v1/batches/estimate", headers=stack.auth(), json={**body, **extras})
+    assert response.status_code == 200, response.text
+    assert response.json()["requests"] == 2
+    for bad, param in (({"completion_window": "48h"}, "completion_window"), ({"metadata": {"k": 1}}, "metadata")):
+        refused = stack.api.post("/v1/batches/estimate", headers=stack.auth(), json={**body, **bad})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == param, refused.text
+    assert stack.api.get("/v1/batches", headers=stack.auth()).json()["data"] == []
+
+
+def test_a_key_made_without_a_body_has_every_default(stack: Stack) -> None:
+    # every field of POST /admin/keys is optional: `curl -X POST .../admin/keys` makes a key, as `{}` does
+    response = stack.api.post("/admin/keys", headers=stack.auth())
+    assert response.status_code == 200, response.text
+    made = response.json()
+    assert made["key"].startswith("sk-") and (made["name"], made["models"], made["max_budget"]) == (None, None, None)
