@@ -143,7 +143,7 @@ class RequestLimits:
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     over = True
-                    raise errors.PayloadTooLarge(self._message())
+                    raise errors.PayloadTooLarge(self._message(scope.get("path", "")))
             return message
 
         async def send_or_too_large(message: Message) -> None:
@@ -162,15 +162,16 @@ class RequestLimits:
             if not answered:
                 await self._too_large(scope, receive, send)
 
-    def _message(self) -> str:
-        return (
-            f"The request body is larger than {self.max_body_bytes:,} bytes. "
-            "Upload large files with the Uploads API (POST /v1/uploads), in parts under that size."
-        )
+    def _message(self, path: str) -> str:
+        """The limit; for a file, the way round it."""
+        message = f"The request body is larger than {self.max_body_bytes:,} bytes."
+        if path.rstrip("/").endswith("/files"):
+            message += " Upload large files with the Uploads API (POST /v1/uploads), in parts under that size."
+        return message
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = {
-            "message": self._message(),
+            "message": self._message(scope.get("path", "")),
             "type": "invalid_request_error",
             "param": None,
             "code": "request_too_large",
@@ -185,7 +186,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "Missing, malformed, unknown or revoked key"),
         (403, "The key may not do this"),
         (404, "No such object for this key"),
-        (413, "Request body over the limit: use the Uploads API"),
+        (413, "Request body over the limit (files: use the Uploads API)"),
     )
 }
 

@@ -82,8 +82,14 @@ def test_a_chunked_body_over_the_limit_is_a_413_in_openais_error_shape(
     )
     assert response.status_code == 413
     error = response.json()["error"]
-    assert error["code"] == "request_too_large" and "/v1/uploads" in error["message"]
+    assert error["code"] == "request_too_large" and "larger than 1,024 bytes" in error["message"]
+    assert "/v1/uploads" not in error["message"]  # no file is sent here: the Uploads API is no way out
     assert response.headers["x-request-id"].startswith("req_")
+    # a file over the limit is pointed to the Uploads API
+    upload = stack.api.post(
+        "/v1/files", headers=stack.auth(), data={"purpose": "batch"}, files={"file": ("in.jsonl", b"x" * 4096)}
+    )
+    assert upload.status_code == 413 and "/v1/uploads" in upload.json()["error"]["message"]
 
 
 def test_an_input_past_its_expiry_stays_while_its_batch_runs_and_goes_with_its_objects_after(stack: Stack) -> None:
