@@ -121,6 +121,13 @@ class DynamoBatchStore:
         ):
             if not within.holds(str(item["gsi3sk"]["S"])):
                 continue
+            if not item.get("deployment", {}).get("S"):
+                # a batch of several models (its runs have the deployments): polling it reads its runs, which
+                # the index does not hold (it projects what polling one run reads), so it is read in full
+                full = self._db.get(key(item["pk"]["S"], item["sk"]["S"]))
+                if full is None:
+                    continue
+                item = full
             try:
                 yield parse_batch(item)
             except UnreadableRecord as exc:
