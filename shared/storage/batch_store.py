@@ -123,11 +123,10 @@ class DynamoBatchStore:
                 continue
             if not item.get("deployment", {}).get("S"):
                 # a batch of several models (its runs have the deployments): polling it reads its runs, which
-                # the index does not hold (it projects what polling one run reads), so it is read in full
-                full = self._db.get(key(item["pk"]["S"], item["sk"]["S"]))
-                if full is None:
-                    continue
-                item = full
+                # the index does not hold (it projects what polling one run reads); read them alone, as the
+                # item may hold what a tenant managed to store badly
+                runs = self._db.get(key(item["pk"]["S"], item["sk"]["S"]), only="runs")
+                item = {**item, **(runs or {})}
             try:
                 yield parse_batch(item)
             except UnreadableRecord as exc:

@@ -244,9 +244,20 @@ class Dynamo:
         self.client = client
         self.table = table
 
-    def get(self, item_key: Item) -> Mapping[str, Any] | None:
+    def get(self, item_key: Item, *, only: str | None = None) -> Mapping[str, Any] | None:
+        """The item, or `only` its attribute of that name (of an item that may hold what cannot be read)."""
         with _translated(f"read {item_key['pk']['S']}"):
-            return self.client.get_item(TableName=self.table, Key=item_key, ConsistentRead=True).get("Item")
+            if only is None:
+                answer = self.client.get_item(TableName=self.table, Key=item_key, ConsistentRead=True)
+            else:
+                answer = self.client.get_item(
+                    TableName=self.table,
+                    Key=item_key,
+                    ConsistentRead=True,
+                    ProjectionExpression="#a",
+                    ExpressionAttributeNames={"#a": only},
+                )
+            return answer.get("Item")
 
     def update(self, item_key: Item, update: Update) -> Mapping[str, Any]:
         """Apply `update`; StaleState when its condition fails. Returns the item as it now is."""
