@@ -3,12 +3,13 @@
 It behaves like a provider that processes requests in input order over `delay` seconds: a refresh
 reports the share done so far, a cancel or an expiry (`expire_after`) freezes it, and results hold
 exactly the requests done by then. A `failure_rate` share of requests (chosen by a hash of their
-custom_id) fails with a 500. Its state lives in the bucket under `providers/mock/`, so every Lambda
-and every process of the dev stack sees the same batches.
+custom_id) fails with a 500, and progress counts them as the results will. Its state lives in the bucket
+under `providers/mock/`, so every Lambda and every process of the dev stack sees the same batches.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import time
@@ -101,9 +102,13 @@ class MockProvider:
         if "batch_id" in journal.refs:
             return
         batch_id = f"mockbatch_{request.batch_id}"
+        rate = self._deployment.failure_rate
+        failures: list[int] = []  # the positions of the requests that fail, so progress counts them as results do
         with self._blobs.writer(f"{PREFIX}/{batch_id}/input.jsonl", "application/jsonl") as out:
-            for custom_id, body in request.open_lines():
+            for position, (custom_id, body) in enumerate(request.open_lines()):
                 out.write(orjson.dumps({"custom_id": custom_id, "body": body}, option=orjson.OPT_APPEND_NEWLINE))
+                if rate and _fraction(custom_id) < rate:
+                    failures.append(position)
         self._save(
             {
                 "id": batch_id,
@@ -112,7 +117,8 @@ class MockProvider:
                 "endpoint": request.endpoint,
                 "model": request.model,
                 "delay": self._deployment.delay,
-                "failure_rate": self._deployment.failure_rate,
+                "failure_rate": rate,
+                "failures": failures,
                 "expire_after": self._deployment.expire_after,
             }
         )
@@ -122,7 +128,7 @@ class MockProvider:
         state = self._state(refs)
         status, share = self._progress(state)
         done = math.floor(state["total"] * share)
-        failed = round(done * state["failure_rate"])
+        failed = bisect.bisect_left(state.get("failures", ()), done)  # of the first `done`, those that fail
         return ProviderStatus(status, Counts(total=state["total"], completed=done - failed, failed=failed))
 
     def cancel(self, refs: Mapping[str, str]) -> None:

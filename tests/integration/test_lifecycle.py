@@ -8,12 +8,16 @@ from __future__ import annotations
 import threading
 import time
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 import orjson
 import pytest
 
-from shared.records import SpendRow
+from shared.providers.base import ResultLine
+from shared.providers.mock import MockProvider
+from shared.records import Counts, SpendRow
+from tests.fakes.journal import MemoryJournal, submit_request
 from tests.integration.conftest import (
     Stack,
     batch,
@@ -310,3 +314,23 @@ def test_unreachable_provider_fails_its_batch_after_bounded_redrives_and_stops_n
     assert any("ConnectError" in e["message"] or "tries" in e["message"] for e in failed["errors"]["data"])
     assert [line["error"]["code"] for line in lines(stack, failed["error_file_id"])] == ["batch_failed"] * 3
     assert stack.failures  # the submitter raised for Lambda to retry before giving up
+
+
+def test_the_mock_s_progress_counts_only_grow_and_end_at_its_results(stack: Stack) -> None:
+    # with a failure_rate, the mock estimated its failures in progress and hashed custom_ids for its results:
+    # 37 requests showed 25 completed and 11 failed in progress, then 22 and 15, so `completed` went down
+    (deployment,) = stack.rt.routing.deployments_for("mock-flaky")
+    now = [0.0]
+    mock = MockProvider(deployment, stack.rt.blobs, clock=lambda: now[0])
+    journal = MemoryJournal()
+    mock.submit(submit_request("batch_mock", "gpt-4o-mini", batch_lines(37)), journal)
+    seen = []
+    for step in range(11):
+        now[0] = deployment.delay * step / 10
+        counts = mock.refresh(journal.refs).counts
+        assert counts is not None
+        seen.append(counts)
+    assert all(a.completed <= b.completed and a.failed <= b.failed for a, b in pairwise(seen)), seen
+    results = [line for line in mock.results(journal.refs, []) if isinstance(line, ResultLine)]
+    failed = sum(1 for line in results if not line.succeeded)
+    assert 0 < failed < 37 and seen[-1] == Counts(total=37, completed=37 - failed, failed=failed)
