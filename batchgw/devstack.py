@@ -127,11 +127,24 @@ class _InFlight:
 _IN_FLIGHT: Final = _InFlight()
 
 
-def invoke(function: template.Function, event: dict[str, Any]) -> Any:
+def invoke(function: template.Function, event: dict[str, Any], context: LambdaContext | None = None) -> Any:
     """Invoke a function's real handler with `event`, as Lambda would."""
-    context = LambdaContext(function.logical_id)
+    context = context or LambdaContext(function.logical_id)
     with _IN_FLIGHT.one(), logged_as(context):
         return import_handler(function.handler)(event, context)
+
+
+def deliver(function: template.Function, event: dict[str, Any], *, then: str = "") -> bool:
+    """Invoke `function` with `event`; False when it failed, logged (with `then`, what happens next) in the
+    invocation's name: past its end, a record would take whichever function set Powertools' keys last."""
+    context = LambdaContext(function.logical_id)
+    try:
+        invoke(function, event, context)
+    except Exception:
+        with logged_as(context):
+            logger.exception("%s failed%s", function.logical_id, then)
+        return False
+    return True
 
 
 _LOGGED_AS: Final[ContextVar[dict[str, Any] | None]] = ContextVar("batchgw_dev_logged_as", default=None)
@@ -434,19 +447,13 @@ class DevStack:
                 self._stop.wait(idle)
                 idle = min(idle * 2, _FIFO_IDLE_MAX_SECONDS)
             for message in messages:
-                try:
-                    invoke(function, sqs_event(message, queue.url) if as_sqs_event else orjson.loads(message["Body"]))
-                except Exception:
-                    logger.exception("%s failed; the event will be retried", function.logical_id)
-                    continue
-                queue.delete(message)
+                event = sqs_event(message, queue.url) if as_sqs_event else orjson.loads(message["Body"])
+                if deliver(function, event, then="; the event will be retried"):
+                    queue.delete(message)
 
     def _schedule(self, function: template.Function) -> None:
         while not self._stop.wait(self.poll_interval):
-            try:
-                invoke(function, scheduled_event())
-            except Exception:
-                logger.exception("%s failed", function.logical_id)
+            deliver(function, scheduled_event())
 
     def stop(self) -> None:
         self._stop.set()

@@ -49,7 +49,7 @@ def test_an_idle_fifo_worker_asks_ever_less_often_and_promptly_again_after_a_mes
     answers = iter([[], [], [], [], [], [], [], [message], [], []])
     deleted: list[str] = []
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setattr(devstack, "invoke", lambda function, event: None)
+    monkeypatch.setattr(devstack, "deliver", lambda function, event, then="": True)
     stack = devstack.DevStack(config="dev")
     stop = _Stop(after=10)
     stack._stop = stop  # type: ignore[assignment]

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from batchgw import template
-from batchgw.devstack import ApiGateway, LambdaContext, invoke, logged_as
+from batchgw.devstack import ApiGateway, LambdaContext, deliver, invoke, logged_as
 from shared.deadline import Deadline
 from shared.errors import ProviderError
 from shared.logs import share_config
@@ -92,3 +92,15 @@ def test_the_pollers_worker_threads_log_as_the_poller(world: World, caplog: pyte
     (line,) = [record for record in caplog.records if record.getMessage().startswith("provider call failed")]
     assert str(line.threadName).startswith("poll-deployment")
     assert vars(line)["function_name"] == "PollerFunction"
+
+
+def test_a_failed_delivery_is_logged_as_its_own_function(caplog: pytest.LogCaptureFixture) -> None:
+    # its record was made after its invocation had ended, so it carried no name of its own and took
+    # Powertools' process-wide keys: whichever function set them last (in the dev stack, often another)
+    share_config(log_probe.logger)
+    with caplog.at_level(logging.ERROR, logger="batchgw.dev"):
+        assert deliver(_function("ProbeB"), {"fail": True}, then="; the event will be retried") is False
+
+    (failure,) = [r for r in caplog.records if r.name == "batchgw.dev"]
+    assert failure.getMessage() == "ProbeB failed; the event will be retried" and failure.exc_info is not None
+    assert failure.__dict__.get("function_name") == "ProbeB"
