@@ -7,30 +7,75 @@ Admin verbs (keys, spend) need the master key and use the gateway's /admin route
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import openai
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 # files above this go through the Uploads API, in parts that fit under the gateway's 4 MiB request limit
 CHUNKED_ABOVE = 3_500_000
 PART_BYTES = 4_000_000
 
-out = Console()
-err = Console(stderr=True)
+
+def console(file: IO[str] | None = None, *, stderr: bool = False) -> Console:
+    """A console that wraps nothing but at a terminal: in a pipe, a file or a log, a message stays one line
+    and a table keeps whole ids and amounts (rich would cut both at 80 columns)."""
+    made = Console(file=file, stderr=stderr, soft_wrap=True)
+    if not made.is_terminal:
+        made.width = 1_000
+    return made
+
+
+out = console()
+err = console(stderr=True)
 
 
 class CommandError(Exception):
     """A failure to report in one line, with exit status 1."""
+
+
+def _usd(amount: float) -> str:
+    """Dollars as the gateway gave them, at least to the cent: $50.00, $0.0001 (not $0.00)."""
+    whole, _, cents = f"{Decimal(repr(amount)):f}".partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
+
+
+def _amount(text: str) -> float:
+    """An argument in dollars: a finite number, not negative."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(text)
+    return value
+
+
+def _seconds(text: str) -> float:
+    """An argument in seconds: a finite number above 0."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def _pair(text: str) -> tuple[str, str]:
+    """A KEY=VALUE argument."""
+    key, equals, value = text.partition("=")
+    if not key or not equals:
+        raise ValueError(text)
+    return key, value
+
+
+_amount.__name__, _seconds.__name__, _pair.__name__ = "amount of dollars", "number of seconds", "KEY=VALUE pair"
 
 
 def _connection(args: argparse.Namespace) -> tuple[str, str]:
@@ -114,12 +159,15 @@ def _wait(client: openai.OpenAI, batch: openai.types.Batch, interval: float) -> 
         transient=False,
     ) as progress:
         task = progress.add_task(batch.status, total=None)
-        while batch.status not in TERMINAL:
-            time.sleep(interval)
-            batch = client.batches.retrieve(batch.id)
-            counts = batch.request_counts
-            done = counts.completed + counts.failed if counts else 0
-            progress.update(task, description=batch.status, completed=done, total=counts.total if counts else None)
+        try:
+            while batch.status not in TERMINAL:
+                time.sleep(interval)
+                batch = client.batches.retrieve(batch.id)
+                counts = batch.request_counts
+                done = counts.completed + counts.failed if counts else 0
+                progress.update(task, description=batch.status, completed=done, total=counts.total if counts else None)
+        except KeyboardInterrupt:
+            raise CommandError(f"stopped waiting; {batch.id} keeps running (batchgw status {batch.id})") from None
     return batch
 
 
@@ -181,7 +229,7 @@ def estimate(args: argparse.Namespace) -> int:
     if budget is not None:
         left = budget["max_budget"] - budget["spend"] - budget["reserved"]
         verdict = "fits" if budget["fits"] else "does not fit"
-        out.print(f"budget: ${left:.6f} left of ${budget['max_budget']:.2f}; the batch's maximum {verdict}")
+        out.print(f"budget: ${left:.6f} left of {_usd(budget['max_budget'])}; the batch's maximum {verdict}")
     return 0
 
 
@@ -190,7 +238,7 @@ def submit(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise CommandError(f"no such file: {path}")
     endpoint = args.endpoint or _endpoint_of(path)
-    metadata = dict(item.split("=", 1) for item in args.metadata or [])
+    metadata = dict(args.metadata or [])
     with _sdk(args) as client:
         file_id = _upload(client, path)
         if args.max_cost is not None:
@@ -232,7 +280,11 @@ def results(args: argparse.Namespace) -> int:
         written = []
         for file_id, path in ((batch.output_file_id, output), (batch.error_file_id, errors)):
             if file_id:
-                path.write_bytes(client.files.content(file_id).content)
+                content = client.files.content(file_id).content
+                try:
+                    path.write_bytes(content)
+                except OSError as exc:
+                    raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
                 written.append(f"{path} ({sum(1 for _ in path.open('rb'))} lines)")
     err.print(f"{batch.id} {batch.status}: " + (", ".join(written) or "no result files"))
     return 0
@@ -247,9 +299,9 @@ def keys_create(args: argparse.Namespace) -> int:
 
 
 def _keys_table(keys: list[dict[str, Any]]) -> Table:
-    table = Table("id", "name", "models", "budget", "spend", "revoked")
+    table = Table(Column("id", no_wrap=True, min_width=36), "name", "models", "budget", "spend", "revoked")
     for key in keys:
-        budget = f"${key['max_budget']:.2f}" if key["max_budget"] is not None else "-"
+        budget = _usd(key["max_budget"]) if key["max_budget"] is not None else "-"
         table.add_row(
             key["id"],
             key["name"] or "-",
@@ -310,12 +362,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = command("submit", submit, "upload a batch input file and create a batch")
     parser.add_argument("file", help="the JSONL batch input file")
     parser.add_argument("--endpoint", help="the batch endpoint (default: the url of the file's first request)")
-    parser.add_argument("--metadata", action="append", metavar="KEY=VALUE", help="batch metadata (repeatable)")
+    parser.add_argument(
+        "--metadata", action="append", type=_pair, metavar="KEY=VALUE", help="batch metadata (repeatable)"
+    )
     parser.add_argument("--wait", action="store_true", help="show progress until the batch ends")
     parser.add_argument(
-        "--max-cost", type=float, metavar="USD", help="refuse to create the batch if it may cost more than this"
+        "--max-cost", type=_amount, metavar="USD", help="refuse to create the batch if it may cost more than this"
     )
-    parser.add_argument("--interval", type=float, default=2.0, help="seconds between status checks with --wait")
+    parser.add_argument("--interval", type=_seconds, default=2.0, help="seconds between status checks with --wait")
     command("status", status, "show a batch").add_argument("batch_id")
     parser = command("estimate", estimate, "what a batch of a file would cost, creating nothing")
     parser.add_argument("file_or_id", help="a JSONL batch input file (uploaded first), or a file id")
@@ -329,7 +383,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = command("create", keys_create, "create a key", verbs)
     parser.add_argument("--name")
     parser.add_argument("--model", action="append", help="a model the key may use (repeatable; default all)")
-    parser.add_argument("--max-budget", type=float, help="USD the key may spend")
+    parser.add_argument("--max-budget", type=_amount, metavar="USD", help="USD the key may spend")
     command("list", keys_list, "list keys", verbs)
     command("revoke", keys_revoke, "revoke a key", verbs).add_argument("key_id")
     command("spend", spend, "spend per key, or per day and model for one key").add_argument("--key")
@@ -346,4 +400,6 @@ def run_client(run: Callable[[argparse.Namespace], int], args: argparse.Namespac
     except openai.APIStatusError as exc:
         message = exc.body.get("message", exc.message) if isinstance(exc.body, dict) else exc.message
         err.print(f"[red]error:[/red] {exc.status_code}: {message}")
+    except OSError as exc:  # a local file the verb reads
+        err.print(f"[red]error:[/red] {exc.filename}: {exc.strerror or exc}")
     return 1

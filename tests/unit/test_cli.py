@@ -1,0 +1,132 @@
+"""The `batchgw` CLI's failures as a user meets them when piping or scripting it: one line on stderr, never a
+traceback, and bad arguments refused before anything is uploaded or created."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import openai
+import pytest
+from rich.console import Console
+
+from batchgw import client
+from batchgw.cli import main
+
+CONNECTION = ["--base-url", "http://127.0.0.1:9/v1", "--api-key", "sk-test"]
+
+
+@pytest.fixture
+def piped(monkeypatch: pytest.MonkeyPatch) -> tuple[io.StringIO, io.StringIO]:
+    """stdout and stderr as a pipe or a file sees them: not a terminal, 80 columns."""
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(client, "out", client.console(out))
+    monkeypatch.setattr(client, "err", client.console(err))
+    return out, err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["submit", "f.jsonl", "--interval", "-1"],  # created the batch, then a traceback from time.sleep
+        ["submit", "f.jsonl", "--interval", "0"],
+        ["submit", "f.jsonl", "--metadata", "foo"],  # a traceback from dict()
+        ["submit", "f.jsonl", "--max-cost", "nan"],  # accepted: the check silently off
+        ["submit", "f.jsonl", "--max-cost", "inf"],
+        ["submit", "f.jsonl", "--max-cost", "-1"],  # uploaded the file, then "above --max-cost $-1"
+        ["keys", "create", "--max-budget", "nan"],  # a traceback from httpx's JSON encoding
+        ["keys", "create", "--max-budget", "-5"],
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_is_sent(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f.jsonl").write_text('{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions"}\n')
+    monkeypatch.setattr(client, "_sdk", lambda args: pytest.fail("the gateway was called"))
+    monkeypatch.setattr(client, "_admin", lambda *args, **kwargs: pytest.fail("the gateway was called"))
+    with pytest.raises(SystemExit) as exited:
+        main([*args, *CONNECTION])
+    assert exited.value.code == 2
+    assert "error: argument" in capsys.readouterr().err
+
+
+def test_a_long_error_is_one_line_on_a_pipe(piped: tuple[io.StringIO, io.StringIO]) -> None:
+    _, err = piped
+
+    def refused(args: object) -> int:
+        raise client.CommandError("the batch may cost up to $0.001373850, above --max-cost $0.000001; " * 3)
+
+    assert client.run_client(refused, argparse.Namespace()) == 1
+    assert len(err.getvalue().splitlines()) == 1, err.getvalue()  # it was wrapped at 80 columns
+
+
+def _finished_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    batch = SimpleNamespace(id="batch_x", status="completed", output_file_id="file-out", error_file_id=None)
+    sdk = SimpleNamespace(
+        batches=SimpleNamespace(retrieve=lambda batch_id: batch),
+        files=SimpleNamespace(content=lambda file_id: SimpleNamespace(content=b'{"custom_id": "a"}\n')),
+    )
+
+    class Client:
+        def __enter__(self) -> Any:
+            return sdk
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(client, "_sdk", lambda args: Client())
+
+
+@pytest.mark.parametrize("where", ["nodir/sub/out.jsonl", "."])
+def test_results_into_a_place_that_cannot_be_written_is_one_line(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piped: tuple[io.StringIO, io.StringIO]
+) -> None:
+    _, err = piped
+    _finished_batch(monkeypatch)
+    assert main(["results", "batch_x", "-o", str(tmp_path / where), *CONNECTION]) == 1
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write"), lines  # was a traceback
+
+
+def test_stopping_a_wait_says_the_batch_keeps_running(piped: tuple[io.StringIO, io.StringIO]) -> None:
+    # Ctrl-C during `submit --wait` ended in a KeyboardInterrupt traceback
+    def interrupted(batch_id: str) -> Any:
+        raise KeyboardInterrupt
+
+    sdk = SimpleNamespace(batches=SimpleNamespace(retrieve=interrupted))
+    batch = openai.types.Batch.model_validate(
+        {
+            "id": "batch_x",
+            "object": "batch",
+            "endpoint": "/v1/chat/completions",
+            "input_file_id": "file-x",
+            "completion_window": "24h",
+            "status": "in_progress",
+            "created_at": 1,
+        }
+    )
+    with pytest.raises(client.CommandError, match="batch_x keeps running"):
+        client._wait(sdk, batch, 0.01)  # type: ignore[arg-type]  # the part of the SDK it uses
+
+
+def test_a_piped_table_shows_whole_ids_and_small_budgets(piped: tuple[io.StringIO, io.StringIO]) -> None:
+    out, _ = piped
+    key_id = "key_01a237a1b0a50000aaaabbbbccccdddd"
+    key: dict[str, Any] = {
+        "id": key_id,
+        "name": "a team with a rather long name",
+        "models": ["gpt-4o-mini", "claude-sonnet-4-5"],
+        "max_budget": 0.0001,
+        "spend": 0.000012,
+        "revoked": False,
+    }
+    client.out.print(client._keys_table([key]))
+    shown = out.getvalue()
+    assert key_id in shown  # cut to "key_01a237a1b0a50000…" at 80 columns
+    assert "$0.0001 " in shown and "$0.00 " not in shown  # a $0.0001 budget showed as $0.00
+    assert isinstance(client.console(io.StringIO()), Console)
