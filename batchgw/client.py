@@ -237,10 +237,10 @@ def submit(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise CommandError(f"no such file: {path}")
-    endpoint = args.endpoint or _endpoint_of(path)
     metadata = dict(args.metadata or [])
     with _sdk(args) as client:
-        file_id = _upload(client, path)
+        file_id = _upload(client, path)  # the gateway validates it first and names a broken line's rule
+        endpoint = args.endpoint or _endpoint_of(path)
         if args.max_cost is not None:
             most = _estimate(client, file_id, endpoint)["cost"]["max"]
             if most > args.max_cost:

@@ -130,3 +130,28 @@ def test_a_piped_table_shows_whole_ids_and_small_budgets(piped: tuple[io.StringI
     assert key_id in shown  # cut to "key_01a237a1b0a50000…" at 80 columns
     assert "$0.0001 " in shown and "$0.00 " not in shown  # a $0.0001 budget showed as $0.00
     assert isinstance(client.console(io.StringIO()), Console)
+
+
+def test_submit_of_a_broken_file_shows_the_gateways_rule_as_estimate_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piped: tuple[io.StringIO, io.StringIO]
+) -> None:
+    # submit read the first line's url before uploading: `{"a": 1}` got "no request with a url found" where
+    # the gateway names the line and the rule
+    _, err = piped
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"a": 1}\n')
+
+    class Client:
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    def upload(sdk: object, path: Path) -> str:
+        raise client.CommandError("400: Invalid batch input file, line 1: custom_id must be a non-empty string")
+
+    monkeypatch.setattr(client, "_sdk", lambda args: Client())
+    monkeypatch.setattr(client, "_upload", upload)
+    assert main(["submit", str(broken), *CONNECTION]) == 1
+    assert err.getvalue() == "error: 400: Invalid batch input file, line 1: custom_id must be a non-empty string\n"
