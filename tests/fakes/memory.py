@@ -12,8 +12,9 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
+from batchgw import template
 from shared import lifecycle
 from shared.errors import AdmitRefused, PublishFailed, StaleState, UnreadableRecord
 from shared.lifecycle import BatchStatus, Outcome
@@ -29,7 +30,7 @@ from shared.records import (
     UploadRecord,
 )
 from shared.storage.batch_store import shard_of, work_key
-from shared.storage.dynamo import money
+from shared.storage.dynamo import WORK_INDEX, money
 from shared.storage.ports import EVERYTHING, BlobSink, Booking, Broken, FifoMessage, Page, WorkRange
 
 
@@ -100,7 +101,8 @@ class MemoryBatchStore:
             keys = {b: self._work_key(b) for b, where in self.db.work.items() if where == f"WORK#{shard}"}
             ids = sorted((b for b, k in keys.items() if within.holds(k)), key=keys.__getitem__)
             found: list[BatchRecord | Broken] = [
-                Broken(f"BATCH#{b}", self.db.broken[b][1]) if b in self.db.broken else self.db.batches[b] for b in ids
+                Broken(f"BATCH#{b}", self.db.broken[b][1]) if b in self.db.broken else _indexed(self.db.batches[b])
+                for b in ids
             ]
         yield from found
 
@@ -531,3 +533,25 @@ class MemoryWorkQueue:
 
     def send(self, ranges: Iterable[WorkRange]) -> None:
         self.sent.extend(ranges)
+
+
+def _work_projection() -> frozenset[str]:
+    """The attributes template.yaml projects into the work index."""
+    (index,) = [
+        i for i in template.resource("Table")["Properties"]["GlobalSecondaryIndexes"] if i["IndexName"] == WORK_INDEX
+    ]
+    return frozenset(index["Projection"]["NonKeyAttributes"])
+
+
+_PROJECTED: Final = _work_projection()
+
+
+def _indexed(batch: BatchRecord) -> BatchRecord:
+    """`batch` as the poller reads it from the work index, as DynamoDBBatchStore.work gives it: what the index
+    projects (the rest at its default), and a batch of several models' runs, read from its item."""
+    defaults = {
+        name: BatchRecord.model_fields[name].get_default(call_default_factory=True)
+        for name in BatchRecord.model_fields
+        if name not in _PROJECTED and name != "runs" and not BatchRecord.model_fields[name].is_required()
+    }
+    return batch.model_copy(update=defaults)
