@@ -4,7 +4,8 @@ The provider's results are streamed line by line into our output and error files
 file ids reserved when the run ended, so a re-run overwrites rather than duplicates). Every input
 custom_id lands in exactly one of the two files: a result line that cannot be read or priced becomes a
 `provider_error` line of its own, requests refused before the run `invalid_request` lines, and requests
-the provider never ran `batch_expired`, `batch_cancelled`, ... lines; repeated lines fold into the first,
+the provider never ran `batch_expired`, `batch_cancelled`, ... lines, by how the batch ended (a provider
+that reports them cancelled when batchgw expired the batch included); repeated lines fold into the first,
 and lines that name no request of the batch are counted and logged. Usage is summed and priced at batch
 rates, then one DynamoDB transaction moves the batch to its final status, stores files, usage and cost,
 releases the input file and the budget reservation and books the real cost on the owner's spend. The
@@ -31,7 +32,7 @@ from shared.pricing import BatchPricer
 from shared.providers.base import ResultLine, Unreadable
 from shared.providers.registry import ProviderSource
 from shared.records import BatchRecord, Cost, Counts, ErrorEntry, FileRecord, Usage
-from shared.results import checked, invalid_request_line, not_run, provider_error_line, render, with_error
+from shared.results import as_ended, checked, invalid_request_line, not_run, provider_error_line, render, with_error
 from shared.routing import Deployment, RoutingConfig
 from shared.runs import Runs
 from shared.storage.ports import BatchStore, Blobs, BlobSink, Booking, Bus, SpendEntry
@@ -126,8 +127,9 @@ class _Tally:
     """Each request's one line: the first readable line a provider gives for it wins, later ones are
     counted; a request whose every line is unreadable gets one provider_error line, written by `settle`."""
 
-    def __init__(self, files: ResultFiles, pricer: BatchPricer | None, expected: list[str]) -> None:
+    def __init__(self, files: ResultFiles, pricer: BatchPricer | None, expected: list[str], outcome: Outcome) -> None:
         self._files = files
+        self._outcome = outcome
         self._pricer = pricer
         self._expected = frozenset(expected)
         self.remaining = set(expected)
@@ -158,7 +160,7 @@ class _Tally:
         if self._unread and self._unread.pop(custom_id, None) is not None:
             self.repeated += 1
         self.remaining.discard(custom_id)
-        self._files.write(line)
+        self._files.write(as_ended(line, self._outcome))
         if line.succeeded and line.usage is not None and self._pricer is not None:
             self._pricer.add(line.usage)
 
@@ -201,7 +203,7 @@ class Completion:
         sent = [c for c in self._custom_ids(batch) if c not in rejected]
         pricer = BatchPricer(deployment) if deployment else None
         files = ResultFiles(self.blobs, batch)
-        tally = _Tally(files, pricer, sent)
+        tally = _Tally(files, pricer, sent, outcome)
         try:
             if deployment is not None and "batch_id" in batch.provider_refs and not without_results:
                 for item in self.providers.get(deployment).results(batch.provider_refs, sent):

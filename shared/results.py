@@ -190,9 +190,20 @@ def not_run(custom_id: str, outcome: str) -> ResultLine:
     return ResultLine(custom_id=custom_id, response=None, error={"code": code, "message": message})
 
 
+def as_ended(line: ResultLine, outcome: str) -> ResultLine:
+    """`line`, but, for a request its provider reports not run because its batch was cancelled or expired, with
+    the error of how the batch ended: batchgw expires a batch by cancelling it at its provider."""
+    stopped = line.response is None and line.error is not None and line.error.get("code") in _STOPPED
+    if not stopped or outcome not in _STOPPED_BY:
+        return line
+    return replace(line, error=not_run(line.custom_id, outcome).error)
+
+
 _NOT_RUN = {
     "expired": ("batch_expired", "This request could not be executed before the completion window expired."),
     "cancelled": ("batch_cancelled", "This request was not executed because the batch was cancelled."),
     "failed": ("batch_failed", "This request was not executed because the batch failed."),
     "completed": ("missing_result", "The provider returned no result for this request."),
 }
+_STOPPED_BY: Final = ("expired", "cancelled")
+_STOPPED: Final = frozenset(_NOT_RUN[outcome][0] for outcome in _STOPPED_BY)

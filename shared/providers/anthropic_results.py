@@ -2,9 +2,10 @@
 
 Each Anthropic result line becomes an OpenAI output line; an `errored` one keeps Anthropic's error type and
 message under the HTTP status of that type; `canceled` and `expired` requests get OpenAI's own
-`batch_cancelled` and `batch_expired` errors; a line not shaped as Anthropic documents (its usage, above
-all, which is billed) becomes a `provider_error` line saying what is wrong. The forced tool call a
-`json_schema` request becomes (shared/providers/anthropic_format.py) is returned as the message content.
+`batch_cancelled` and `batch_expired` errors (shared/completion.py relabels them by how the batch ended); a
+line not shaped as Anthropic documents (its usage, above all, which is billed) becomes a `provider_error`
+line saying what is wrong. The forced tool call a `json_schema` request becomes
+(shared/providers/anthropic_format.py) is returned as the message content.
 """
 
 from __future__ import annotations
@@ -177,13 +178,11 @@ def to_chat_completion(
         "refusal": None,
         "annotations": [],
     }
+    finish_reason = _FINISH_REASONS.get(str(message.get("stop_reason")), "stop")
+    if finish_reason in ("stop", "tool_calls"):  # not cut off or refused: the calls it holds say how it ended
+        finish_reason = "tool_calls" if tool_calls else "stop"
     if tool_calls:
         reply["tool_calls"] = tool_calls
-        finish_reason = "tool_calls"
-    elif structured is not None:
-        finish_reason = "stop"
-    else:
-        finish_reason = _FINISH_REASONS.get(str(message.get("stop_reason")), "stop")
     usage, line_usage = _usage(message.get("usage") or {})
     body: JSONObject = {
         "id": message.get("id") or _stable_id("msg_", custom_id),

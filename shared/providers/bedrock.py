@@ -26,7 +26,6 @@ from shared.jsonl import LineTooLong, iter_lines
 from shared.lifecycle import BatchStatus
 from shared.providers import anthropic_results, bedrock_format
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable, guarded
-from shared.providers.http import MAX_RESULT_LINE_BYTES
 from shared.providers.registry import ProviderDeps
 from shared.records import Counts, ErrorEntry
 from shared.results import request_id
@@ -71,8 +70,8 @@ def screen(deployment: Deployment, body: dict[str, Any]) -> None:
 def model_input(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
     """A record's modelInput: an Anthropic model's native Messages body, else a Converse request."""
     if bedrock_format.is_anthropic(deployment.provider_model):
-        return bedrock_format.to_claude(body, deployment.provider_model)
-    return bedrock_format.to_converse(body)
+        return bedrock_format.to_claude(body, deployment.provider_model, max_tokens=deployment.output_bound)
+    return bedrock_format.to_converse(body, max_tokens=deployment.output_bound)
 
 
 def _provider_error(exc: ClientError | BotoCoreError, what: str) -> ProviderError:
@@ -211,7 +210,7 @@ class BedrockProvider:
         seen: set[int] = set()
         try:
             for key in self._output_keys(refs):
-                for raw in iter_lines(blobs.read(key), max_bytes=MAX_RESULT_LINE_BYTES):
+                for raw in iter_lines(blobs.read(key), max_bytes=bedrock_format.MAX_RECORD_BYTES):
                     line = self._result(raw, custom_ids, job_arn, seen)
                     if line is not None:
                         yield line

@@ -26,13 +26,17 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
+from shared.jsonl import MAX_LINE_BYTES
 from shared.providers import anthropic_format
 from shared.providers.base import LineUsage, TranslationError
+from shared.providers.http import MAX_RESULT_LINE_BYTES
 from shared.results import checked_usage
 
 JSONObject = dict[str, Any]
 
 ANTHROPIC_VERSION: Final = "bedrock-2023-05-31"
+# an output record repeats its request as modelInput: it may be as long as an input line and its answer
+MAX_RECORD_BYTES: Final = MAX_LINE_BYTES + MAX_RESULT_LINE_BYTES
 IMAGES_AS_DATA_URLS: Final = "Bedrock takes images only as base64 data URLs; fetch the image and send it as a data: URL"
 _IMAGE_FORMATS: Final = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
 _DATA_URL: Final = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,(.*)", re.DOTALL)
@@ -81,9 +85,10 @@ def index_in_line(prefix: bytes) -> int | None:
 # --- requests: Claude's native body -----------------------------------------------------------------
 
 
-def to_claude(body: Mapping[str, Any], model: str) -> JSONObject:
-    """An OpenAI chat-completions body as the Messages body Claude on Bedrock takes in a batch record."""
-    params = anthropic_format.to_params(body, model)
+def to_claude(body: Mapping[str, Any], model: str, *, max_tokens: int) -> JSONObject:
+    """An OpenAI chat-completions body as the Messages body Claude on Bedrock takes in a batch record;
+    `max_tokens` when the request sets no limit (the bound batchgw's budgets reserve)."""
+    params = anthropic_format.to_params(body, model, max_tokens=max_tokens)
     del params["model"]  # the job names the model; Bedrock refuses it in the body
     for message in params["messages"]:
         content = message["content"]
@@ -97,8 +102,10 @@ def to_claude(body: Mapping[str, Any], model: str) -> JSONObject:
 # --- requests: Converse -----------------------------------------------------------------------------
 
 
-def to_converse(body: Mapping[str, Any]) -> JSONObject:
-    """An OpenAI chat-completions body as a Bedrock Converse request (without `modelId`: the job names it)."""
+def to_converse(body: Mapping[str, Any], *, max_tokens: int) -> JSONObject:
+    """An OpenAI chat-completions body as a Bedrock Converse request (without `modelId`: the job names it);
+    `max_tokens` when the request sets no limit (the bound batchgw's budgets reserve; Converse's default is the
+    model's maximum)."""
     if body.get("tools") or body.get("functions"):
         raise TranslationError(_NO_TOOLS)
     response_format = body.get("response_format") or {}
@@ -111,9 +118,7 @@ def to_converse(body: Mapping[str, Any]) -> JSONObject:
     request: JSONObject = {"messages": messages}
     if system:
         request["system"] = system
-    config = _inference_config(body)
-    if config:
-        request["inferenceConfig"] = config
+    request["inferenceConfig"] = _inference_config(body, max_tokens)
     return request
 
 
@@ -202,15 +207,15 @@ def _image_block(url: str) -> JSONObject:
     return {"image": {"format": _IMAGE_FORMATS[found.group(1)], "source": {"bytes": data}}}
 
 
-def _inference_config(body: Mapping[str, Any]) -> JSONObject:
-    config: JSONObject = {}
+def _inference_config(body: Mapping[str, Any], default_max_tokens: int) -> JSONObject:
     max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = body.get("max_tokens")
-    if max_tokens is not None:
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise TranslationError("max_tokens must be a positive integer")
-        config["maxTokens"] = max_tokens
+    if max_tokens is None:
+        max_tokens = default_max_tokens
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise TranslationError("max_tokens must be a positive integer")
+    config: JSONObject = {"maxTokens": max_tokens}
     # Converse's temperature and topP both range 0-1 (OpenAI's temperature 0-2)
     for ours, theirs in (("temperature", "temperature"), ("top_p", "topP")):
         value = body.get(ours)

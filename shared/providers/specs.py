@@ -67,7 +67,8 @@ SPECS: Final[dict[ProviderName, ProviderSpec]] = {
             ("project", "gcs_bucket"),
             max_media_tokens=8_256,
         ),
-        # Bedrock's batch quota: at least 100 and at most 50,000 records per job, per model by default
+        # Bedrock's batch quota: at least 100 and at most 50,000 records per job, per model by default; the
+        # output bound is sent (Claude's max_tokens, Converse's maxTokens) when a line sets none, so it is exact
         ProviderSpec(
             "bedrock",
             "shared.providers.bedrock",

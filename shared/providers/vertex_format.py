@@ -16,7 +16,11 @@ is, `generationConfig.responseJsonSchema` and `FunctionDeclaration.parametersJso
 `responseSchema`/`parameters` are Vertex `Schema` objects (an OpenAPI subset), which refuse `$defs`, `$ref`,
 `"type": [...]` and the like that Pydantic and most clients generate.
 
-Fields a GenerateContentRequest has no place for (logprobs, penalties, user, ...) are dropped.
+Content parts Gemini cannot be given (a file by `file_id`, media that is not a base64 data: URL, a gs:// or
+an http(s) URL, part types it has no place for) raise TranslationError, which refuses the line before the
+batch is sent: dropping them would silently change what is asked. Request fields a GenerateContentRequest
+has no place for (`user`, `service_tier`, ...) are dropped; so is `reasoning_effort`, not mapped to
+`thinkingConfig`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any, Final
 import orjson
 
 from shared.jsonl import MAX_LINES
+from shared.providers.base import TranslationError
 
 # one label key per decimal digit of the largest line index, units first
 LINE_LABEL_KEYS: Final = tuple(f"batchgw_d{place}" for place in range(len(str(MAX_LINES - 1))))
@@ -55,6 +60,13 @@ _MIME_TYPES: Final = {
     "webm": "video/webm",
 }
 
+# OpenAI's number fields and GenerationConfig's
+_NUMBERS: Final = (
+    ("temperature", "temperature"),
+    ("top_p", "topP"),
+    ("presence_penalty", "presencePenalty"),
+    ("frequency_penalty", "frequencyPenalty"),
+)
 _DATA_URL: Final = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*?;base64,(?P<data>.*)$", re.DOTALL)
 
 
@@ -76,42 +88,52 @@ def _mime_of(uri: str, default: str) -> str:
     return _MIME_TYPES.get(extension, default)
 
 
-def _media_part(url: str, default_mime: str) -> dict[str, Any] | None:
-    """A data: URL as inline data, a gs:// or http(s) URL as a file reference."""
-    match = _DATA_URL.match(url)
-    if match:
-        return {"inlineData": {"mimeType": match["mime"] or default_mime, "data": match["data"]}}
-    if url.startswith(("gs://", "https://", "http://")):
-        return {"fileData": {"fileUri": url, "mimeType": _mime_of(url, default_mime)}}
-    return None
+def _media_part(url: Any, default_mime: str, what: str) -> dict[str, Any]:
+    """A data: URL as inline data, a gs:// or http(s) URL as a file reference; TranslationError for anything else."""
+    if isinstance(url, str):
+        match = _DATA_URL.match(url)
+        if match:
+            return {"inlineData": {"mimeType": match["mime"] or default_mime, "data": match["data"]}}
+        if url.startswith(("gs://", "https://", "http://")):
+            return {"fileData": {"fileUri": url, "mimeType": _mime_of(url, default_mime)}}
+    raise TranslationError(f"{what} must be a base64 data: URL, a gs:// URL or an http(s) URL")
 
 
-def _content_part(part: Any) -> dict[str, Any] | None:
+def _content_part(part: Any, role: str) -> dict[str, Any]:
     if isinstance(part, str):
         return {"text": part}
-    if not isinstance(part, dict):
-        return None
-    kind = part.get("type")
-    if kind == "text" and isinstance(part.get("text"), str):
-        return {"text": part["text"]}
-    if kind == "image_url":
-        image = part.get("image_url")
-        url = image.get("url") if isinstance(image, dict) else image
-        return _media_part(url, "image/jpeg") if isinstance(url, str) else None
-    if kind == "input_audio" and isinstance(part.get("input_audio"), dict):
-        audio = part["input_audio"]
-        return {"inlineData": {"mimeType": f"audio/{audio.get('format') or 'wav'}", "data": audio.get("data", "")}}
-    if kind == "file" and isinstance(part.get("file"), dict):
-        data = part["file"].get("file_data")
-        return _media_part(data, _mime_of(str(part["file"].get("filename") or ""), "application/pdf")) if data else None
-    return None
+    kind = part.get("type") if isinstance(part, dict) else None
+    match kind:
+        case "text":
+            if not isinstance(part.get("text"), str):
+                raise TranslationError("a text content part has no text")
+            return {"text": part["text"]}
+        case "refusal" if role == "assistant" and isinstance(part.get("refusal"), str):
+            return {"text": part["refusal"]}  # what the assistant said
+        case "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            return _media_part(url, "image/jpeg", "an image_url's url")
+        case "input_audio":
+            audio = part.get("input_audio")
+            if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
+                raise TranslationError("an input_audio part must hold its base64 data")
+            return {"inlineData": {"mimeType": f"audio/{audio.get('format') or 'wav'}", "data": audio["data"]}}
+        case "file":
+            file = part.get("file")
+            if not isinstance(file, dict) or not file.get("file_data"):
+                raise TranslationError("a file part must carry its file in file_data (file_id is not supported)")
+            mime = _mime_of(str(file.get("filename") or ""), "application/pdf")
+            return _media_part(file["file_data"], mime, "a file part's file_data")
+        case _:
+            raise TranslationError(f"content part type {kind!r} is not supported by Gemini in a {role} message")
 
 
-def _parts(content: Any) -> list[dict[str, Any]]:
+def _parts(content: Any, role: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}] if content else []
     if isinstance(content, list):
-        return [p for p in map(_content_part, content) if p is not None]
+        return [_content_part(part, role) for part in content]
     return []
 
 
@@ -165,9 +187,9 @@ def _contents(messages: Iterable[Any]) -> tuple[list[dict[str, Any]], list[dict[
             if text:
                 system.append({"text": text})
         elif role == "user":
-            contents.append({"role": "user", "parts": _parts(message.get("content"))})
+            contents.append({"role": "user", "parts": _parts(message.get("content"), role)})
         elif role == "assistant":
-            parts = _parts(message.get("content")) + _function_call_parts(message.get("tool_calls"), names)
+            parts = _parts(message.get("content"), role) + _function_call_parts(message.get("tool_calls"), names)
             contents.append({"role": "model", "parts": parts})
         elif role in ("tool", "function"):
             part = _function_response(message, names)
@@ -190,9 +212,10 @@ def _generation_config(body: Mapping[str, Any], max_output_tokens: int | None) -
     max_tokens = next((limit for limit in limits if limit is not None), None)
     if max_tokens is not None:
         config["maxOutputTokens"] = max_tokens
-    for ours, theirs in (("temperature", "temperature"), ("top_p", "topP")):
+    for ours, theirs in _NUMBERS:
         if isinstance(body.get(ours), int | float) and not isinstance(body[ours], bool):
             config[theirs] = body[ours]
+    config.update(_logprobs(body))
     seed = _integer(body.get("seed"))
     if seed is not None:
         # Vertex's seed is an int32; OpenAI's may be larger. Folding keeps one seed giving one answer.
@@ -215,6 +238,15 @@ def _generation_config(body: Mapping[str, Any], max_output_tokens: int | None) -
         if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
             config["responseJsonSchema"] = spec["schema"]
     return config
+
+
+def _logprobs(body: Mapping[str, Any]) -> dict[str, Any]:
+    """OpenAI's `logprobs` and `top_logprobs` as GenerationConfig's `responseLogprobs` and `logprobs`."""
+    if body.get("logprobs") is not True:
+        return {}
+    top = _integer(body.get("top_logprobs"))
+    # top_logprobs 0 asks for the chosen tokens alone
+    return {"responseLogprobs": True, "logprobs": top} if top else {"responseLogprobs": True}
 
 
 def _tools(tools: Any) -> list[dict[str, Any]]:

@@ -4,8 +4,8 @@ An output line (`{"status", "processed_time", "request", "response"}`) becomes a
 non-empty `status`, Vertex's free-text error for that request, is an HTTP-style error response whose status
 code says whether the text blames the request or the service; a response that cannot be read (its usage,
 above all, which is billed) becomes a `provider_error` line saying what was wrong. Which custom_id a line
-answers is read from its labels by shared/providers/vertex_format.py. A job's state, request counts and
-error map to a ProviderStatus.
+answers is read from its labels by shared/providers/vertex_format.py. A candidate's `logprobsResult` becomes
+its choice's `logprobs`. A job's state, request counts and error map to a ProviderStatus.
 """
 
 from __future__ import annotations
@@ -38,15 +38,29 @@ _STATES: Final[dict[str, BatchStatus]] = {
     "JOB_STATE_EXPIRED": "expired",
 }
 
+# google.genai.types.FinishReason: every reason for blocked or filtered output is a content filter; the
+# rest (MALFORMED_FUNCTION_CALL, OTHER, ...) say nothing OpenAI has a word for
 _FINISH_REASONS: Final = {
     "STOP": "stop",
     "MAX_TOKENS": "length",
-    "SAFETY": "content_filter",
-    "RECITATION": "content_filter",
-    "BLOCKLIST": "content_filter",
-    "PROHIBITED_CONTENT": "content_filter",
-    "SPII": "content_filter",
-    "IMAGE_SAFETY": "content_filter",
+    "CONTINUATION": "length",  # the per-request token limit, the answer not yet whole
+    **dict.fromkeys(
+        (
+            "SAFETY",
+            "RECITATION",
+            "LANGUAGE",
+            "BLOCKLIST",
+            "PROHIBITED_CONTENT",
+            "SPII",
+            "IMAGE_SAFETY",
+            "IMAGE_PROHIBITED_CONTENT",
+            "IMAGE_RECITATION",
+            "ESCALATION",
+            "PUP_LIMITED_DISABLED",
+            "MODEL_ARMOR",
+        ),
+        "content_filter",
+    ),
 }
 
 # google.rpc.Code of a failed job, as a whole-batch error code in OpenAI's style
@@ -75,6 +89,10 @@ _CLIENT_ERROR: Final = re.compile(
 
 class _MalformedPrediction(ValueError):
     """What is wrong with a prediction's response, in words for the error line."""
+
+
+class _UnreadableLogprobs(ValueError):
+    """A candidate's logprobsResult not shaped as Google's LogprobsResult."""
 
 
 def _int(value: Any) -> int:
@@ -168,9 +186,45 @@ def _choice(candidate: Mapping[str, Any], position: int, line_key: str) -> dict[
     return {
         "index": index if isinstance(index, int) and not isinstance(index, bool) else position,
         "message": message,
-        "logprobs": None,
+        "logprobs": _logprobs(candidate.get("logprobsResult")),
         "finish_reason": finish,
     }
+
+
+def _logprobs(result: Any) -> dict[str, Any] | None:
+    """A LogprobsResult as OpenAI's choice logprobs: each chosen token with the top candidates of its step.
+    None when there is none, or it cannot be read: the answer is kept without it."""
+    if not isinstance(result, dict):
+        return None
+    chosen, steps = result.get("chosenCandidates") or [], result.get("topCandidates") or []
+    if not isinstance(chosen, list) or not isinstance(steps, list):
+        return None
+    try:
+        content = [
+            {**_token_logprob(token), "top_logprobs": [_token_logprob(top) for top in _top_candidates(steps, step)]}
+            for step, token in enumerate(chosen)
+        ]
+    except _UnreadableLogprobs:
+        return None
+    return {"content": content, "refusal": None}
+
+
+def _top_candidates(steps: list[Any], step: int) -> list[Any]:
+    """The top candidates of generation step `step`; none when Vertex sent no step for it."""
+    top = steps[step] if step < len(steps) else {}
+    if not isinstance(top, dict) or not isinstance(top.get("candidates"), list | None):
+        raise _UnreadableLogprobs
+    return top.get("candidates") or []
+
+
+def _token_logprob(candidate: Any) -> dict[str, Any]:
+    """A LogprobsResultCandidate as OpenAI's token logprob; proto3 JSON leaves out an empty token and a 0.0."""
+    if not isinstance(candidate, dict):
+        raise _UnreadableLogprobs
+    token, logprob = candidate.get("token", ""), candidate.get("logProbability", 0.0)
+    if not isinstance(token, str) or isinstance(logprob, bool) or not isinstance(logprob, int | float):
+        raise _UnreadableLogprobs
+    return {"token": token, "logprob": float(logprob), "bytes": list(token.encode())}
 
 
 def _usage(metadata: Any) -> tuple[dict[str, Any], LineUsage]:

@@ -422,6 +422,18 @@ def test_forced_schema_tool_answer_becomes_json_content() -> None:
     assert choice["finish_reason"] == "stop" and "tool_calls" not in choice["message"]
 
 
+@pytest.mark.parametrize("name", ["get_weather", f"{SCHEMA_TOOL_PREFIX}verdict"])
+def test_a_tool_call_cut_off_by_max_tokens_finishes_with_length(name: str) -> None:
+    # Given an answer whose tool call (the request's own tool, or the forced json_schema tool) hit max_tokens
+    block = {"type": "tool_use", "id": "toolu_01C", "name": name, "input": {}}
+    message = {**MESSAGE, "content": [block], "stop_reason": "max_tokens"}
+
+    body, _ = to_chat_completion(message, "req-1", created=0)
+
+    # Then it says the output was cut off, as OpenAI does when the request's token limit was reached
+    assert body["choices"][0]["finish_reason"] == "length"
+
+
 def test_succeeded_result_line_is_a_200_output_line_with_usage() -> None:
     line = result_line({"custom_id": "req-1", "result": {"type": "succeeded", "message": MESSAGE}}, "req 1", created=5)
     assert line.succeeded and line.custom_id == "req 1"

@@ -10,12 +10,14 @@ import orjson
 import pytest
 from moto import mock_aws
 
+from shared.jsonl import MAX_LINE_BYTES
 from shared.providers import anthropic_format, registry
 from shared.providers.base import LineUsage, ResultLine, TranslationError, Unreadable
 from shared.providers.bedrock import BedrockProvider, model_input
 from shared.providers.bedrock_format import (
     ANTHROPIC_VERSION,
     IMAGES_AS_DATA_URLS,
+    MAX_RECORD_BYTES,
     MalformedOutput,
     error_response,
     from_converse,
@@ -26,7 +28,6 @@ from shared.providers.bedrock_format import (
     to_claude,
     to_converse,
 )
-from shared.providers.http import MAX_RESULT_LINE_BYTES
 from shared.routing import Deployment
 
 CLAUDE = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -36,7 +37,7 @@ BUCKET = "batchgw-dev"
 JOB = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/job000000001"
 
 
-def deployment(model: str) -> Deployment:
+def deployment(model: str, **fields: Any) -> Deployment:
     return Deployment(
         name="d",
         provider="bedrock",
@@ -44,6 +45,7 @@ def deployment(model: str) -> Deployment:
         role_arn="arn:aws:iam::123456789012:role/batchgw-bedrock",
         s3_bucket=BUCKET,
         region="us-east-1",
+        **fields,
     )
 
 
@@ -74,7 +76,7 @@ def test_chat_request_becomes_a_converse_request() -> None:
         "stop": "END",
         "seed": 7,
     }
-    assert to_converse(body) == {
+    assert to_converse(body, max_tokens=1024) == {
         "system": [{"text": "Be brief."}, {"text": "No emoji."}],
         "messages": [
             {
@@ -95,10 +97,10 @@ def test_converse_request_merges_turns_clamps_temperature_and_drops_blank_text()
         "stop": ["", "END"],
         "response_format": {"type": "json_object"},
     }
-    assert to_converse(body) == {
+    assert to_converse(body, max_tokens=1024) == {
         "messages": [{"role": "user", "content": [{"text": "one"}, {"text": "two"}]}],
         "system": [{"text": anthropic_format.JSON_OBJECT_INSTRUCTION}],
-        "inferenceConfig": {"temperature": 1.0, "stopSequences": ["END"]},
+        "inferenceConfig": {"maxTokens": 1024, "temperature": 1.0, "stopSequences": ["END"]},
     }
 
 
@@ -135,10 +137,24 @@ CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", 
 )
 def test_what_converse_cannot_take_is_a_translation_error_for_that_request(body: dict[str, Any], reason: str) -> None:
     with pytest.raises(TranslationError) as caught:
-        to_converse(body)
+        to_converse(body, max_tokens=1024)
     assert reason in str(caught.value)
     # screening finds it before the batch runs, so it fails alone
     assert registry.screen(deployment(NOVA), {"model": "d", **body}) == str(caught.value)
+
+
+def test_a_request_without_its_own_limit_is_capped_at_the_deployments_output_bound() -> None:
+    # Given deployments whose output bound (what batchgw reserves budget for) is 1,024 tokens, and one at the default
+    claude, nova = deployment(CLAUDE, max_output_tokens=1024), deployment(NOVA, max_output_tokens=1024)
+    body = {"messages": [user("Write a long essay.")]}
+
+    # Then a record of a line without a limit caps its answer at that bound, both for Claude and for Converse
+    assert model_input(claude, body)["max_tokens"] == 1024
+    assert model_input(nova, body)["inferenceConfig"] == {"maxTokens": 1024}
+    assert model_input(deployment(NOVA), body)["inferenceConfig"] == {"maxTokens": deployment(NOVA).output_bound}
+    # and a line's own limit wins
+    assert model_input(claude, {**body, "max_tokens": 50})["max_tokens"] == 50
+    assert model_input(nova, {**body, "max_completion_tokens": 50})["inferenceConfig"] == {"maxTokens": 50}
 
 
 # --- Claude's native body ---------------------------------------------------------------------------
@@ -152,7 +168,7 @@ def test_claude_record_is_the_native_body_with_bedrocks_version_and_no_model() -
         ],
         "max_tokens": 50,
     }
-    assert to_claude(body, CLAUDE) == {
+    assert to_claude(body, CLAUDE, max_tokens=1024) == {
         "anthropic_version": ANTHROPIC_VERSION,
         "max_tokens": 50,
         "system": "Be brief.",
@@ -166,7 +182,7 @@ def test_claude_record_is_the_native_body_with_bedrocks_version_and_no_model() -
             }
         ],
     }
-    assert model_input(deployment(CLAUDE), body) == to_claude(body, CLAUDE)
+    assert model_input(deployment(CLAUDE), body) == to_claude(body, CLAUDE, max_tokens=1024)
 
 
 def test_claude_record_refuses_image_urls_that_anthropic_itself_takes() -> None:
@@ -174,7 +190,7 @@ def test_claude_record_refuses_image_urls_that_anthropic_itself_takes() -> None:
     # Anthropic's own API takes the URL; Bedrock does not
     assert anthropic_format.to_params(body, CLAUDE)["messages"][0]["content"][1]["source"]["type"] == "url"
     with pytest.raises(TranslationError, match=IMAGES_AS_DATA_URLS):
-        to_claude(body, CLAUDE)
+        to_claude(body, CLAUDE, max_tokens=1024)
     assert registry.screen(deployment(CLAUDE), body) == IMAGES_AS_DATA_URLS
 
 
@@ -327,7 +343,7 @@ def test_output_file_with_every_defect_yields_each_request_once_and_keeps_good_u
         record(0, modelOutput=converse_output(inputTokens=999) if model == NOVA else claude_output(input_tokens=999)),
         record(6),
         record(7, error="throttled"),
-        b'{"recordId": "%s", "modelInput": {"text": "%s"}}' % (record_id(8).encode(), b"a" * MAX_RESULT_LINE_BYTES),
+        b'{"recordId": "%s", "modelInput": {"text": "%s"}}' % (record_id(8).encode(), b"a" * MAX_RECORD_BYTES),
         b"",
     ]
 
@@ -353,7 +369,24 @@ def test_output_file_with_every_defect_yields_each_request_once_and_keeps_good_u
     assert sorted(reasons) == ["c1", "c2", "c3", "c4", "c6", "c7", "c8"]
     assert "'oops'" in reasons["c1"] and "content block 0" in reasons["c2"] and "neither" in reasons["c6"]
     assert "-3" in reasons["c3"] and "usage" in reasons["c4"] and "'throttled'" in reasons["c7"]
-    assert f"longer than {MAX_RESULT_LINE_BYTES:,} bytes" in reasons["c8"]
+    assert f"longer than {MAX_RECORD_BYTES:,} bytes" in reasons["c8"]
+
+
+@pytest.mark.usefixtures("aws")
+def test_the_record_of_an_input_line_as_long_as_batchgw_takes_is_read_and_priced() -> None:
+    # Given a request whose input line is just under batchgw's line limit, whose record repeats it as modelInput
+    body = {"messages": [user("x" * (MAX_LINE_BYTES - 200))]}
+    line = orjson.dumps({"custom_id": "big", "method": "POST", "url": "/v1/chat/completions", "body": body})
+    assert len(line) <= MAX_LINE_BYTES
+    answered = {"recordId": record_id(0), "modelInput": model_input(deployment(CLAUDE), body)}
+    answered["modelOutput"] = claude_output()
+
+    # When the adapter reads its output
+    (result,) = read_output(CLAUDE, [orjson.dumps(answered)], ["big"])
+
+    # Then its answer is read and priced, not lost as a record too long to read
+    assert isinstance(result, ResultLine) and result.succeeded
+    assert result.usage == LineUsage(input_tokens=30, output_tokens=5)
 
 
 @pytest.mark.usefixtures("aws")

@@ -7,8 +7,12 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import pytest
 
+from shared.auth import MASTER
 from shared.deadline import Deadline
+from shared.polling import EXPIRY_GRACE_SECONDS
+from shared.providers import anthropic_results
 from shared.providers.base import LineUsage, ResultLine, Unreadable
 from shared.records import Counts
 from tests.unit.conftest import World, chat_lines, ok_line
@@ -214,3 +218,37 @@ def test_completion_removes_what_batchgw_put_at_the_provider(world: World) -> No
     batch_id = ended(world, ["a"])
     world.deliver_ended()
     assert world.provider.cleaned == [f"prov_{batch_id}"] and batch_id not in world.db.work
+
+
+@pytest.mark.parametrize(
+    ("ending", "reported", "status", "code"),
+    [
+        ("cancelled by its user", "canceled", "cancelled", "batch_cancelled"),
+        ("expired by batchgw, which cancels it at its provider", "canceled", "expired", "batch_expired"),
+        ("expired by its provider", "expired", "expired", "batch_expired"),
+    ],
+)
+def test_requests_the_provider_reports_not_run_are_labelled_by_how_the_batch_ended(
+    world: World, ending: str, reported: str, status: str, code: str
+) -> None:
+    # Given a running batch whose provider ran one request and reports the other not run, as Anthropic does
+    batch_id = world.create(chat_lines(["a", "b"]))
+    world.submission.submit(batch_id)
+    run = world.provider.runs[f"prov_{batch_id}"]
+    not_run = anthropic_results.result_line({"custom_id": "b", "result": {"type": reported}}, "b", created=0)
+    run.results = [ok_line("a"), not_run]
+
+    # When the batch ends that way and completes
+    if ending.startswith("cancelled"):
+        world.batches.cancel(MASTER, batch_id)
+    elif ending.startswith("expired by batchgw"):
+        world.clock.advance(24 * 3600 + EXPIRY_GRACE_SECONDS)
+    world.poller.tick(Deadline.after(30))  # sends the cancel, if any
+    run.state = "expired" if reported == "expired" else "cancelled"
+    world.poller.tick(Deadline.after(30))
+    world.deliver_ended()
+
+    # Then the request that did not run says why in the batch's terms, as OpenAI's error lines do
+    batch = world.db.batches[batch_id]
+    (error,) = lines_of(world, batch.error_file_id)
+    assert (batch.status, error["custom_id"], error["error"]["code"]) == (status, "b", code)  # type: ignore[index]

@@ -8,10 +8,13 @@ from typing import Any
 
 import orjson
 import pytest
+from google.genai import types
+from openai.types.chat import ChatCompletion
 
 from shared.errors import ProviderError
 from shared.jsonl import MAX_LINES
-from shared.providers.base import LineUsage
+from shared.providers import registry
+from shared.providers.base import LineUsage, TranslationError
 from shared.providers.vertex_format import (
     generate_content_request,
     index_in_line,
@@ -21,6 +24,7 @@ from shared.providers.vertex_format import (
 )
 from shared.providers.vertex_results import error_status_code, job_status, openai_state, result_line
 from shared.records import Counts, ErrorEntry
+from shared.routing import Deployment
 from tests.fakes.vertex_upstream import Forecast
 
 WEATHER_PARAMETERS = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
@@ -28,6 +32,7 @@ WEATHER_TOOL = {
     "type": "function",
     "function": {"name": "get_weather", "description": "The weather in a city", "parameters": WEATHER_PARAMETERS},
 }
+VERTEX = Deployment.model_validate({"name": "g", "provider": "vertex", "project": "p", "gcs_bucket": "b"})
 
 
 # --- requests ---------------------------------------------------------------------------------------
@@ -70,7 +75,6 @@ def test_images_become_inline_data_or_file_references_with_their_mime_type() -> 
         {"type": "image_url", "image_url": {"url": "https://example.com/render"}},
         {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
         {"type": "file", "file": {"filename": "report.pdf", "file_data": "data:application/pdf;base64,JVBERi0="}},
-        {"type": "refusal", "refusal": "dropped"},
     ]
     request = generate_content_request({"messages": [{"role": "user", "content": content}]}, 0)
     assert request["contents"][0]["parts"] == [
@@ -82,6 +86,41 @@ def test_images_become_inline_data_or_file_references_with_their_mime_type() -> 
         {"inlineData": {"mimeType": "audio/wav", "data": "UklGRg=="}},
         {"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0="}},
     ]
+
+
+@pytest.mark.parametrize(
+    ("part", "reason"),
+    [
+        ({"type": "file", "file": {"file_id": "file-abc", "filename": "report.pdf"}}, "file_id"),
+        ({"type": "file", "file": {"filename": "report.pdf", "file_data": "JVBERi0xLjQK"}}, "data: URL"),
+        ({"type": "image_url", "image_url": {"url": "file-xyz"}}, "data: URL"),
+        ({"type": "image_url", "image_url": {}}, "data: URL"),
+        ({"type": "input_audio", "input_audio": "UklGRg=="}, "input_audio"),
+        ({"type": "text", "text": None}, "text"),
+        ({"type": "refusal", "refusal": "no"}, "'refusal'"),
+        ({"type": "video_url", "video_url": {"url": "gs://v/a.mp4"}}, "'video_url'"),
+        (7, "content part"),
+    ],
+)
+def test_content_gemini_cannot_take_is_refused_before_submission_not_dropped(part: Any, reason: str) -> None:
+    # Given a user turn with content Vertex has no translation for, alone or beside text
+    for content in ([part], [{"type": "text", "text": "Summarise this"}, part]):
+        body = {"model": "g", "messages": [{"role": "user", "content": content}]}
+
+        # Then translating it fails, naming what, and screening refuses the line before the batch is sent
+        with pytest.raises(TranslationError) as caught:
+            generate_content_request(body, 0)
+        assert reason in str(caught.value)
+        assert registry.screen(VERTEX, body) == str(caught.value)
+
+
+def test_an_assistant_turns_refusal_is_kept_as_what_it_said() -> None:
+    refused = {"role": "assistant", "content": [{"type": "refusal", "refusal": "I cannot help with that."}]}
+    body = {"messages": [{"role": "user", "content": "hi"}, refused, {"role": "user", "content": "why?"}]}
+    assert generate_content_request(body, 0)["contents"][1] == {
+        "role": "model",
+        "parts": [{"text": "I cannot help with that."}],
+    }
 
 
 def test_tool_calls_and_tool_answers_become_function_call_and_response_parts() -> None:
@@ -170,9 +209,8 @@ def test_generation_config_takes_every_supported_sampling_field() -> None:
         "n": 2,
         "seed": 42,
         "response_format": {"type": "json_object"},
-        "presence_penalty": 0.5,
-        "logprobs": True,
         "user": "someone",
+        "reasoning_effort": "low",
         "stream": False,
     }
     request = generate_content_request(body, 0)
@@ -186,6 +224,23 @@ def test_generation_config_takes_every_supported_sampling_field() -> None:
         "responseMimeType": "application/json",
     }
     assert set(request) == {"contents", "generationConfig", "labels"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "sent"),
+    [
+        ({"presence_penalty": 0.5, "frequency_penalty": -0.7}, {"presencePenalty": 0.5, "frequencyPenalty": -0.7}),
+        ({"logprobs": True, "top_logprobs": 3}, {"responseLogprobs": True, "logprobs": 3}),
+        ({"logprobs": True}, {"responseLogprobs": True}),
+        ({"logprobs": True, "top_logprobs": 0}, {"responseLogprobs": True}),
+        ({"logprobs": False, "top_logprobs": 3, "presence_penalty": "high"}, None),
+    ],
+)
+def test_penalties_and_logprobs_go_to_their_generation_config_fields(
+    fields: dict[str, Any], sent: dict[str, Any] | None
+) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], **fields}
+    assert generate_content_request(body, 0).get("generationConfig") == sent
 
 
 def test_generation_config_reads_max_tokens_a_single_stop_and_a_json_schema() -> None:
@@ -360,6 +415,15 @@ def test_function_calls_become_tool_calls_and_thoughts_are_not_content() -> None
 @pytest.mark.parametrize(
     ("reason", "expected"),
     [
+        ("IMAGE_SAFETY", "content_filter"),
+        ("IMAGE_PROHIBITED_CONTENT", "content_filter"),
+        ("IMAGE_RECITATION", "content_filter"),
+        ("MODEL_ARMOR", "content_filter"),
+        ("LANGUAGE", "content_filter"),
+        ("ESCALATION", "content_filter"),
+        ("PUP_LIMITED_DISABLED", "content_filter"),
+        ("CONTINUATION", "length"),
+        ("UNEXPECTED_TOOL_CALL", "stop"),
         ("STOP", "stop"),
         ("MAX_TOKENS", "length"),
         ("SAFETY", "content_filter"),
@@ -376,6 +440,59 @@ def test_finish_reasons_map_to_openai(reason: str | None, expected: str) -> None
     candidate = {"content": {"role": "model", "parts": [{"text": "x"}]}, "finishReason": reason}
     line = result_line(prediction(candidates=[candidate]), "a", "m")
     assert line.response is not None and line.response["body"]["choices"][0]["finish_reason"] == expected
+
+
+def test_logprobs_result_becomes_openai_choice_logprobs_with_the_top_candidates_of_each_token() -> None:
+    # Given a candidate with the log probabilities of its tokens (0.0, the proto3 default, left out) and the
+    # top candidates at each step
+    logprobs_result = {
+        "chosenCandidates": [
+            {"token": "Hi", "logProbability": -0.25, "tokenId": 5},
+            {"token": " é", "tokenId": 9},
+        ],
+        "topCandidates": [
+            {"candidates": [{"token": "Hi", "logProbability": -0.25}, {"token": "Hello", "logProbability": -2.5}]},
+            {"candidates": [{"token": " é"}]},
+        ],
+        "logProbabilitySum": -0.25,
+    }
+    assert types.LogprobsResult.model_validate(logprobs_result).chosen_candidates  # Google's shape
+    candidate = {"content": {"role": "model", "parts": [{"text": "Hi é"}]}, "finishReason": "STOP"}
+    line = result_line(prediction(candidates=[{**candidate, "logprobsResult": logprobs_result}]), "a", "m")
+
+    # Then the choice carries them as OpenAI's logprobs, each token with its UTF-8 bytes
+    assert line.response is not None
+    (choice,) = line.response["body"]["choices"]
+    hi, hello, e = (
+        {"token": "Hi", "logprob": -0.25, "bytes": [72, 105]},
+        {"token": "Hello", "logprob": -2.5, "bytes": [72, 101, 108, 108, 111]},
+        {"token": " é", "logprob": 0.0, "bytes": [32, 195, 169]},
+    )
+    assert choice["logprobs"] == {
+        "content": [{**hi, "top_logprobs": [hi, hello]}, {**e, "top_logprobs": [e]}],
+        "refusal": None,
+    }
+    completion = ChatCompletion.model_validate(line.response["body"])
+    assert completion.choices[0].logprobs is not None and completion.choices[0].logprobs.content is not None
+
+
+@pytest.mark.parametrize(
+    "logprobs_result",
+    [
+        None,
+        "x",
+        {"chosenCandidates": "x"},
+        {"chosenCandidates": [{"token": 5}]},
+        {"chosenCandidates": [7]},
+        {"chosenCandidates": [{"token": "Hi"}], "topCandidates": ["x"]},
+    ],
+)
+def test_logprobs_that_cannot_be_read_are_left_out_and_the_answer_kept(logprobs_result: Any) -> None:
+    candidate = {"content": {"role": "model", "parts": [{"text": "Hi"}]}, "logprobsResult": logprobs_result}
+    line = result_line(prediction(candidates=[candidate]), "a", "m")
+    assert line.succeeded and line.response is not None
+    (choice,) = line.response["body"]["choices"]
+    assert choice["logprobs"] is None and choice["message"]["content"] == "Hi"
 
 
 def test_several_candidates_become_several_choices() -> None:

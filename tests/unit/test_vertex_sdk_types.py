@@ -106,6 +106,13 @@ BODIES: dict[str, dict[str, Any]] = {
         "n": 2,
         "stop": ["END", "STOP"],
     },
+    "penalties and logprobs": {
+        "messages": HI,
+        "presence_penalty": 0.5,
+        "frequency_penalty": -0.5,
+        "logprobs": True,
+        "top_logprobs": 3,
+    },
     "max completion tokens and one stop": {
         "messages": HI,
         "max_completion_tokens": 100,
@@ -160,6 +167,10 @@ def test_the_bodies_cover_every_request_field_and_the_json_schema_fields() -> No
         "stopSequences",
         "responseMimeType",
         "responseJsonSchema",
+        "presencePenalty",
+        "frequencyPenalty",
+        "responseLogprobs",
+        "logprobs",
     }
     declarations = [d for r in requests for t in r.get("tools", ()) for d in t["functionDeclarations"]]
     forecast = [d["parametersJsonSchema"] for d in declarations if d["name"] == "record_forecast"]
