@@ -29,6 +29,7 @@ from shared.providers.base import (
     guarded,
 )
 from shared.providers.http import HttpClients, build_client, cancel, create_once, json_of, send, stream_lines
+from shared.providers.listing import Page, id_cursor_page, listed_objects, statuses_from_pages
 from shared.providers.registry import ProviderDeps
 from shared.results import parsed_line
 from shared.routing import Deployment
@@ -43,6 +44,7 @@ BATCHES: Final = "/v1/messages/batches"
 FIND_SKEW_SECONDS: Final = 60
 _FIND_PAGE_SIZE: Final = 100
 _FIND_PAGES: Final = 10
+_LIST_PAGE: Final = 1000  # the most a list page holds (`limit` is 1-1000)
 
 
 def build(deployment: Deployment, deps: ProviderDeps) -> AnthropicProvider:
@@ -172,6 +174,18 @@ class AnthropicProvider:
             send(self._api.retrying, "GET", f"{BATCHES}/{batch_id}", what="retrieve message batch"), "retrieve"
         )
 
+    def list_statuses(self, refs: Sequence[Mapping[str, str]]) -> dict[str, ProviderStatus]:
+        """Read from `GET /v1/messages/batches` pages (1,000 a page, newest first, entered after our own
+        batches' ids); a listed batch whose status cannot be read is retrieved."""
+
+        def fetch(after_id: str | None) -> Page:
+            params: dict[str, str | int] = {"limit": _LIST_PAGE, **({"after_id": after_id} if after_id else {})}
+            page = json_of(send(self._api.retrying, "GET", BATCHES, what="list message batches", params=params), "list")
+            shown = listed_objects(page.get("data"))
+            return id_cursor_page([(b["id"], _listed(b)) for b in shown], bool(page.get("has_more")))
+
+        return statuses_from_pages([r["batch_id"] for r in refs], fetch, page_size=_LIST_PAGE)
+
     def refresh(self, refs: Mapping[str, str]) -> ProviderStatus:
         batch = self._batch(refs["batch_id"])
         try:
@@ -211,3 +225,12 @@ class AnthropicProvider:
 
     def cleanup(self, refs: Mapping[str, str]) -> None:
         """Nothing to remove: a message batch holds no files, and its results expire at Anthropic."""
+
+
+def _listed(batch: Mapping[str, Any]) -> ProviderStatus | None:
+    """A listed message batch's status; None when it cannot be read (then it is retrieved)."""
+    try:
+        state, counts = batch_status(batch)
+    except TranslationError:
+        return None
+    return ProviderStatus(state, counts)

@@ -26,6 +26,7 @@ from shared.jsonl import LineTooLong, iter_lines
 from shared.lifecycle import BatchStatus
 from shared.providers import anthropic_results, bedrock_format
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable, guarded
+from shared.providers.listing import Page, listed_objects, statuses_in_order
 from shared.providers.registry import ProviderDeps
 from shared.records import Counts, ErrorEntry
 from shared.results import request_id
@@ -53,6 +54,9 @@ _STATES: Final[dict[str, BatchStatus]] = {
     "Stopped": "cancelled",
     "Expired": "expired",
 }
+JOB_NAME_PREFIX: Final = "batchgw"  # every job batchgw creates is named `batchgw-{batch id}`
+_LIST_PAGE: Final = 1000  # the most a ListModelInvocationJobs page holds
+
 _RETRYABLE: Final = frozenset(
     {"ThrottlingException", "ServiceUnavailableException", "InternalServerException", "ServiceQuotaExceededException"}
 )
@@ -143,7 +147,7 @@ class BedrockProvider:
             return
         token = request.batch_id.replace("_", "-")
         arguments: dict[str, Any] = {
-            "jobName": f"batchgw-{token}"[:63],
+            "jobName": f"{JOB_NAME_PREFIX}-{token}"[:63],
             "roleArn": self._deployment.role_arn,
             "clientRequestToken": token,
             "modelId": self._deployment.provider_model,
@@ -169,22 +173,34 @@ class BedrockProvider:
             raise _provider_error(exc, "get the batch inference job") from exc
         return job
 
+    def list_statuses(self, refs: Sequence[Mapping[str, str]]) -> dict[str, ProviderStatus]:
+        """Read from ListModelInvocationJobs pages (1,000 a page, newest first, only jobs named as batchgw names
+        them), one after another: a `nextToken` cannot be made from a job of ours to enter the list there."""
+
+        def fetch(token: str | None) -> Page:
+            arguments: dict[str, Any] = {
+                "maxResults": _LIST_PAGE,
+                "sortBy": "CreationTime",
+                "sortOrder": "Descending",
+                "nameContains": JOB_NAME_PREFIX,
+                **({"nextToken": token} if token else {}),
+            }
+            try:
+                page = self._bedrock.list_model_invocation_jobs(**arguments)
+            except (ClientError, BotoCoreError) as exc:
+                raise _provider_error(exc, "list the batch inference jobs") from exc
+            jobs = listed_objects(page.get("invocationJobSummaries"), "jobArn")
+            shown = [(str(job["jobArn"]), _status(job)) for job in jobs]
+            return shown, page.get("nextToken") or None
+
+        return statuses_in_order([r["batch_id"] for r in refs], fetch)
+
     def refresh(self, refs: Mapping[str, str]) -> ProviderStatus:
         job = self._job(refs)
-        state = _STATES.get(str(job.get("status")))
-        if state is None:
+        status = _status(job)
+        if status is None:
             raise ProviderError(f"unknown Bedrock job status {job.get('status')!r}", retryable=True)
-        counts = None
-        if "totalRecordCount" in job:
-            counts = Counts(
-                total=int(job["totalRecordCount"]),
-                completed=int(job.get("successRecordCount") or 0),
-                failed=int(job.get("errorRecordCount") or 0),
-            )
-        errors: tuple[ErrorEntry, ...] = ()
-        if state == "failed" and job.get("message"):
-            errors = (ErrorEntry(code="bedrock_job_failed", message=str(job["message"])),)
-        return ProviderStatus(state, counts, errors)
+        return status
 
     def cancel(self, refs: Mapping[str, str]) -> None:
         try:
@@ -287,3 +303,22 @@ class BedrockProvider:
 
     def close(self) -> None:
         """boto3 clients hold no connections worth closing early."""
+
+
+def _status(job: Mapping[str, Any]) -> ProviderStatus | None:
+    """A job's status as GetModelInvocationJob or a ListModelInvocationJobs summary shows it; None when Bedrock
+    answers a status batchgw does not know."""
+    state = _STATES.get(str(job.get("status")))
+    if state is None:
+        return None
+    counts = None
+    if "totalRecordCount" in job:
+        counts = Counts(
+            total=int(job["totalRecordCount"]),
+            completed=int(job.get("successRecordCount") or 0),
+            failed=int(job.get("errorRecordCount") or 0),
+        )
+    errors: tuple[ErrorEntry, ...] = ()
+    if state == "failed" and job.get("message"):
+        errors = (ErrorEntry(code="bedrock_job_failed", message=str(job["message"])),)
+    return ProviderStatus(state, counts, errors)

@@ -36,7 +36,7 @@ from shared.providers.http import (
     result_file_lines,
     send,
 )
-from shared.providers.listing import Page, statuses_from_pages
+from shared.providers.listing import Page, id_cursor_page, listed_objects, statuses_from_pages
 from shared.providers.openai_results import counts_of, errors_of, openai_state
 from shared.providers.registry import ProviderDeps
 from shared.routing import Deployment
@@ -305,8 +305,8 @@ class OpenAIProvider:
             page = json_of(
                 send(self._api.retrying, "GET", "/batches", what="list batches", params=params), "list batches"
             )
-            shown = [b for b in page.get("data") or [] if isinstance(b, dict) and isinstance(b.get("id"), str)]
-            return [(b["id"], _status_of(b)) for b in shown], bool(page.get("has_more"))
+            shown = listed_objects(page.get("data"))
+            return id_cursor_page([(b["id"], _status_of(b)) for b in shown], bool(page.get("has_more")))
 
         return statuses_from_pages([r["batch_id"] for r in refs], fetch, page_size=_LIST_PAGE)
 

@@ -27,6 +27,7 @@ from shared.errors import ProviderError
 from shared.providers.anthropic_format import anthropic_custom_id, hashed_custom_ids, is_hashed_custom_id
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable
 from shared.providers.http import build_client, json_of, send
+from shared.providers.listing import listed_objects
 from shared.providers.openai import OpenAIProvider
 from shared.providers.openai_results import openai_state
 from shared.providers.registry import ProviderDeps
@@ -105,7 +106,7 @@ class TogetherProvider(OpenAIProvider):
         except orjson.JSONDecodeError as exc:
             raise ProviderError("list batches: the answer is not JSON", retryable=True) from exc
         batches = answer.get("data") if isinstance(answer, dict) else answer
-        return [b for b in batches if isinstance(b, dict)] if isinstance(batches, list) else []
+        return listed_objects(batches)
 
     def _find_batch(self, input_file_id: str, request: SubmitRequest, journal: Journal) -> str | None:
         """The batch an earlier attempt created from `input_file_id` (a file only this submission uploaded)."""

@@ -22,10 +22,12 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from shared import ids
 from shared.errors import ProviderError
 from shared.jsonl import LineTooLong
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable, guarded
 from shared.providers.http import LazyClients, build_client, cancel, create_once, json_of, send, stream_lines
+from shared.providers.listing import Page, listed_objects, statuses_in_order
 from shared.providers.registry import ProviderDeps
 from shared.providers.vertex_format import index_in_line, input_line, line_index
 from shared.providers.vertex_results import job_status, result_line
@@ -43,6 +45,7 @@ PREFIX: Final = "batchgw"
 _FIND_PAGES: Final = 5
 UPLOAD_CHUNK: Final = 8 * 1024 * 1024  # resumable upload chunks must be multiples of 256 KiB
 _LIST_PAGES: Final = 1000
+_JOBS_PAGE: Final = 1000  # jobs asked for in a list page (Google may answer fewer)
 
 
 def split_gs_uri(uri: str) -> tuple[str, str]:
@@ -267,10 +270,24 @@ class VertexProvider:
 
     # --- after submit ---------------------------------------------------------------------------
 
+    def list_statuses(self, refs: Sequence[Mapping[str, str]]) -> dict[str, ProviderStatus]:
+        """Read from batchPredictionJobs list pages of the jobs named as batchgw names them (its batch ids), one
+        after another: Google orders the list as it likes, and a pageToken cannot be made from a job of ours."""
+        wanted = {r["batch_id"]: r for r in refs}
+        params: dict[str, str | int] = {"filter": f'display_name:"{ids.BATCH}*"', "pageSize": _JOBS_PAGE}
+
+        def fetch(token: str | None) -> Page:
+            query = {**params, **({"pageToken": token} if token else {})}
+            page = json_of(send(self._http, "GET", self._jobs_path, what="list jobs", params=query), "list jobs")
+            jobs = listed_objects(page.get("batchPredictionJobs"), "name")
+            shown = [(str(j["name"]), _listed(j, wanted.get(j["name"]))) for j in jobs]
+            return shown, str(page.get("nextPageToken") or "") or None
+
+        return statuses_in_order(list(wanted), fetch)
+
     def refresh(self, refs: Mapping[str, str]) -> ProviderStatus:
         job = json_of(send(self._http, "GET", f"/v1/{refs['batch_id']}", what="get job"), "get job")
-        total = refs.get("line_count")
-        return job_status(job, int(total) if total and total.isdigit() else None)
+        return job_status(job, _line_count(refs))
 
     def cancel(self, refs: Mapping[str, str]) -> None:
         cancel(self._http, f"/v1/{refs['batch_id']}:cancel", what="cancel job", json={})
@@ -333,3 +350,18 @@ class VertexProvider:
             except ProviderError as exc:
                 if exc.code != "not_found":
                     raise
+
+
+def _line_count(refs: Mapping[str, str]) -> int | None:
+    total = refs.get("line_count")
+    return int(total) if total and total.isdigit() else None
+
+
+def _listed(job: Mapping[str, Any], refs: Mapping[str, str] | None) -> ProviderStatus | None:
+    """A listed job's status; None when it cannot be read (then it is retrieved) or is not ours."""
+    if refs is None:
+        return None
+    try:
+        return job_status(job, _line_count(refs))
+    except ProviderError:
+        return None

@@ -265,22 +265,31 @@ class FakeBedrock:
             }
         return body
 
-    def list_json(self) -> dict[str, Any]:
-        summaries = [
-            {
-                "jobArn": j.arn,
-                "jobName": j.name,
-                "modelId": j.model_id,
-                "roleArn": j.role_arn,
-                "status": j.status,
-                "submitTime": _iso(j.submitted_at),
-                "inputDataConfig": {"s3InputDataConfig": {"s3Uri": j.input_uri, "s3InputFormat": "JSONL"}},
-                "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": j.output_uri}},
-                "modelInvocationType": j.invocation_type,
-            }
-            for j in self.jobs.values()
+    def list_json(
+        self,
+        *,
+        max_results: int = 1000,
+        next_token: str | None = None,
+        sort_order: str = "Descending",
+        name_contains: str | None = None,
+        status_equals: str | None = None,
+    ) -> dict[str, Any]:
+        """A ListModelInvocationJobs page: its jobs as GetModelInvocationJob shows them (the summary shape
+        has the same fields), by creation time, `max_results` at most, an opaque `nextToken` when more follow."""
+        for job in self.jobs.values():
+            self.advance(job)
+        jobs = sorted(self.jobs.values(), key=lambda j: j.submitted, reverse=sort_order == "Descending")
+        jobs = [
+            j
+            for j in jobs
+            if (name_contains is None or name_contains in j.name) and (status_equals in (None, j.status))
         ]
-        return {"invocationJobSummaries": summaries}
+        start = int(next_token.removeprefix("page-after-")) if next_token else 0
+        page = jobs[start : start + max_results]
+        answer: dict[str, Any] = {"invocationJobSummaries": [self.job_json(j) for j in page]}
+        if start + max_results < len(jobs):
+            answer["nextToken"] = f"page-after-{start + max_results}"
+        return answer
 
     def create(self, body: dict[str, Any]) -> JSONResponse:
         token = body.get("clientRequestToken")
@@ -355,9 +364,25 @@ class FakeBedrock:
                 return JSONResponse({})
 
         @app.get("/model-invocation-jobs")
-        def list_jobs() -> JSONResponse:
+        def list_jobs(
+            maxResults: int = 1000,
+            nextToken: str | None = None,
+            sortOrder: str = "Descending",
+            nameContains: str | None = None,
+            statusEquals: str | None = None,
+        ) -> JSONResponse:
+            if not 1 <= maxResults <= 1000:
+                return _error(400, "ValidationException", "maxResults: must be between 1 and 1000")
             with fake.lock:
-                return JSONResponse(fake.list_json())
+                return JSONResponse(
+                    fake.list_json(
+                        max_results=maxResults,
+                        next_token=nextToken,
+                        sort_order=sortOrder,
+                        name_contains=nameContains,
+                        status_equals=statusEquals,
+                    )
+                )
 
         return app
 

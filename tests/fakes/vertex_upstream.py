@@ -48,7 +48,8 @@ from tests.fakes.faults import Faults
 TOKEN = "ya29.fake-vertex-token"
 EXPIRING_MODEL = "gemini-expire"
 _MODEL = re.compile(r"^publishers/google/models/(?P<model>[\w.-]+)$")
-_DISPLAY_NAME_FILTER = re.compile(r'^display_name\s*=\s*"(?P<name>[^"]*)"$')
+# `display_name="x"`, or `display_name:"x*"` (the `:` wildcard: names that start with x)
+_DISPLAY_NAME_FILTER = re.compile(r'^display_name\s*(?:=\s*"(?P<name>[^"*]*)"|:\s*"(?P<prefix>[^"*]*)\*")$')
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED"}
 _STATUS |= {500: "INTERNAL", 503: "UNAVAILABLE", 412: "FAILED_PRECONDITION"}
 # Google keeps this many distinct values per label key over a billing account's life, then may drop the key
@@ -611,11 +612,12 @@ async def _list_jobs(project: str, location: str, request: Request) -> Response:
         return refused
     fake = _fake(request)
     wanted: str | None = None
+    prefix = ""
     if request.query_params.get("filter"):
         match = _DISPLAY_NAME_FILTER.match(request.query_params["filter"])
         if not match:
             return _error(400, f"Unsupported filter {request.query_params['filter']!r}")
-        wanted = match["name"]
+        wanted, prefix = match["name"], match["prefix"] or ""
     start = int(request.query_params.get("pageToken") or 0)
     size = min(int(request.query_params.get("pageSize") or fake.page_size), fake.page_size)
     parent = f"projects/{project}/locations/{location}/"
@@ -623,7 +625,9 @@ async def _list_jobs(project: str, location: str, request: Request) -> Response:
         found = [
             job
             for job in sorted(fake.jobs.values(), key=lambda j: j.name, reverse=True)
-            if job.name.startswith(parent) and (wanted is None or job.display_name == wanted)
+            if job.name.startswith(parent)
+            and (wanted is None or job.display_name == wanted)
+            and job.display_name.startswith(prefix)
         ]
         for job in found[start : start + size]:
             fake.advance(job)

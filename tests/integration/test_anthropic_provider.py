@@ -26,6 +26,7 @@ from tests.integration.conftest import (
     end_under_faults,
     finish,
     lines,
+    record,
     start,
     started,
 )
@@ -302,8 +303,9 @@ def test_provider_faults_still_end_every_batch_right_and_bill_once(
     fake.faults.rate_limit_rate = 0.08
     fake.faults.hang_rate = 0.08
     fake.faults.hang_seconds = 1.5
-    batch_ids, row = end_under_faults(stack, fake.calls, MODEL, kinds=("500", "529", "429", "hang"))
-    assert len(fake.batches) == 4
+    # 8 batches: their statuses come from list pages, so fewer calls meet a fault than one retrieve each would
+    batch_ids, row = end_under_faults(stack, fake.calls, MODEL, batches=8, kinds=("500", "529", "429", "hang"))
+    assert len(fake.batches) == 8
     expected = sum(sonnet_batch_cost(fake.batches[provider_batch_id(stack, b)].billed) for b in batch_ids)
     assert float(row.cost) == pytest.approx(float(expected), rel=1e-9)
 
@@ -416,3 +418,29 @@ def test_results_map_hashed_custom_ids_back_and_carry_the_billed_usage(
     assert sum(u.input_tokens for u in usages) == sum(
         b["input_tokens"] + b["cache_read_input_tokens"] + b["cache_creation_input_tokens"] for b in billed
     )
+
+
+def test_running_batches_are_polled_from_list_pages_without_retrieving_each(
+    stack: Stack, anthropic: tuple[FakeAnthropic, str]
+) -> None:
+    # Given 30 message batches running at Anthropic, and 5 made outside the gateway among them
+    fake, _ = anthropic
+    fake.processing_seconds = 60.0
+    batch_ids = []
+    for i in range(30):
+        batch_ids.append(started(stack, batch_lines(1, model=MODEL, prefix=f"b{i}")))
+        stack.deliver("SubmitterFunction")
+        if i % 6 == 0:
+            fake.create([{"custom_id": f"other{i}", "params": {"model": "claude-sonnet-4-5", "max_tokens": 1}}])
+    assert all(record(stack, b).status == "in_progress" for b in batch_ids)
+    before = fake.calls.copy()
+
+    # When the poller ticks
+    stack.poll()
+
+    # Then one list page (up to 1,000 a page) read them all and none was retrieved on its own
+    calls = fake.calls - before
+    assert calls["GET /v1/messages/batches"] == 1, calls
+    assert not [c for c in calls if c.startswith("GET /v1/messages/batches/")], calls
+    fake.processing_seconds = 0.0
+    stack.run_until(lambda: all(record(stack, b).status == "completed" for b in batch_ids))

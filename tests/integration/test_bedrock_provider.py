@@ -21,6 +21,7 @@ from tests.integration.conftest import (
     bedrock_keys,
     finish,
     lines,
+    record,
     start,
     started,
 )
@@ -263,3 +264,24 @@ def test_completed_batch_leaves_nothing_in_the_bucket_under_its_prefix(
     assert live_keys(prefix) == []
     # and the batch's results, in batchgw's own files, are still there
     assert len(lines(stack, batch(stack, batch_id)["output_file_id"])) == 100
+
+
+def test_running_jobs_are_polled_from_list_pages_without_getting_each(
+    stack: Stack, bedrock: tuple[FakeBedrock, str]
+) -> None:
+    # Given 30 batch inference jobs running on Bedrock
+    fake, _ = bedrock
+    fake.min_records, fake.processing_seconds = 10, 60.0
+    batch_ids = [started(stack, batch_lines(10, model="claude-small-batches", prefix=f"b{i}")) for i in range(30)]
+    stack.deliver("SubmitterFunction")
+    assert len(fake.jobs) == 30 and all(record(stack, b).status == "in_progress" for b in batch_ids)
+    before = dict(fake.calls)
+
+    # When the poller ticks
+    stack.poll()
+
+    # Then one ListModelInvocationJobs page (up to 1,000 a page) showed them all, and no job was got on its own
+    calls = {call: n - before.get(call, 0) for call, n in fake.calls.items() if n != before.get(call, 0)}
+    assert calls == {"GET model-invocation-jobs": 1}, calls
+    fake.processing_seconds = 0.0
+    stack.run_until(lambda: all(record(stack, b).status == "completed" for b in batch_ids))

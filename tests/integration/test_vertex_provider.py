@@ -32,6 +32,7 @@ from tests.integration.conftest import (
     batch,
     finish,
     lines,
+    record,
     start,
     started,
     vertex_keys,
@@ -507,3 +508,29 @@ def test_large_input_goes_up_in_256_kib_multiples_of_a_resumable_upload(
     (stored,) = [v for k, v in fake.objects.items() if k.endswith("/input.jsonl")]
     assert len(stored) > 3 * 256 * 1024 and len(stored.splitlines()) == 1500
     assert fake.calls["PUT /upload/storage/v1/b/test-bucket/o"] == -(-len(stored) // (256 * 1024))
+
+
+def test_running_jobs_are_polled_from_list_pages_without_getting_each(
+    stack: Stack, vertex: tuple[FakeVertex, str]
+) -> None:
+    # Given 30 batch prediction jobs running on Vertex, a list page holding 5 (Google may hold a page to fewer
+    # than the 1,000 asked), and a job made outside the gateway in the project
+    fake, _ = vertex
+    fake.processing_seconds, fake.page_size = 60.0, 5
+    batch_ids = [started(stack, questions("gemini-via-vertex", 1, prefix=f"b{i}")) for i in range(30)]
+    stack.deliver("SubmitterFunction")
+    parent = next(iter(fake.jobs)).rsplit("/", 1)[0]
+    other = FakeJob(f"{parent}/999", "someone-elses-job", "gemini-2.5-flash", {}, "gs://elsewhere/out", [])
+    fake.jobs[other.name] = other
+    assert all(record(stack, b).status == "in_progress" for b in batch_ids)
+    before = fake.calls.copy()
+
+    # When the poller ticks
+    stack.poll()
+
+    # Then six list pages of the gateway's jobs showed them all, and no job was got on its own
+    calls = fake.calls - before
+    jobs = [c for c in calls if c.startswith("GET /v1/projects/") and "/batchPredictionJobs" in c]
+    assert [c for c in jobs if c.endswith("/batchPredictionJobs")] == jobs and calls[jobs[0]] == 6, calls
+    fake.processing_seconds = 0.0
+    stack.run_until(lambda: all(record(stack, b).status == "completed" for b in batch_ids))
