@@ -40,6 +40,10 @@ class Deadline:
     def passed(self) -> bool:
         return self.remaining() <= 0
 
+    def share(self, fraction: float) -> Deadline:
+        """A deadline `fraction` of the way from now to this one: a step's bounded part of what is left."""
+        return Deadline.after(fraction * self.remaining())
+
 
 _current: ContextVar[Deadline | None] = ContextVar("deadline", default=None)
 

@@ -4,7 +4,8 @@ Batches come from the shards of the work index, never a Scan; past `fanout_thres
 hands the work out through a queue, one deployment's batches to each invocation. Each batch is polled on
 its own, several at a time: a provider's outage, a hanging provider, a shard or an item that cannot be
 read stops only itself. Each provider call is bounded by what the invocation has left
-(shared/deadline.py); near the end no new batch is started and the rest waits for the next tick. Each
+(shared/deadline.py); near the end no new batch is started and the rest waits for the next tick (which
+takes them in a new order, so that no batch is left every time); a list call takes at most a share of it. Each
 status or count change is a conditional write; a provider that reports a terminal state hands the batch
 to the completion step. batchgw keeps the 24-hour window itself: past `expires_at` a batch is cancelled at
 its provider and ends `expired` with what finished. Batches whose submission or completion was lost are
@@ -15,6 +16,7 @@ expired files.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import Counter, defaultdict
@@ -52,6 +54,9 @@ _STOP_STARTING_SECONDS = 2.0
 BREAKER_FAILURES = 3
 # running batches on one deployment from which its list pages are read rather than each batch retrieved
 LIST_FROM = 3
+# the most of what a tick has left that a deployment's list pages may take (a throttled or hanging list
+# would take all of it): past it, each batch is retrieved with the rest
+LIST_SHARE = 0.5
 
 
 def stuck_after(base_seconds: int, redrives: int) -> int:
@@ -155,12 +160,14 @@ class Poller:
         listed = self._listed(batches, deadline)
         breaker = _Breaker(BREAKER_FAILURES)
         workers = min(self.settings.poll_concurrency, len(batches))
+        # in a new order each tick: those a tick has no time for are not the same ones every tick
+        shuffled = random.sample(batches, len(batches))
         with Pool(max_workers=workers, thread_name_prefix="poll-deployment") as pool:
-            return Counter(pool.map(lambda batch: self._poll_isolated(batch, deadline, breaker, listed), batches))
+            return Counter(pool.map(lambda batch: self._poll_isolated(batch, deadline, breaker, listed), shuffled))
 
     def _listed(self, batches: list[BatchRecord], deadline: Deadline) -> dict[str, ProviderStatus]:
         """The statuses of the group's running provider batches, from the provider's list pages; {} when it has
-        none or they fail (each batch is then retrieved on its own)."""
+        none, or they fail or outlast their share of the time (each batch is then retrieved on its own)."""
         running = [b for b in batches if b.finalize_to is None and "batch_id" in b.provider_refs]
         # newest submitted first, as the provider's list pages are
         running.sort(key=lambda b: (b.in_progress_at or b.created_at, b.id), reverse=True)
@@ -171,11 +178,13 @@ class Poller:
         if not isinstance(provider, ListsBatches):
             return {}
         try:
-            with within(deadline):
+            with within(deadline.share(LIST_SHARE)):
                 return provider.list_statuses([b.provider_refs for b in running])
         except ProviderError as exc:
             logger.warning("listing the provider's batches failed; retrieving each", extra={"error": exc.message})
-            return {}
+        except Exception:
+            logger.exception("listing the provider's batches failed; retrieving each")
+        return {}
 
     def _poll_isolated(
         self, batch: BatchRecord, deadline: Deadline, breaker: _Breaker, listed: Mapping[str, ProviderStatus]
@@ -219,26 +228,38 @@ class Poller:
         return self._refresh(batch, now, past_window=past_window, listed=listed or {})
 
     def _refresh(self, batch: BatchRecord, now: int, *, past_window: bool, listed: Mapping[str, ProviderStatus]) -> str:
-        """Cancel at the provider what must be cancelled, then take the provider's word on the run."""
+        """Cancel at the provider what must be cancelled, then take the provider's word on the run. Past the
+        give-up time an expired batch ends `expired` whether or not the provider stopped it or still answers."""
         refs = batch.provider_refs
         deployment = self.routing.deployment(batch.deployment)
         if deployment is None:
             error = ErrorEntry(code="deployment_removed", message=f"Deployment {batch.deployment} is gone.")
             return self._end(batch, "failed", now, errors=(error,), without_results=True)
         provider = self.providers.get(deployment)
-        if past_window and not batch.expiring:
-            provider.cancel(refs)
-            batch = self.batches.mark_cancel_sent(batch.id, expiring=True)
-        elif batch.status == "cancelling" and not batch.cancel_sent and not batch.expiring:
-            provider.cancel(refs)
-            batch = self.batches.mark_cancel_sent(batch.id, expiring=False)
-        status = listed.get(refs["batch_id"]) or provider.refresh(refs)
+        give_up = now >= batch.expires_at + EXPIRY_GRACE_SECONDS + EXPIRY_GIVE_UP_SECONDS
+        try:
+            if past_window and not batch.expiring:
+                provider.cancel(refs)
+                batch = self.batches.mark_cancel_sent(batch.id, expiring=True)
+            elif batch.status == "cancelling" and not batch.cancel_sent and not batch.expiring:
+                provider.cancel(refs)
+                batch = self.batches.mark_cancel_sent(batch.id, expiring=False)
+            status = listed.get(refs["batch_id"]) or provider.refresh(refs)
+        except ProviderError as exc:
+            if not give_up:
+                raise
+            # gone (404), no longer reachable (401/403) or down for longer than the give-up: it would never end
+            logger.warning(
+                "provider no longer answers for an expired batch; ending it with what it has",
+                extra={"batch_id": batch.id, "error": exc.message},
+            )
+            return self._end(batch, "expired", now)
         if status.terminal:
             outcome: Outcome = status.state  # type: ignore[assignment]  # terminal: one of the outcomes
             if batch.expiring and outcome == "cancelled":
                 outcome = "expired"
             return self._end(batch, outcome, now, errors=status.errors)
-        if batch.expiring and now >= batch.expires_at + EXPIRY_GRACE_SECONDS + EXPIRY_GIVE_UP_SECONDS:
+        if batch.expiring and give_up:
             logger.warning(
                 "provider did not stop an expired batch; ending it with what it has", extra={"batch_id": batch.id}
             )

@@ -3,25 +3,39 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from dataclasses import replace
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from decimal import Decimal
 
 import pytest
 
 from shared.auth import MASTER
-from shared.deadline import Deadline
+from shared.deadline import Deadline, remaining
 from shared.errors import ProviderBusy, ProviderError, StorageError
 from shared.polling import EXPIRY_GIVE_UP_SECONDS, EXPIRY_GRACE_SECONDS
+from shared.providers.base import ProviderStatus
 from shared.records import BatchRecord
 from shared.storage.batch_store import shard_of, work_ranges
 from shared.storage.ports import EVERYTHING, Broken, WorkRange
-from tests.unit.conftest import World, chat_lines, ok_line
+from tests.unit.conftest import ScriptedProvider, World, chat_lines, ok_line
 
 
 def running(world: World, custom_ids: list[str]) -> str:
     batch_id = world.create(chat_lines(custom_ids))
     world.submission.submit(batch_id)
     return batch_id
+
+
+@dataclass(frozen=True, slots=True)
+class SpentByRetrieves(Deadline):
+    """A deadline that only the provider's retrieves bring closer, a second each: a tick runs out of time after
+    a known number of them, with no test waiting on a clock."""
+
+    provider: ScriptedProvider
+
+    def remaining(self) -> float:
+        return self.at - self.provider.refreshes
 
 
 def test_progress_is_written_only_when_it_changes(world: World) -> None:
@@ -105,6 +119,76 @@ def test_a_provider_that_never_stops_an_expired_batch_is_given_up_on(world: Worl
     world.clock.advance(EXPIRY_GIVE_UP_SECONDS)
     world.poller.tick(Deadline.after(30))
     assert world.db.batches[batch_id].finalize_to == "expired"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ProviderError("retrieve batch: HTTP 404: No batch found", retryable=False, code="not_found"),
+        ProviderError("retrieve batch: HTTP 401: Incorrect API key provided", retryable=False),
+    ],
+)
+def test_an_expired_batch_its_provider_no_longer_answers_for_ends_expired_once_given_up_on(
+    world: World, error: ProviderError
+) -> None:
+    key = world.key(max_budget=Decimal(100))
+    batch_id = world.create(chat_lines(["a", "b"]), key)
+    world.submission.submit(batch_id)
+    world.provider.runs[f"prov_{batch_id}"].results = []  # nothing finished
+    world.provider.fail_refresh = error
+    world.clock.advance(24 * 3600 + EXPIRY_GRACE_SECONDS)
+    assert world.poller.tick(Deadline.after(30))["provider_error"] == 1
+    assert world.db.batches[batch_id].expiring and world.db.batches[batch_id].finalize_to is None
+    world.clock.advance(EXPIRY_GIVE_UP_SECONDS)
+    assert world.poller.tick(Deadline.after(30))["ended"] == 1
+    world.poller.tick(Deadline.after(30))
+    world.deliver_ended()
+    done = world.db.batches[batch_id]
+    assert done.status == "expired" and len(world.bus.of("Batch Ended")) == 1
+    assert world.blobs.objects[f"files/{done.error_file_id}"].decode().count("batch_expired") == 2
+    assert world.key_record(key).reserved == 0
+
+
+def test_an_expired_batch_whose_provider_stays_down_past_the_give_up_ends_expired(world: World) -> None:
+    batch_id = running(world, ["a"])
+    outage = ProviderError("503", retryable=True)
+
+    def down(refs: Mapping[str, str]) -> None:
+        raise outage
+
+    world.provider.cancel = down  # type: ignore[method-assign]
+    world.provider.fail_refresh = outage
+    world.clock.advance(24 * 3600 + EXPIRY_GRACE_SECONDS)
+    assert world.poller.tick(Deadline.after(30))["provider_error"] == 1
+    world.clock.advance(EXPIRY_GIVE_UP_SECONDS)
+    assert world.poller.tick(Deadline.after(30))["ended"] == 1
+    assert world.db.batches[batch_id].finalize_to == "expired"
+
+
+def test_a_deployment_with_more_batches_than_a_tick_retrieves_has_each_one_polled_within_a_few_ticks(
+    world: World,
+) -> None:
+    # Given 6 running batches that its list pages do not show, and ticks with time for 3 retrieves each
+    world.settings = world.settings.model_copy(update={"poll_concurrency": 1})
+    batch_ids = [running(world, [f"r{i}"]) for i in range(6)]
+    world.provider.unlisted = {f"prov_{b}" for b in batch_ids}
+    retrieved: set[str] = set()
+    retrieve = world.provider.refresh
+
+    def counted(refs: Mapping[str, str]) -> ProviderStatus:
+        retrieved.add(refs["batch_id"])
+        return retrieve(refs)
+
+    world.provider.refresh = counted  # type: ignore[method-assign]
+    # When ticks run (a batch each tick leaves is never polled if every tick leaves the same ones)
+    for _ in range(20):
+        # 4 s: a tick starts nothing in its last 2, so it has time for 3 retrieves
+        outcomes = world.poller.tick(SpentByRetrieves(world.provider.refreshes + 4, world.provider))
+        assert outcomes["deferred"] == 3
+        if len(retrieved) == len(batch_ids):
+            break
+    # Then each batch was retrieved
+    assert retrieved == {f"prov_{b}" for b in batch_ids}
 
 
 def test_a_batch_kept_waiting_by_a_busy_provider_past_its_window_ends_expired(world: World) -> None:
@@ -200,6 +284,35 @@ def test_a_failing_list_falls_back_to_retrieving_each_batch(world: World) -> Non
 
     world.provider.list_statuses = broken  # type: ignore[assignment,method-assign]
     assert world.poller.tick(Deadline.after(30))["ended"] == 4
+
+
+def test_a_list_that_takes_all_the_time_it_is_given_still_leaves_time_to_retrieve_each_batch(world: World) -> None:
+    for i in range(4):
+        running(world, [f"r{i}"])
+    world.provider.finish()
+
+    def throttled(refs: object) -> dict[str, object]:
+        # as a 429 with a long Retry-After, or a page that never comes, does: it waits out its deadline
+        time.sleep(max(remaining() or 0.0, 0.0))
+        raise ProviderError("list batches: HTTP 429: Rate limit reached", retryable=True)
+
+    world.provider.list_statuses = throttled  # type: ignore[assignment,method-assign]
+    outcomes = world.poller.tick(Deadline.after(6))
+    assert outcomes["ended"] == 4 and outcomes["deferred"] == 0
+
+
+def test_a_list_answer_that_breaks_its_parsing_falls_back_to_retrieving_each_batch(world: World) -> None:
+    for i in range(4):
+        running(world, [f"r{i}"])
+    world.provider.finish()
+    world.provider.refreshes = 0
+
+    def odd(refs: object) -> dict[str, object]:
+        raise TypeError("'int' object is not iterable")
+
+    world.provider.list_statuses = odd  # type: ignore[assignment,method-assign]
+    assert world.poller.tick(Deadline.after(30))["ended"] == 4
+    assert world.provider.refreshes == 4
 
 
 def test_more_work_than_one_invocation_polls_is_handed_out_one_deployment_per_message(world: World) -> None:
