@@ -22,6 +22,7 @@ from shared.wire import CreateUploadRequest
 
 UPLOAD_TTL = 3600
 MAX_PARTS = 4096
+STORED_FACTOR = 2  # the parts of an upload hold at most twice its bytes: room to resend every part once
 
 
 def part_key(upload_id: str, part_id: str) -> str:
@@ -83,40 +84,53 @@ class Uploads:
     def _pending(self, principal: Principal, upload_id: str) -> UploadRecord:
         record = self.get(principal, upload_id)
         if record.status != "pending":
-            raise InvalidRequest(
-                f"Upload {upload_id} is {record.status}; it no longer accepts changes.", code="upload_not_pending"
-            )
+            raise self._not_pending(record)
         return record
+
+    @staticmethod
+    def _not_pending(record: UploadRecord) -> InvalidRequest:
+        return InvalidRequest(
+            f"Upload {record.id} is {record.status}; it no longer accepts changes.", code="upload_not_pending"
+        )
 
     def add_part(self, principal: Principal, upload_id: str, data: bytes) -> tuple[str, int]:
         """Store one part; returns its id and creation time.
 
-        The part counts only once the upload item admits it, in one conditional write that checks the upload
-        is pending and stays within its declared bytes and MAX_PARTS, so concurrent parts cannot overrun it.
+        Which parts make the file, and whether they hold the declared bytes, is settled at completion
+        (a resent or spare part is simply not named). What one upload can store is bounded: each part
+        holds at most the declared bytes, and all its parts at most MAX_PARTS parts and STORED_FACTOR
+        times the declared bytes. The part counts only once the upload item admits it, in one conditional
+        write that checks the upload is pending and within these bounds, so concurrent parts cannot overrun it.
         """
         record = self._pending(principal, upload_id)
-        if record.received_bytes + len(data) > record.bytes:
-            raise self._too_large(record)
+        if len(data) > record.bytes:
+            raise InvalidRequest(
+                f"A part of {len(data):,} bytes is larger than the {record.bytes:,} bytes declared for this upload.",
+                code="upload_too_large",
+                param="data",
+            )
+        cap = STORED_FACTOR * record.bytes
+        if record.received_bytes + len(data) > cap:
+            raise self._too_much(record)
         part_id = ids.new_id(ids.PART)
         self._blobs.put(part_key(upload_id, part_id), data)
         try:
-            self._uploads.add_part(upload_id, part_id, len(data), declared=record.bytes, max_parts=MAX_PARTS)
+            self._uploads.add_part(upload_id, part_id, len(data), declared=cap, max_parts=MAX_PARTS)
         except StaleState:
             self._blobs.delete(part_key(upload_id, part_id))
             now = self._uploads.get(upload_id) or record
             if now.status != "pending":
-                raise InvalidRequest(
-                    f"Upload {upload_id} no longer accepts parts.", code="upload_not_pending"
-                ) from None
+                raise self._not_pending(now) from None
             if len(now.parts) >= MAX_PARTS:
                 raise InvalidRequest(f"An upload can have at most {MAX_PARTS} parts.", code="too_many_parts") from None
-            raise self._too_large(now) from None
+            raise self._too_much(now) from None
         return part_id, int(self._clock())
 
     @staticmethod
-    def _too_large(record: UploadRecord) -> InvalidRequest:
+    def _too_much(record: UploadRecord) -> InvalidRequest:
         return InvalidRequest(
-            f"The parts would exceed the {record.bytes:,} bytes declared for this upload.",
+            f"The parts sent to this upload would hold more than {STORED_FACTOR} times the {record.bytes:,} bytes "
+            "it declared; complete it with the parts that make the file, or start a new upload.",
             code="upload_too_large",
             param="data",
         )
@@ -146,13 +160,21 @@ class Uploads:
             if md5 is not None and digest.hexdigest() != md5.lower():
                 raise InvalidRequest("The md5 of the parts does not match the md5 given.", code="md5_mismatch")
 
-        file = self._files.store(
-            record.owner,  # the upload's owner, whoever completes it
-            purpose=record.purpose,
-            filename=record.filename,
-            chunks=chunks(),
-            expires_after=record.file_expires_after,
-        )
+        try:
+            file = self._files.store(
+                record.owner,  # the upload's owner, whoever completes it
+                purpose=record.purpose,
+                filename=record.filename,
+                chunks=chunks(),
+                expires_after=record.file_expires_after,
+            )
+        except Exception:
+            # a cancel or completion that won the race deletes the parts while this one reads them, and the
+            # read fails (the store left no object): the upload's new status is the answer, as it is above
+            now = self._uploads.get(upload_id)
+            if now is not None and now.status != "pending":
+                raise self._not_pending(now) from None
+            raise
         try:
             completed = self._uploads.set_status(upload_id, "completed", file_id=file.id)
         except StaleState:

@@ -26,6 +26,8 @@ from shared.wire import ErrorBody, Health
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
+# room left in a request for an upload part's multipart boundaries and headers (the openai SDK's take 182 bytes)
+_PART_FRAMING_BYTES = 1024
 
 # domain error -> (status, OpenAI error type)
 _ERRORS: dict[type[errors.BatchgwError], tuple[int, str]] = {
@@ -163,10 +165,18 @@ class RequestLimits:
                 await self._too_large(scope, receive, send)
 
     def _message(self, path: str) -> str:
-        """The limit; for a file, the way round it."""
-        message = f"The request body is larger than {self.max_body_bytes:,} bytes."
-        if path.rstrip("/").endswith("/files"):
+        """The limit; for a file, the way round it; for an upload's part, the part size that fits."""
+        limit = self.max_body_bytes
+        message = f"The request body is larger than {limit:,} bytes."
+        path = path.rstrip("/")
+        if path.endswith("/files"):
             message += " Upload large files with the Uploads API (POST /v1/uploads), in parts under that size."
+        elif path.startswith("/v1/uploads/") and path.endswith("/parts"):
+            part = limit - _PART_FRAMING_BYTES
+            message += (
+                f" Send parts of at most {part:,} bytes of data (the rest of the request is the multipart framing):"
+                f" in the openai SDK, upload_file_chunked(..., part_size={part})."
+            )
         return message
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:

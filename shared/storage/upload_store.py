@@ -1,8 +1,9 @@
 """The DynamoDB UploadStore: uploads and their parts, each part admitted by a conditional write.
 
 The upload item counts its parts and the bytes they hold, and a part is added only if the upload is pending
-and stays within its declared bytes and part count: concurrent parts cannot overrun it. Items expire by
-TTL a day after the upload does; the parts' objects by the bucket's `uploads/` lifecycle rule.
+and stays within the byte cap (`declared`, set by shared.uploads) and part count it is given: concurrent parts
+cannot overrun them. Items expire by TTL a day after the upload does; the parts' objects by the bucket's
+`uploads/` lifecycle rule.
 """
 
 from __future__ import annotations

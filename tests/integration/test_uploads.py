@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -10,6 +11,7 @@ import boto3
 import pytest
 
 from shared.runtime import reset_runtime
+from shared.storage.blobs import READ_BYTES, S3Blobs
 from tests.integration.conftest import Stack, batch_lines
 
 
@@ -91,10 +93,81 @@ def test_md5_mismatch_leaves_no_file(stack: Stack) -> None:
     assert file_objects(stack) == []
 
 
-def test_parts_beyond_the_declared_size_are_refused(stack: Stack) -> None:
+def test_a_part_larger_than_the_declared_size_is_refused(stack: Stack) -> None:
     upload = create(stack, 5, purpose="user_data")
     response = add_part(stack, upload["id"], b"0123456789")
     assert response.status_code == 400 and response.json()["error"]["code"] == "upload_too_large"
+
+
+def test_a_resent_part_does_not_stop_the_upload_and_only_the_parts_named_make_the_file(stack: Stack) -> None:
+    # every part received counted against the declared bytes: after a retry of part A, part B was refused
+    first, second = batch_lines(2), batch_lines(3, prefix="more")
+    upload = create(stack, len(first) + len(second))
+    lost, retried, rest = (add_part(stack, upload["id"], part) for part in (first, first, second))
+    assert rest.status_code == 200, rest.text
+    ids = [lost.json()["id"], retried.json()["id"], rest.json()["id"]]
+    refused = complete(stack, upload["id"], ids)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "upload_size_mismatch"
+    done = complete(stack, upload["id"], ids[1:])
+    assert done.status_code == 200, done.text
+    file_id = done.json()["file"]["id"]
+    assert stack.api.get(f"/v1/files/{file_id}/content", headers=stack.auth()).content == first + second
+    parts_left = boto3.client("s3").list_objects_v2(Bucket=stack.rt.settings.bucket_name, Prefix="uploads/")
+    assert parts_left.get("KeyCount", 0) == 0  # the spare part too
+
+
+def test_the_parts_of_an_upload_hold_at_most_twice_its_declared_size(stack: Stack) -> None:
+    # room to resend every part once, and no more: what one upload stores stays bounded
+    upload = create(stack, 10, purpose="user_data")
+    assert all(add_part(stack, upload["id"], b"0123456789").status_code == 200 for _ in range(2))
+    response = add_part(stack, upload["id"], b"0")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "upload_too_large"
+
+
+@pytest.mark.parametrize(("winner", "status"), [("cancel", "cancelled"), ("complete", "completed")])
+def test_a_completion_whose_parts_go_while_it_reads_them_is_400_and_leaves_nothing(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, winner: str, status: str
+) -> None:
+    # a cancel or another completion deleted the parts while this completion read them: NoSuchKey, a 500
+    part = b"x" * (3 * 1024 * 1024)  # by the third part, the file's S3 multipart upload has begun
+    upload = create(stack, 3 * len(part), purpose="user_data")
+    ids = [add_part(stack, upload["id"], part).json()["id"] for _ in range(3)]
+    read = S3Blobs.read
+    won: dict[str, Any] = {}
+
+    def read_after_the_winner(self: S3Blobs, key: str, chunk_bytes: int = READ_BYTES) -> Iterator[bytes]:
+        if key.endswith(ids[-1]) and "response" not in won:
+            won["response"] = None  # set first: the winner reads this part too
+            url = f"/v1/uploads/{upload['id']}/{winner}"
+            won["response"] = stack.api.post(url, headers=stack.auth(), json={"part_ids": ids})
+        return read(self, key, chunk_bytes)
+
+    monkeypatch.setattr(S3Blobs, "read", read_after_the_winner)
+    response = complete(stack, upload["id"], ids)
+    winner_answer = won["response"].json()
+    assert won["response"].status_code == 200 and winner_answer["status"] == status
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "upload_not_pending"
+    files = stack.api.get("/v1/files", headers=stack.auth()).json()["data"]
+    assert [f["id"] for f in files] == ([winner_answer["file"]["id"]] if winner == "complete" else [])
+    assert file_objects(stack) == [f"files/{f['id']}" for f in files]
+    s3 = boto3.client("s3")
+    assert s3.list_multipart_uploads(Bucket=stack.rt.settings.bucket_name).get("Uploads", []) == []
+    assert s3.list_objects_v2(Bucket=stack.rt.settings.bucket_name, Prefix="uploads/").get("KeyCount", 0) == 0
+
+
+def test_a_part_over_the_request_limit_is_413_saying_the_part_size_that_fits(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the SDK's upload_file_chunked sends 64 MiB parts by default: the 413 only gave the request limit
+    monkeypatch.setenv("BATCHGW_MAX_REQUEST_BYTES", "2048")
+    reset_runtime()
+    upload = create(stack, 4096, purpose="user_data")
+    response = add_part(stack, upload["id"], b"x" * 4096)
+    assert response.status_code == 413
+    message = response.json()["error"]["message"]
+    assert "1,024 bytes" in message and "part_size=" in message
+    assert add_part(stack, upload["id"], b"x" * 1024).status_code == 200
 
 
 def test_batch_upload_over_200_mb_is_refused_at_creation(stack: Stack) -> None:
