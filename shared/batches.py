@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -26,6 +25,7 @@ from shared.pricing import input_cost, max_cost, output_bound
 from shared.providers.registry import check_input
 from shared.records import BatchInputInfo, BatchRecord, Counts, FileRecord
 from shared.routing import Deployment, RoutingConfig, place
+from shared.runs import Runs
 from shared.storage.bus import BATCH_CREATED
 from shared.storage.dynamo import money
 from shared.storage.ports import BatchStore, Bus, ClaimStore, KeyStore, Page
@@ -273,11 +273,10 @@ class Batches:
         return Page([self._with_progress(b) for b in page.items], page.has_more)
 
     def cancel(self, principal: Principal, batch_id: str) -> BatchRecord:
-        """Move the batch to `cancelling`; the poller tells the provider and waits for it to confirm."""
+        """Move the batch, then its runs, to `cancelling`; the poller tells the providers and waits for them to
+        confirm. Repeated, it carries the cancel to the runs an earlier call stopped before reaching."""
         record = self.get(principal, batch_id)
-        while True:
-            if record.status == "cancelling":
-                return record
+        while record.status != "cancelling":
             if lifecycle.is_terminal(record.status) or record.finalize_to is not None:
                 raise InvalidRequest(
                     f"Cannot cancel a batch with status '{record.status}'.", code="batch_not_cancellable"
@@ -288,10 +287,10 @@ class Batches:
                 record = self.get(principal, batch_id)
                 continue
             notifications.status_changed(self._bus, cancelling, record.status)
-            for run in self._batches.get_many(record.runs):
-                with suppress(StaleState):  # a run that has ended already keeps its results
-                    self._batches.request_cancel(run, now=int(self._clock()))
-            return self._with_progress(cancelling)
+            record = cancelling
+        if record.runs:
+            Runs(self._batches, self._bus, self._clock).cancel(self._batches.get_many(record.runs))
+        return self._with_progress(record)
 
 
 def _usd(amount: Decimal) -> str:

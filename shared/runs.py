@@ -15,13 +15,15 @@ has finished, the batch's run ends, with a status derived from its runs:
 and the batch's completion concatenates the parts into one output and one error file (every custom_id of
 the file exactly once, since each run holds its model's), sums counts, usage and cost, keeps each model's
 cost (`cost.models`), and books it all on the owner's key once. The poller re-checks a batch whose runs are
-all done, should the run that finished last have stopped before ending it.
+all done, should the run that finished last have stopped before ending it, and carries a cancelled batch's
+cancel to the runs that a cancel stopped before reaching.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -71,6 +73,8 @@ class Runs:
         if batch.finalize_to is not None or lifecycle.is_terminal(batch.status):
             return "unchanged"
         runs = self.batches.get_many(batch.runs)
+        if batch.status == "cancelling" and (carried := self.cancel(runs)):
+            logger.warning("carried a cancel to runs it had not reached", extra={"batch_id": batch.id, "runs": carried})
         if len(runs) < len(batch.runs) or not all(lifecycle.is_terminal(run.status) for run in runs):
             return "waiting"
         now = int(self.clock())
@@ -82,6 +86,17 @@ class Runs:
                 return "raced"
         ended = end_run(self.batches, self.bus, batch, outcome, now=now, errors=merged_errors(runs))
         return "ended" if ended else "raced"
+
+    def cancel(self, runs: Sequence[BatchRecord]) -> int:
+        """Move each of a cancelled batch's runs that may still run to `cancelling` (the poller then cancels it at
+        its provider); how many moved. Conditional, so repeating it is harmless."""
+        moved = 0
+        for run in runs:
+            if run.finalize_to is None and lifecycle.can_move(run.status, "cancelling"):
+                with suppress(StaleState):  # a run that has ended meanwhile keeps its results
+                    self.batches.request_cancel(run, now=int(self.clock()))
+                    moved += 1
+        return moved
 
     def booking(self, batch: BatchRecord, runs: Sequence[BatchRecord], counts: Counts, now: int) -> Booking:
         """What a batch of several models books: its runs' sums, each model's share, all on its key."""

@@ -229,6 +229,9 @@ class DynamoBatchStore:
 
     def record_counts(self, batch: BatchRecord, counts: Counts, *, now: int) -> None:
         update = self._waiting(Update(), batch.status).assign(request_counts=counts.model_dump(), updated_at=now)
+        # a provider's counts only grow: an older answer (a stale poller's) writes nothing
+        for name in ("completed", "failed"):
+            update.when(f"{update.path(f'request_counts.{name}')} <= {update.value(getattr(counts, name))}")
         self._db.update(batch_key(batch.id), update)
 
     def end_run(

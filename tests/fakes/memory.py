@@ -200,7 +200,11 @@ class MemoryBatchStore:
 
     def record_counts(self, batch: BatchRecord, counts: Counts, *, now: int) -> None:
         with self.db.lock:
-            self._save(self._waiting(batch.id, batch.status), request_counts=counts, updated_at=now)
+            current = self._waiting(batch.id, batch.status)
+            stored = current.request_counts
+            if stored.completed > counts.completed or stored.failed > counts.failed:
+                raise StaleState(f"batch {batch.id} has newer counts")
+            self._save(current, request_counts=counts, updated_at=now)
 
     def end_run(
         self,

@@ -13,7 +13,7 @@ import pytest
 
 from bench.metering import indexes
 from shared.auth import authenticate, hash_key
-from shared.errors import AuthenticationFailed, StorageError
+from shared.errors import AuthenticationFailed, StaleState, StorageError
 from shared.records import Counts
 from shared.storage.dynamo import Dynamo, key
 from tests.integration.conftest import EVENTS, Stack, batch_lines, started
@@ -37,6 +37,21 @@ def test_a_batchs_progress_costs_a_write_in_the_work_index_alone(stack: Stack) -
     _, table_indexes = indexes(table)
     assert len(table_indexes) == 3
     assert sum(index.write_units(before, after) for index in table_indexes) == 1
+
+
+def test_a_batchs_progress_is_written_only_forwards(stack: Stack) -> None:
+    batch_id = started(stack, batch_lines(4))
+    stack.deliver("SubmitterFunction")
+    store = stack.rt.batch_store
+    seen = store.get(batch_id)
+    assert seen is not None
+    store.record_counts(seen, Counts(total=4, completed=2, failed=1), now=seen.updated_at + 60)
+    for older in (Counts(total=4, completed=1, failed=1), Counts(total=4, completed=3, failed=0)):
+        with pytest.raises(StaleState):  # a stale poller's answer: nothing written
+            store.record_counts(seen, older, now=seen.updated_at + 61)
+    store.record_counts(seen, Counts(total=4, completed=2, failed=2), now=seen.updated_at + 62)
+    after = store.get(batch_id)
+    assert after is not None and after.request_counts == Counts(total=4, completed=2, failed=2)
 
 
 def test_a_page_reads_its_items_in_order_past_one_batch_get(stack: Stack) -> None:

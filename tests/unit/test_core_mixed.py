@@ -9,8 +9,10 @@ import pytest
 
 from shared.auth import MASTER
 from shared.deadline import Deadline
-from shared.errors import BudgetExceeded, NotFound, ProviderError
+from shared.errors import BudgetExceeded, NotFound, ProviderError, StorageError
+from shared.records import BatchRecord
 from shared.wire import EstimateRequest
+from tests.fakes.memory import MemoryBatchStore
 from tests.unit.conftest import World, chat_lines, ok_line
 
 
@@ -112,6 +114,52 @@ def test_cancelling_the_batch_cancels_its_runs_and_it_ends_cancelled(world: Worl
         world.poller.tick(Deadline.after(30))
         world.deliver_ended()
     assert world.db.batches[batch_id].status == "cancelled"
+
+
+def cancel_cut_off_before_its_runs(world: World, monkeypatch: pytest.MonkeyPatch, batch_id: str) -> None:
+    """A cancel that writes the batch `cancelling`, then fails on its runs' writes (throttled, or the function
+    cut off): the client sees a 5xx."""
+    real = MemoryBatchStore.request_cancel
+
+    def throttled_on_runs(store: MemoryBatchStore, batch: BatchRecord, *, now: int) -> BatchRecord:
+        if batch.parent is not None:
+            raise StorageError("ProvisionedThroughputExceededException")
+        return real(store, batch, now=now)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(MemoryBatchStore, "request_cancel", throttled_on_runs)
+        with pytest.raises(StorageError):
+            world.batches.cancel(MASTER, batch_id)
+    assert world.db.batches[batch_id].status == "cancelling"
+    assert all(world.db.batches[r].status == "in_progress" for r in world.db.batches[batch_id].runs)
+
+
+def test_a_cancel_cut_off_before_its_runs_reaches_them_through_the_poller(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch_id = mixed(world)
+    for detail in world.bus.of("Batch Created"):
+        world.submission.submit(detail["batch_id"])
+    cancel_cut_off_before_its_runs(world, monkeypatch, batch_id)  # and never retried
+    for _ in range(2):  # one tick carries the cancel to the runs, the next cancels them at their providers
+        world.poller.tick(Deadline.after(30))
+    assert all(run.cancelled for run in world.provider.runs.values())
+    world.provider.finish("cancelled", results=[])
+    for _ in range(3):
+        world.poller.tick(Deadline.after(30))
+        world.deliver_ended()
+    assert world.db.batches[batch_id].status == "cancelled"
+
+
+def test_a_repeated_cancel_carries_the_cancel_to_the_runs_an_earlier_one_did_not_reach(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch_id = mixed(world)
+    for detail in world.bus.of("Batch Created"):
+        world.submission.submit(detail["batch_id"])
+    cancel_cut_off_before_its_runs(world, monkeypatch, batch_id)
+    assert world.batches.cancel(MASTER, batch_id).status == "cancelling"  # the SDK's retry
+    assert all(world.db.batches[r].status == "cancelling" for r in world.db.batches[batch_id].runs)
 
 
 def test_every_run_refused_fails_the_batch_with_each_runs_reason(world: World) -> None:

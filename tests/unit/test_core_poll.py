@@ -15,7 +15,7 @@ from shared.deadline import Deadline, remaining
 from shared.errors import ProviderBusy, ProviderError, StorageError
 from shared.polling import EXPIRY_GIVE_UP_SECONDS, EXPIRY_GRACE_SECONDS
 from shared.providers.base import ProviderStatus
-from shared.records import BatchRecord
+from shared.records import BatchRecord, Counts
 from shared.storage.batch_store import shard_of, work_ranges
 from shared.storage.ports import EVERYTHING, Broken, WorkRange
 from tests.unit.conftest import ScriptedProvider, World, chat_lines, ok_line
@@ -47,6 +47,17 @@ def test_progress_is_written_only_when_it_changes(world: World) -> None:
     writes = world.db.writes
     assert world.poller.poll(world.db.batches[batch_id], now=int(world.clock())) == "unchanged"
     assert world.db.writes == writes
+
+
+def test_a_stale_poller_never_moves_progress_backwards(world: World) -> None:
+    batch_id = running(world, ["a", "b", "c", "d"])
+    now = int(world.clock())
+    seen = world.db.batches[batch_id]  # one poller reads the batch and a list page, then stalls
+    stale_page = {f"prov_{batch_id}": ProviderStatus("in_progress", Counts(total=4, completed=1))}
+    world.provider.runs[f"prov_{batch_id}"].results = [ok_line("a"), ok_line("b"), ok_line("c")]
+    assert world.poller.poll(world.db.batches[batch_id], now=now + 30) == "progressed"  # another, fresher
+    assert world.poller.poll(seen, now=now + 31, listed=stale_page) == "raced"  # the stalled one resumes
+    assert world.db.batches[batch_id].request_counts == Counts(total=4, completed=3, failed=0)
 
 
 def test_two_pollers_at_once_end_a_finished_run_once(world: World) -> None:
