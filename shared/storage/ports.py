@@ -136,7 +136,7 @@ class BatchStore(Protocol):
         """Remember that the provider was asked to cancel (and whether because the window passed)."""
 
     def record_counts(self, batch: BatchRecord, counts: Counts, *, now: int) -> None:
-        """Progress of a running batch."""
+        """Progress of a running batch, written only forward: StaleState when the stored counts are newer."""
 
     def end_run(
         self,
