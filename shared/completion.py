@@ -196,7 +196,10 @@ class Completion:
             return None
         if batch.runs:
             return self._merge(batch)
-        outcome: Outcome = "failed" if without_results else batch.finalize_to
+        # without results a batch that ran to its end is failed; an expired or cancelled one stays so
+        outcome: Outcome = (
+            "failed" if without_results and batch.finalize_to not in ("expired", "cancelled") else batch.finalize_to
+        )
         errors = (*batch.errors, _UNAVAILABLE) if without_results else batch.errors
         deployment = self.routing.deployment(batch.deployment)
         rejected = read_rejections(self.blobs, batch)

@@ -248,12 +248,13 @@ class Poller:
         except ProviderError as exc:
             if not give_up:
                 raise
-            # gone (404), no longer reachable (401/403) or down for longer than the give-up: it would never end
+            # gone (404), no longer reachable (401/403) or down for longer than the give-up: it would never end.
+            # A provider that refuses for good has no results to give either: none are asked for
             logger.warning(
                 "provider no longer answers for an expired batch; ending it with what it has",
                 extra={"batch_id": batch.id, "error": exc.message},
             )
-            return self._end(batch, "expired", now)
+            return self._end(batch, "expired", now, without_results=not exc.retryable)
         if status.terminal:
             outcome: Outcome = status.state  # type: ignore[assignment]  # terminal: one of the outcomes
             if batch.expiring and outcome == "cancelled":

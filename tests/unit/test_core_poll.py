@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -14,7 +14,7 @@ from shared.auth import MASTER
 from shared.deadline import Deadline, remaining
 from shared.errors import ProviderBusy, ProviderError, StorageError
 from shared.polling import EXPIRY_GIVE_UP_SECONDS, EXPIRY_GRACE_SECONDS
-from shared.providers.base import ProviderStatus
+from shared.providers.base import ProviderStatus, ResultLine
 from shared.records import BatchRecord, Counts
 from shared.storage.batch_store import shard_of, work_ranges
 from shared.storage.ports import EVERYTHING, Broken, WorkRange
@@ -158,6 +158,32 @@ def test_an_expired_batch_its_provider_no_longer_answers_for_ends_expired_once_g
     assert done.status == "expired" and len(world.bus.of("Batch Ended")) == 1
     assert world.blobs.objects[f"files/{done.error_file_id}"].decode().count("batch_expired") == 2
     assert world.key_record(key).reserved == 0
+
+
+def test_an_expired_batch_whose_provider_batch_is_gone_ends_expired_without_asking_for_its_results(
+    world: World,
+) -> None:
+    # Given an expired batch whose provider batch is gone: retrieving it, and its results, answer 404
+    batch_id = running(world, ["a", "b"])
+    gone = ProviderError("retrieve batch: HTTP 404: No batch found", retryable=False, code="not_found")
+
+    def no_results(refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine]:
+        raise gone
+
+    world.provider.results = no_results  # type: ignore[method-assign]
+    world.provider.fail_refresh = gone
+    world.clock.advance(24 * 3600 + EXPIRY_GRACE_SECONDS)
+    world.poller.tick(Deadline.after(30))
+    world.clock.advance(EXPIRY_GIVE_UP_SECONDS)
+
+    # When the poller gives up on it and its completion runs once
+    assert world.poller.tick(Deadline.after(30))["ended"] == 1
+    world.deliver_ended()
+
+    # Then it is expired (not failed hours later, after the completion's re-drives), every request batch_expired
+    done = world.db.batches[batch_id]
+    assert done.status == "expired" and done.errors[-1].code == "results_unavailable"
+    assert world.blobs.objects[f"files/{done.error_file_id}"].decode().count("batch_expired") == 2
 
 
 def test_an_expired_batch_whose_provider_stays_down_past_the_give_up_ends_expired(world: World) -> None:
