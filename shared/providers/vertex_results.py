@@ -72,7 +72,9 @@ _RPC_CODES: Final = {
     9: "failed_precondition",
     16: "unauthenticated",
 }
-# a per-request status is free text; these say whether it blames the service or the request
+# a per-request status is free text: an HTTP code it states (Google's error JSON) says whose fault it is; else
+# these words say whether it blames the service or the request
+_STATED_CODE: Final = re.compile(r'"code"\s*:\s*([1-5]\d\d)\b')
 _SERVER_ERROR: Final = re.compile(
     r"\b(429|5\d\d)\b|internal|unavailable|deadline|timed? ?out|resource.exhausted|quota|overloaded|try again",
     re.IGNORECASE,
@@ -254,6 +256,9 @@ def _usage(metadata: Any) -> tuple[dict[str, Any], LineUsage]:
 
 def error_status_code(message: str) -> int:
     """400 for a per-request status that blames the request, else 500."""
+    if stated := _STATED_CODE.search(message):
+        code = int(stated[1])
+        return 400 if 400 <= code < 500 and code not in (408, 429) else 500
     if _SERVER_ERROR.search(message):
         return 500
     return 400 if _CLIENT_ERROR.search(message) else 500

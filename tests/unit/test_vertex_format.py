@@ -535,6 +535,15 @@ def test_model_falls_back_to_the_deployment_model_when_vertex_names_none() -> No
             400,
             "invalid_request_error",
         ),
+        (
+            # Vertex's own words for an out-of-range maxOutputTokens: its code, not "try again", says whose fault
+            'Bad Request: {"error": {"code": 400, "message": "Unable to submit request because it has a '
+            "maxOutputTokens value of 100000 but the supported range is from 1 (inclusive) to 65536 (exclusive). "
+            'Update the value and try again.", "status": "INVALID_ARGUMENT"}}',
+            400,
+            "invalid_request_error",
+        ),
+        ('{"error": {"code": 429, "message": "Quota exceeded.", "status": "RESOURCE_EXHAUSTED"}}', 500, "server_error"),
         ("Unsupported MIME type: image/tiff", 400, "invalid_request_error"),
         (
             "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
