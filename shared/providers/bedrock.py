@@ -26,6 +26,7 @@ from shared.jsonl import LineTooLong, iter_lines
 from shared.lifecycle import BatchStatus
 from shared.providers import anthropic_results, bedrock_format
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable, guarded
+from shared.providers.http import create_once
 from shared.providers.listing import Page, listed_objects, statuses_in_order
 from shared.providers.registry import ProviderDeps
 from shared.records import Counts, ErrorEntry
@@ -158,11 +159,16 @@ class BedrockProvider:
         }
         if self._converse:
             arguments["modelInvocationType"] = "Converse"
-        try:
-            job_arn = self._bedrock.create_model_invocation_job(**arguments)["jobArn"]
-        except (ClientError, BotoCoreError) as exc:
-            raise _provider_error(exc, "create the batch inference job") from exc
-        journal.record(batch_id=job_arn)
+
+        def create() -> str:
+            try:
+                return str(self._bedrock.create_model_invocation_job(**arguments)["jobArn"])
+            except (ClientError, BotoCoreError) as exc:
+                raise _provider_error(exc, "create the batch inference job") from exc
+
+        # `create_started` is recorded first, so a create whose answer is lost is never moved to another
+        # deployment (where it would run twice); sent again here, the client token gives back the same job
+        create_once(journal, find=lambda: None, create=create, retries=0)
 
     # --- after submit ---------------------------------------------------------------------------
 

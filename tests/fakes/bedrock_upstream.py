@@ -137,6 +137,7 @@ def _converse_problem(model_input: dict[str, Any], model_id: str) -> str | None:
 class FakeBedrock:
     def __init__(self, *, processing_seconds: float = 0.3, min_records: int = 100) -> None:
         self.processing_seconds = processing_seconds
+        self.lose_create_answers = 0  # creates whose answer is lost after the job is made
         self.min_records = min_records
         self.jobs: dict[str, FakeJob] = {}
         self.tokens: dict[str, str] = {}
@@ -339,7 +340,11 @@ class FakeBedrock:
         async def create(request: Request) -> JSONResponse:
             body = await request.json()
             with fake.lock:
-                return fake.create(body)
+                answer = fake.create(body)
+                if fake.lose_create_answers > 0 and answer.status_code == 200:
+                    fake.lose_create_answers -= 1  # the job is made; its answer never reaches the caller
+                    return _error(500, "InternalServerException", "Internal server error")
+                return answer
 
         def find(identifier: str) -> FakeJob | None:
             identifier = unquote(identifier)

@@ -41,6 +41,8 @@ def extra_routes(bedrock: tuple[FakeBedrock, str]) -> str:
   - {{name: nova-on-bedrock, model: "{NOVA}", {common}, pricing: {{input_per_mtok: 0.03, output_per_mtok: 0.12}}}}
   - {{name: claude-small-batches, model: "{CLAUDE}", {common}, min_requests: 10}}
   - {{name: nova-small-batches, model: "{NOVA}", {common}, min_requests: 10}}
+  - {{name: claude-placed, id: east, model: "{CLAUDE}", {common}, min_requests: 10, max_retries: 1, weight: 1000}}
+  - {{name: claude-placed, id: west, model: "{CLAUDE}", {common}, min_requests: 10, max_retries: 1, weight: 1}}
 """
 
 
@@ -285,3 +287,20 @@ def test_running_jobs_are_polled_from_list_pages_without_getting_each(
     assert calls == {"GET model-invocation-jobs": 1}, calls
     fake.processing_seconds = 0.0
     stack.run_until(lambda: all(record(stack, b).status == "completed" for b in batch_ids))
+
+
+def test_a_create_whose_answers_are_all_lost_is_not_sent_to_another_deployment(
+    stack: Stack, bedrock: tuple[FakeBedrock, str]
+) -> None:
+    # Given two deployments of a model, and a create at the first that makes the job but whose every answer
+    # (botocore's retries included) is lost
+    fake, _ = bedrock
+    fake.min_records, fake.lose_create_answers = 10, 3
+    batch_id = started(stack, batch_lines(10, model="claude-placed"))
+
+    # When the submission fails and is delivered again
+    stack.run_until(lambda: record(stack, batch_id).status == "completed")
+
+    # Then the batch stayed where its job was made (moved, it would have run twice, once in each account),
+    # and that one job ran it
+    assert record(stack, batch_id).deployment.endswith("east") and len(fake.jobs) == 1
