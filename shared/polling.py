@@ -8,9 +8,10 @@ read stops only itself. Each provider call is bounded by what the invocation has
 takes them in a new order, so that no batch is left every time); a list call takes at most a share of it. Each
 status or count change is a conditional write; a provider that reports a terminal state hands the batch
 to the completion step. batchgw keeps the 24-hour window itself: past `expires_at` a batch is cancelled at
-its provider and ends `expired` with what finished. Batches whose submission or completion was lost are
-re-driven. Each tick also retries the removal of provider objects that failed at completion and sweeps
-expired files.
+its provider and ends `expired` with what finished. A run its provider failed only because it was busy (no
+request run) is forgotten, and the batch, still `in_progress`, is submitted again after a wait that doubles
+each time, within its window. Batches whose submission or completion was lost are re-driven. Each tick
+also retries the removal of provider objects that failed at completion and sweeps expired files.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from shared.deadline import Deadline, within
 from shared.errors import ProviderError, PublishFailed, StaleState, StorageError
 from shared.files import Files
 from shared.lifecycle import Outcome
-from shared.providers.base import ListsBatches, ProviderStatus
+from shared.providers.base import RUN_REFS, ListsBatches, ProviderStatus
 from shared.providers.registry import ProviderSource
 from shared.records import BatchRecord, Counts, ErrorEntry
 from shared.routing import RoutingConfig
@@ -37,6 +38,7 @@ from shared.settings import Settings
 from shared.storage.batch_store import WORK_SHARDS, work_ranges
 from shared.storage.bus import BATCH_CREATED
 from shared.storage.ports import EVERYTHING, BatchStore, Broken, Bus, WorkQueue, WorkRange
+from shared.submission import busy_wait
 from shared.threads import Pool
 from shared.transitions import end_run, publish_ended
 
@@ -224,7 +226,9 @@ class Poller:
                 return "waiting"
             if past_window:
                 return self._end(batch, "expired", now)
-            return self._end(batch, "cancelled", now) if batch.status == "cancelling" else "waiting"
+            if batch.status == "cancelling":
+                return self._end(batch, "cancelled", now)
+            return self._redrive_run(batch, now) if batch.retry_at else "waiting"
         return self._refresh(batch, now, past_window=past_window, listed=listed or {})
 
     def _refresh(self, batch: BatchRecord, now: int, *, past_window: bool, listed: Mapping[str, ProviderStatus]) -> str:
@@ -256,10 +260,7 @@ class Poller:
             )
             return self._end(batch, "expired", now, without_results=not exc.retryable)
         if status.terminal:
-            outcome: Outcome = status.state  # type: ignore[assignment]  # terminal: one of the outcomes
-            if batch.expiring and outcome == "cancelled":
-                outcome = "expired"
-            return self._end(batch, outcome, now, errors=status.errors)
+            return self._ended(batch, status, now)
         if batch.expiring and give_up:
             logger.warning(
                 "provider did not stop an expired batch; ending it with what it has", extra={"batch_id": batch.id}
@@ -316,6 +317,41 @@ class Poller:
         except (StaleState, PublishFailed):
             return "raced"
         logger.info("re-drove a submission", extra={"batch_id": batch.id})
+        return "redriven"
+
+    def _ended(self, batch: BatchRecord, status: ProviderStatus, now: int) -> str:
+        """The provider's run is over: the batch ends as it did, or, if no request ran only because the
+        provider was busy, runs again (unless it was to stop anyway)."""
+        outcome: Outcome = status.state  # type: ignore[assignment]  # terminal: one of the outcomes
+        errors = status.errors
+        if status.retry_after:
+            if batch.status == "in_progress" and not batch.expiring:
+                return self._requeue(batch, status.retry_after, now)
+            outcome, errors = "cancelled", ()
+        if batch.expiring and outcome == "cancelled":
+            outcome = "expired"
+        return self._end(batch, outcome, now, errors=errors)
+
+    def _requeue(self, batch: BatchRecord, retry_after: float, now: int) -> str:
+        """Forget a run the provider failed only because it was busy (its ids, not its upload): the submitter
+        creates the next one once the wait is over."""
+        refs = {name: ref for name, ref in batch.provider_refs.items() if name not in RUN_REFS}
+        wait = busy_wait(retry_after, batch.submit_attempts)
+        try:
+            self.batches.rerun(batch, refs, lease_until=batch.submit_lease_until, retry_at=now + wait, now=now)
+        except StaleState:
+            return "raced"
+        logger.info("provider failed the run as busy; it will be submitted again", extra={"batch_id": batch.id})
+        return "requeued"
+
+    def _redrive_run(self, batch: BatchRecord, now: int) -> str:
+        """Send a running batch whose last run was failed as busy to the submitter, once its wait is over."""
+        if now < batch.retry_at:
+            return "waiting"
+        try:
+            self.bus.publish(BATCH_CREATED, {"batch_id": batch.id})
+        except PublishFailed:
+            return "raced"
         return "redriven"
 
     def _redrive_completion(self, batch: BatchRecord, now: int) -> str:

@@ -7,6 +7,9 @@ provider id in the batch item before its next step, so a retry after a crash res
 attempt stopped. A provider that asks to wait (ProviderBusy) has the batch wait, with backoff, until its
 window closes; a permanent refusal moves it to another deployment of its model or ends it `failed`; a
 transient fault is raised for Lambda's retry, and the poller re-drives a submission that was lost.
+
+A provider may also fail a run it accepted only because it was busy (shared/polling.py forgets that run):
+the batch stays `in_progress` and is submitted again here, from the same upload, once its wait is over.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ logger = logging.getLogger(__name__)
 
 HEALTH_SECONDS = 300  # how long placement avoids a deployment that failed a submission
 MAX_WAIT_SECONDS = 1800  # the longest a busy provider makes a batch wait between two tries
+
+
+def busy_wait(retry_after: float, attempts: int) -> int:
+    """How long a batch waits for a busy provider after its `attempts`-th try: doubling with each one."""
+    return int(min(retry_after * 2 ** min(max(attempts, 1) - 1, 10), MAX_WAIT_SECONDS))
 
 
 def rejections_key(batch_id: str) -> str:
@@ -77,12 +85,40 @@ class BatchJournal:
         provider_batch = refs.get("batch_id")
         if provider_batch is not None and not self._claims.claim(provider_batch, self._batch_id):
             raise ProviderError(f"provider batch {provider_batch} belongs to another batch", retryable=True)
-        self._batches.record_refs(self._batch_id, refs)
+        self._write(refs)
         self._refs.update(refs)
+
+    def _write(self, refs: Mapping[str, str]) -> None:
+        self._batches.record_refs(self._batch_id, refs)
 
     def claimed_by_another(self, provider_batch_id: str) -> bool:
         owner = self._claims.owner(provider_batch_id)
         return owner is not None and owner != self._batch_id
+
+
+class RerunJournal(BatchJournal):
+    """Records provider ids on a running batch submitted again (its last run failed as busy), only while its
+    ids and submission lease are as this journal last wrote them; and at the end, gives up the lease."""
+
+    def __init__(self, batches: BatchStore, claims: ClaimStore, batch: BatchRecord, clock: Callable[[], float]) -> None:
+        super().__init__(batches, claims, batch)
+        self._batch = batch
+        self._clock = clock
+
+    @property
+    def batch(self) -> BatchRecord:
+        return self._batch
+
+    def _write(self, refs: Mapping[str, str]) -> None:
+        self._rerun({**self._batch.provider_refs, **refs}, lease_until=self._batch.submit_lease_until)
+
+    def release(self, *, retry_at: int) -> None:
+        self._rerun(self._batch.provider_refs, lease_until=0, retry_at=retry_at)
+
+    def _rerun(self, refs: Mapping[str, str], *, lease_until: int, retry_at: int | None = None) -> None:
+        retry = self._batch.retry_at if retry_at is None else retry_at
+        now = int(self._clock())
+        self._batch = self._batches.rerun(self._batch, refs, lease_until=lease_until, retry_at=retry, now=now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +138,10 @@ class Submission:
         try:
             batch = self.batches.claim_submission(batch_id, now=now, lease_seconds=self.settings.submit_lease_seconds)
         except StaleState:
+            running = self.batches.get(batch_id)
+            if running is not None and running.status == "in_progress" and running.retry_at:
+                self._submit_again(running, now)
+                return
             logger.info("batch not waiting for submission, or another submitter holds it", extra={"batch_id": batch_id})
             return
         while True:
@@ -131,6 +171,46 @@ class Submission:
                 batch = moved
         if self._start(batch) is None:
             self._cancel_at_provider(batch.id, deployment)
+
+    def _submit_again(self, batch: BatchRecord, now: int) -> None:
+        """Create another provider run for a running batch whose last one its provider failed as busy, from
+        what it uploaded, once its wait is over; under the submission lease, as a first submission."""
+        deployment = self.routing.deployment(batch.deployment)
+        if (
+            deployment is None
+            or "batch_id" in batch.provider_refs
+            or max(batch.retry_at, batch.submit_lease_until) > now
+        ):
+            return  # not due, or held; a removed deployment's batch ends `expired` at the poller, with its window
+        try:
+            lease = now + self.settings.submit_lease_seconds
+            held = self.batches.rerun(
+                batch, batch.provider_refs, lease_until=lease, retry_at=batch.retry_at, now=now, attempt=True
+            )
+        except StaleState:
+            logger.info("another submitter took the batch", extra={"batch_id": batch.id})
+            return
+        journal = RerunJournal(self.batches, self.claims, held, self.clock)
+        try:
+            self.providers.get(deployment).submit(self._request(held, deployment), journal)
+            journal.release(retry_at=0)
+        except StaleState:
+            logger.info("batch moved during its submission", extra={"batch_id": batch.id})
+            return
+        except ProviderBusy as exc:
+            wait = busy_wait(exc.retry_after, held.submit_attempts)
+            logger.info("provider asks to wait", extra={"batch_id": batch.id, "seconds": wait, "why": exc.message})
+            journal.release(retry_at=now + wait)
+            return
+        except ProviderError as exc:
+            if exc.retryable:
+                journal.release(retry_at=now)  # the poller sends it again
+                raise
+            logger.warning("provider refused the batch", extra={"batch_id": batch.id, "code": exc.code})
+            error = ErrorEntry(code=exc.code, message=exc.message)
+            end_run(self.batches, self.bus, journal.batch, "failed", now=int(self.clock()), errors=(error,))
+            return
+        self._cancel_at_provider(batch.id, deployment)
 
     def _screen(self, batch: BatchRecord, deployment: Deployment) -> BatchRecord:
         """Set aside the requests `deployment`'s provider cannot take, once per deployment."""
@@ -177,9 +257,9 @@ class Submission:
         if moved is not None:
             return moved
         if isinstance(exc, ProviderBusy):
-            wait = min(exc.retry_after * 2 ** min(batch.submit_attempts - 1, 10), MAX_WAIT_SECONDS)
+            wait = busy_wait(exc.retry_after, batch.submit_attempts)
             logger.info("provider asks to wait", extra={"batch_id": batch.id, "seconds": wait, "why": exc.message})
-            self.batches.release_submission(batch.id, retry_at=now + int(wait), now=now)
+            self.batches.release_submission(batch.id, retry_at=now + wait, now=now)
             return None
         if exc.retryable and batch.submit_attempts < self.settings.max_redrives:
             self.batches.release_submission(batch.id, retry_at=0, now=now)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
 from shared.lifecycle import OUTCOMES, BatchStatus
 from shared.records import Counts, ErrorEntry
@@ -44,6 +44,11 @@ class SubmitRequest:
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
+# the refs of one provider run, which its create records (shared/providers/http.py `create_once`): forgotten
+# when the provider fails the run only because it was busy, so that the next try creates another
+RUN_REFS: Final = ("batch_id", "create_started")
+
+
 class Journal(Protocol):
     """Where an adapter records provider ids as it goes (a conditional write on the batch item).
 
@@ -63,11 +68,14 @@ class Journal(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ProviderStatus:
-    """A provider batch's state in OpenAI's vocabulary."""
+    """A provider batch's state in OpenAI's vocabulary. `retry_after` > 0: the provider failed the batch
+    without running a request only because it was busy (Azure's enqueued-token quota was full when it
+    validated it): the batch is to be submitted again, after at least that many seconds."""
 
     state: BatchStatus
     counts: Counts | None = None
     errors: tuple[ErrorEntry, ...] = ()
+    retry_after: float = 0.0
 
     @property
     def terminal(self) -> bool:

@@ -7,8 +7,10 @@ file id before another is tried, so a retry never starts a second provider batch
 Between upload and create it waits, briefly, for the provider to process the file (Azure refuses a batch
 on a file still `pending`); a file still pending, or a deployment whose enqueued-token quota is full
 (Azure's `token_limit_exceeded`), is a ProviderBusy: the batch waits and a later try resumes from the
-recorded file. Every file batchgw uploads, and every result file, is given an expiry, and `cleanup`
-deletes them all: Azure caps a resource at 500 batch files without an expiry.
+recorded file. Where Azure does not "fail fast", it accepts such a batch and fails it in validation instead:
+`refresh` reports that as busy too, and `_find_batch` never adopts such a run again. Every file batchgw
+uploads, and every result file, is given an expiry, and `cleanup` deletes them all: Azure caps a resource
+at 500 batch files without an expiry.
 """
 
 from __future__ import annotations
@@ -74,10 +76,24 @@ def screen(deployment: Deployment, body: dict[str, Any]) -> None:
     """An OpenAI-compatible batch API takes any OpenAI request as it is."""
 
 
+def provider_status(batch: Mapping[str, Any]) -> ProviderStatus:
+    """A batch object's status. One that failed in validation only because the deployment's enqueued-token
+    quota was full, no request run (Azure's regions without "fail fast"), is busy as a create refused for
+    it is: it is submitted again after a wait."""
+    state, counts, errors = openai_state(batch.get("status")), counts_of(batch), errors_of(batch)
+    busy = (
+        state == "failed"
+        and bool(errors)
+        and all(e.code == "token_limit_exceeded" for e in errors)
+        and (counts is None or counts.completed + counts.failed == 0)
+    )
+    return ProviderStatus(state, counts, errors, retry_after=QUOTA_RETRY_AFTER if busy else 0.0)
+
+
 def _status_of(batch: Mapping[str, Any]) -> ProviderStatus | None:
     """A listed batch's status; None when it cannot be read (the poller then retrieves that batch)."""
     try:
-        return ProviderStatus(openai_state(batch.get("status")), counts_of(batch), errors_of(batch))
+        return provider_status(batch)
     except (ProviderError, ValueError, TypeError):
         return None
 
@@ -251,10 +267,12 @@ class OpenAIProvider:
             data = [b for b in page.get("data") or [] if isinstance(b, dict)]
             for batch in data:
                 found, metadata = batch.get("id"), batch.get("metadata")
+                status = _status_of(batch)
                 if (
                     batch.get("input_file_id") == input_file_id
                     and isinstance(found, str)
                     and (not isinstance(metadata, dict) or metadata.get(_TAG, request.batch_id) == request.batch_id)
+                    and not (status is not None and status.retry_after)  # a run failed as busy, given up on
                     and not journal.claimed_by_another(found)
                 ):
                     return found
@@ -311,8 +329,7 @@ class OpenAIProvider:
         return statuses_from_pages([r["batch_id"] for r in refs], fetch, page_size=_LIST_PAGE)
 
     def refresh(self, refs: Mapping[str, str]) -> ProviderStatus:
-        batch = self._batch(refs["batch_id"])
-        return ProviderStatus(openai_state(batch.get("status")), counts_of(batch), errors_of(batch))
+        return provider_status(self._batch(refs["batch_id"]))
 
     def cancel(self, refs: Mapping[str, str]) -> None:
         cancel(self._api.retrying, f"/batches/{refs['batch_id']}/cancel", what="cancel batch")

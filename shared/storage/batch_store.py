@@ -304,3 +304,19 @@ class DynamoBatchStore:
 
     def cleaned(self, batch_id: str) -> None:
         self._db.update(batch_key(batch_id), Update().exists().remove("gsi3pk", "gsi3sk"))
+
+    def rerun(
+        self,
+        batch: BatchRecord,
+        refs: Mapping[str, str],
+        *,
+        lease_until: int,
+        retry_at: int,
+        now: int,
+        attempt: bool = False,
+    ) -> BatchRecord:
+        update = self._waiting(Update(), "in_progress", "cancelling")
+        update.equals("submit_lease_until", batch.submit_lease_until)
+        update.equals("provider_refs.batch_id", batch.provider_refs.get("batch_id"))
+        update.assign(provider_refs=dict(refs), submit_lease_until=lease_until, retry_at=retry_at, updated_at=now)
+        return self._update(batch.id, update.add(submit_attempts=1) if attempt else update)

@@ -164,6 +164,20 @@ class BatchStore(Protocol):
     def cleaned(self, batch_id: str) -> None:
         """The provider objects of a finished batch are gone (or given up on)."""
 
+    def rerun(
+        self,
+        batch: BatchRecord,
+        refs: Mapping[str, str],
+        *,
+        lease_until: int,
+        retry_at: int,
+        now: int,
+        attempt: bool = False,
+    ) -> BatchRecord:
+        """Replace the provider ids, submission lease and retry time of a running batch (in_progress or
+        cancelling, its run not ended) whose provider failed its run only because it was busy, while its
+        `batch_id` ref and lease are still those `batch` holds. `attempt` counts one more submission attempt."""
+
 
 class FileStore(Protocol):
     def put(self, record: FileRecord) -> None: ...

@@ -9,9 +9,10 @@ line's `body.model` must be the batch deployment's name.
 
 The traps of section 7: an upload is `pending` for `file_processing_seconds` and a create on it is refused
 with Azure's 400; a create beyond a deployment's `enqueued_token_quota` is refused with 400
-`token_limit_exceeded` until running batches finish; uploads beyond `file_cap_without_expiry` (500 on
-Azure) or `file_cap_with_expiry` (10,000) live files are refused with 400 `quotaExceeded`, result files
-counting too; `expires_after` must be 14 to 30 days.
+`token_limit_exceeded` until running batches finish, or, with `fail_fast` off (Azure's regions without "fail
+fast"), is accepted and then fails in validation with that error and no request run; uploads beyond
+`file_cap_without_expiry` (500 on Azure) or `file_cap_with_expiry` (10,000) live files are refused with 400
+`quotaExceeded`, result files counting too; `expires_after` must be 14 to 30 days.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class FakeAzureOpenAI(FakeOpenAI):
         self.api_keys = {AZURE_KEY}
         self.tokens: dict[str, float] = {AZURE_AD_TOKEN: math.inf}  # Entra token -> when it expires (monotonic)
         self.enqueued_token_quota: dict[str, int] = {}  # deployment -> the most tokens its running batches hold
+        self.fail_fast = True  # the quota is checked at create (a 400), else in validation (the batch fails)
+        self.validated: set[str] = set()  # batches past validation
+        self.refused: dict[str, str] = {}  # batch -> why validation failed it (token_limit_exceeded)
         self.file_cap_without_expiry = 500
         self.file_cap_with_expiry = 10_000
 
@@ -132,22 +136,50 @@ class FakeAzureOpenAI(FakeOpenAI):
             )
             self.calls[f"refused:{status}"] += 1
             return JSONResponse({"error": {"code": None, "message": message}}, status_code=400)
+        for batch in self.batches.values():
+            if batch.input_file_id == file.id:
+                self.advance(batch)
+                # a second live batch of one input: its requests would run twice
+                self.calls["overlapping_create"] += batch.active
         deployment = str(lines[0]["body"].get("model")) if lines else ""
-        quota = self.enqueued_token_quota.get(deployment)
-        if quota is None:
+        if not self.fail_fast or deployment not in self.enqueued_token_quota:
             return None
         for batch in self.batches.values():
             self.advance(batch)
-        running = [b for b in self.batches.values() if b.active and b.model == deployment]
-        if sum(enqueued_tokens(len(b.lines)) for b in running) + enqueued_tokens(len(lines)) <= quota:
+        why = self.quota_refusal(deployment, len(lines), [b for b in self.batches.values() if b.active])
+        if why is None:
             return None
         self.calls["refused:token_limit_exceeded"] += 1
-        message = (
+        error = {"code": "token_limit_exceeded", "message": why, "param": None, "type": "invalid_request_error"}
+        return JSONResponse({"error": error}, status_code=400)
+
+    def quota_refusal(self, deployment: str, requests: int, running: list[FakeBatch]) -> str | None:
+        """Azure's message when a batch of `requests` does not fit the deployment's quota beside `running`."""
+        quota = self.enqueued_token_quota.get(deployment)
+        held = sum(enqueued_tokens(len(b.lines)) for b in running if b.model == deployment)
+        if quota is None or held + enqueued_tokens(requests) <= quota:
+            return None
+        return (
             f"The number of enqueued tokens has surpassed the configured limit of {quota} for the deployment "
             f"'{deployment}'. Please either increase the limit or try again once the current jobs have finished."
         )
-        error = {"code": "token_limit_exceeded", "message": message, "param": None, "type": "invalid_request_error"}
-        return JSONResponse({"error": error}, status_code=400)
+
+    def advance(self, batch: FakeBatch) -> None:
+        """Without fail fast, batches are validated in the order they were created, before they run."""
+        if not self.fail_fast and batch.id not in self.validated:
+            for earlier in sorted(self.batches.values(), key=lambda b: b.id):
+                if earlier.id <= batch.id and earlier.id not in self.validated:
+                    self.validate(earlier)
+        super().advance(batch)
+
+    def validate(self, batch: FakeBatch) -> None:
+        running = [b for b in self.batches.values() if b.active and b.id in self.validated]
+        self.validated.add(batch.id)
+        message = self.quota_refusal(batch.model, len(batch.lines), running)
+        if message is not None:
+            self.calls["failed:token_limit_exceeded"] += 1
+            self.refused[batch.id] = message
+            batch.status = "failed"
 
     def response_body(self, line: dict[str, Any], index: int, created: int) -> tuple[dict[str, Any], int, int]:
         body, prompt, completion = super().response_body(line, index, created)
@@ -178,4 +210,11 @@ class FakeAzureOpenAI(FakeOpenAI):
         }
         if batch.status in ("validating", "in_progress"):
             body["request_counts"] = {"total": None, "completed": None, "failed": None}
+        if batch.id in self.refused:
+            error = {"code": "token_limit_exceeded", "message": self.refused[batch.id], "param": None, "line": None}
+            body |= {
+                "errors": {"object": "list", "data": [error]},
+                "failed_at": _iso(batch.created_at, offset),
+                "request_counts": {"total": 0, "completed": 0, "failed": 0},
+            }
         return body

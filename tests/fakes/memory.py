@@ -313,6 +313,32 @@ class MemoryBatchStore:
         with self.db.lock:
             self.db.work.pop(batch_id, None)
 
+    def rerun(
+        self,
+        batch: BatchRecord,
+        refs: Mapping[str, str],
+        *,
+        lease_until: int,
+        retry_at: int,
+        now: int,
+        attempt: bool = False,
+    ) -> BatchRecord:
+        with self.db.lock:
+            current = self._waiting(batch.id, "in_progress", "cancelling")
+            if (current.submit_lease_until, current.provider_refs.get("batch_id")) != (
+                batch.submit_lease_until,
+                batch.provider_refs.get("batch_id"),
+            ):
+                raise StaleState("its provider run or submission moved meanwhile")
+            return self._save(
+                current,
+                provider_refs=dict(refs),
+                submit_lease_until=lease_until,
+                retry_at=retry_at,
+                updated_at=now,
+                submit_attempts=current.submit_attempts + attempt,
+            )
+
 
 class MemoryFileStore:
     def __init__(self, db: MemoryDb) -> None:

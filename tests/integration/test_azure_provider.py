@@ -13,6 +13,7 @@ import pytest
 
 from shared.deadline import Deadline, within
 from shared.errors import ProviderBusy
+from shared.providers import openai as openai_adapter
 from shared.providers.azure import AzureProvider
 from shared.providers.openai import FILE_TTL_SECONDS
 from shared.routing import Deployment
@@ -241,6 +242,62 @@ def test_azure_full_token_quota_keeps_the_second_batch_validating_until_the_firs
     assert done_first["status"] == done_second["status"] == "completed"
     assert done_second["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
     assert len(fake.batches) == 2 and fake.calls["POST /openai/v1/files"] == 2
+    assert not stack.failures
+
+
+def test_azure_run_failed_in_validation_for_the_token_quota_is_busy_and_never_adopted_again(
+    azure: tuple[FakeAzureOpenAI, str], adapter: AzureProvider
+) -> None:
+    # Given a batch Azure accepted and then failed in validation: the quota holds no batch of two
+    fake, _ = azure
+    fake.fail_fast = False
+    fake.enqueued_token_quota = {DEPLOYMENT: enqueued_tokens(2) - 1}
+    request = submit_request("batch_q", DEPLOYMENT, batch_lines(2))
+    first = MemoryJournal("batch_q")
+    adapter.submit(request, first)
+
+    # Then it is reported busy, not a failure to end the batch with
+    status = adapter.refresh(first.refs)
+    assert status.state == "failed" and status.retry_after > 0
+
+    # And a try again from the same upload, whose create may have been lost, creates a new run
+    fake.enqueued_token_quota = {}
+    again = MemoryJournal("batch_q", input_file_id=first.refs["input_file_id"], create_started="1")
+    adapter.submit(request, again)
+    assert again.refs["batch_id"] != first.refs["batch_id"] and fake.calls["overlapping_create"] == 0
+
+
+def test_azure_batch_failed_in_validation_for_the_token_quota_is_submitted_again_and_completes(
+    stack: Stack, azure: tuple[FakeAzureOpenAI, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a region without "fail fast": a create beyond the enqueued-token quota is accepted, then fails in
+    # validation with token_limit_exceeded and no request run; the quota holds one batch of three, not two
+    fake, _ = azure
+    fake.fail_fast = False
+    fake.enqueued_token_quota = {DEPLOYMENT: enqueued_tokens(3) + 10}
+    monkeypatch.setattr(openai_adapter, "QUOTA_RETRY_AFTER", 1.0)  # Azure's wait, shortened for the test
+    first = started(stack, batch_lines(3, model="gpt-4o-mini-azure", prefix="a"))
+    second = started(stack, batch_lines(3, model="gpt-4o-mini-azure", prefix="b"))
+
+    # When both are submitted and the second's provider batch fails in validation
+    stack.run_until(lambda: fake.calls["failed:token_limit_exceeded"] >= 1)
+    stack.deliver("CompletionFunction")
+
+    # Then its user sees it still running, waiting to be submitted again from its upload
+    assert batch(stack, second)["status"] in ("validating", "in_progress")
+    assert set(record(stack, second).provider_refs) == {"input_file_id"}
+
+    # And once the first has finished, the second runs and completes with each request once, billed once
+    done_first, done_second = finish(stack, first, second, at_least=5.0)
+    assert done_first["status"] == done_second["status"] == "completed", done_second
+    assert done_second["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
+    assert sorted(line["custom_id"] for line in lines(stack, done_second["output_file_id"])) == ["b-0", "b-1", "b-2"]
+    ran = [b for b in fake.batches.values() if b.metadata["batchgw_batch_id"] == second and b.id not in fake.refused]
+    assert len(ran) == 1 and done_second["usage"]["input_tokens"] == ran[0].prompt_tokens
+    (row,) = stack.rt.key_store.spend("master")
+    assert row.batches == 2 and row.requests == 6
+    # never two live provider batches for one batchgw batch, and one upload each
+    assert fake.calls["overlapping_create"] == 0 and fake.calls["POST /openai/v1/files"] == 2
     assert not stack.failures
 
 

@@ -12,10 +12,10 @@ import pytest
 
 from shared.auth import MASTER
 from shared.deadline import Deadline, remaining
-from shared.errors import ProviderBusy, ProviderError, StorageError
+from shared.errors import ProviderBusy, ProviderError, StaleState, StorageError
 from shared.polling import EXPIRY_GIVE_UP_SECONDS, EXPIRY_GRACE_SECONDS
 from shared.providers.base import ProviderStatus, ResultLine
-from shared.records import BatchRecord, Counts
+from shared.records import BatchRecord, Counts, ErrorEntry
 from shared.storage.batch_store import shard_of, work_ranges
 from shared.storage.ports import EVERYTHING, Broken, WorkRange
 from tests.unit.conftest import ScriptedProvider, World, chat_lines, ok_line
@@ -443,3 +443,78 @@ def test_a_shard_that_cannot_be_read_stops_no_other_shard(world: World) -> None:
     store.work = real_work  # type: ignore[method-assign]
     world.poller.tick(Deadline.after(30))  # the shard is back: the next tick polls it
     assert all(world.db.batches[b].finalize_to == "completed" for b in batch_ids)
+
+
+def busy(retry_after: float = 60) -> ProviderStatus:
+    """A run its provider failed in validation only because it was busy (Azure's full enqueued-token quota)."""
+    full = ErrorEntry(code="token_limit_exceeded", message="The number of enqueued tokens has surpassed the limit.")
+    return ProviderStatus("failed", Counts(), (full,), retry_after=retry_after)
+
+
+def test_a_run_failed_as_busy_is_forgotten_and_submitted_again_after_a_doubling_wait(world: World) -> None:
+    batch_id = running(world, ["a", "b"])
+    provider_batch = f"prov_{batch_id}"
+    now = int(world.clock())
+
+    assert world.poller.poll(world.db.batches[batch_id], now=now, listed={provider_batch: busy()}) == "requeued"
+    waiting = world.db.batches[batch_id]
+    assert waiting.status == "in_progress" and waiting.provider_refs == {} and waiting.retry_at == now + 60
+    assert world.poller.poll(waiting, now=now + 59) == "waiting"
+    assert world.poller.poll(waiting, now=now + 60) == "redriven"
+    assert [d["batch_id"] for d in world.bus.of("Batch Created")][-1] == batch_id
+
+    world.clock.advance(60)
+    world.submission.submit(batch_id)
+    again = world.db.batches[batch_id]
+    assert world.provider.submits == 2 and again.provider_refs == {"batch_id": provider_batch}
+    assert (again.status, again.submit_lease_until, again.retry_at) == ("in_progress", 0, 0)
+
+    # failed as busy once more: the wait doubles
+    later = int(world.clock())
+    assert world.poller.poll(again, now=later, listed={provider_batch: busy()}) == "requeued"
+    assert world.db.batches[batch_id].retry_at == later + 120
+    world.clock.advance(120)
+    world.poller.poll(world.db.batches[batch_id], now=int(world.clock()))
+    world.submission.submit(batch_id)
+    world.provider.finish()
+    world.poller.poll(world.db.batches[batch_id], now=int(world.clock()))
+    world.deliver_ended()
+    done = world.db.batches[batch_id]
+    assert done.status == "completed" and done.request_counts == Counts(total=2, completed=2, failed=0)
+
+
+def test_a_run_failed_as_busy_ends_as_asked_when_the_batch_was_to_stop_anyway(world: World) -> None:
+    cancelled, expiring = running(world, ["a"]), running(world, ["b"])
+    listed = {f"prov_{b}": busy() for b in (cancelled, expiring)}
+    world.batches.cancel(MASTER, cancelled)
+    assert world.poller.poll(world.db.batches[cancelled], now=int(world.clock()), listed=listed) == "ended"
+    world.clock.advance(24 * 3600 + EXPIRY_GRACE_SECONDS)
+    assert world.poller.poll(world.db.batches[expiring], now=int(world.clock()), listed=listed) == "ended"
+    world.deliver_ended()
+    assert (world.db.batches[cancelled].status, world.db.batches[expiring].status) == ("cancelled", "expired")
+    assert world.provider.submits == 2
+
+
+def test_two_submitters_of_a_run_failed_as_busy_create_one_provider_batch(world: World) -> None:
+    batch_id = running(world, ["a"])
+    now = int(world.clock())
+    world.poller.poll(world.db.batches[batch_id], now=now, listed={f"prov_{batch_id}": busy()})
+    world.clock.advance(60)
+    seen = world.db.batches[batch_id]
+    world.submission.submit(batch_id)
+    assert world.provider.submits == 2
+    with pytest.raises(StaleState):  # a second submitter that read the batch before the first took it
+        world.batch_store.rerun(seen, seen.provider_refs, lease_until=now + 999, retry_at=seen.retry_at, now=now)
+    world.submission.submit(batch_id)  # a duplicate event
+    assert world.provider.submits == 2
+
+
+def test_a_run_failed_as_busy_and_refused_again_at_create_waits_longer(world: World) -> None:
+    batch_id = running(world, ["a"])
+    world.poller.poll(world.db.batches[batch_id], now=int(world.clock()), listed={f"prov_{batch_id}": busy()})
+    world.clock.advance(60)
+    world.provider.fail_submit = ProviderBusy("queue full", retry_after=60)
+    world.submission.submit(batch_id)
+    waiting = world.db.batches[batch_id]
+    assert (waiting.status, waiting.submit_lease_until) == ("in_progress", 0)
+    assert waiting.retry_at == int(world.clock()) + 120 and "batch_id" not in waiting.provider_refs
