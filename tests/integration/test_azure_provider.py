@@ -274,6 +274,7 @@ def test_azure_batch_failed_in_validation_for_the_token_quota_is_submitted_again
     # validation with token_limit_exceeded and no request run; the quota holds one batch of three, not two
     fake, _ = azure
     fake.fail_fast = False
+    fake.processing_seconds = 60.0  # the first runs until the second has been validated, however slow the machine
     fake.enqueued_token_quota = {DEPLOYMENT: enqueued_tokens(3) + 10}
     monkeypatch.setattr(openai_adapter, "QUOTA_RETRY_AFTER", 1.0)  # Azure's wait, shortened for the test
     first = started(stack, batch_lines(3, model="gpt-4o-mini-azure", prefix="a"))
@@ -286,6 +287,7 @@ def test_azure_batch_failed_in_validation_for_the_token_quota_is_submitted_again
     # Then its user sees it still running, waiting to be submitted again from its upload
     assert batch(stack, second)["status"] in ("validating", "in_progress")
     assert set(record(stack, second).provider_refs) == {"input_file_id"}
+    fake.processing_seconds = 0.5
 
     # And once the first has finished, the second runs and completes with each request once, billed once
     done_first, done_second = finish(stack, first, second, at_least=5.0)
