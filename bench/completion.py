@@ -18,7 +18,7 @@ from shared import ids
 from shared.completion import Completion
 from shared.files import encode_custom_ids, ids_key
 from shared.jsonl import iter_lines
-from shared.providers.base import BatchProvider, ProviderStatus, ResultLine, SubmitRequest, Unreadable
+from shared.providers.base import BatchProvider, ProviderStatus, ResultLine, SubmitRequest, Unreadable, Verbatim
 from shared.providers.openai_results import result_line
 from shared.routing import Deployment
 from shared.runtime import runtime
@@ -46,7 +46,9 @@ class LocalOutputProvider:
     def cancel(self, refs: Mapping[str, str]) -> None:
         raise NotImplementedError
 
-    def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
+    def results(
+        self, refs: Mapping[str, str], custom_ids: Sequence[str]
+    ) -> Iterator[ResultLine | Verbatim | Unreadable]:
         for raw in iter_lines(self.chunks()):
             line = result_line(raw)
             if line is not None:

@@ -6,7 +6,9 @@ custom_id lands in exactly one of the two files: a result line that cannot be re
 `provider_error` line of its own, requests refused before the run `invalid_request` lines, and requests
 the provider never ran `batch_expired`, `batch_cancelled`, ... lines, by how the batch ended (a provider
 that reports them cancelled when batchgw expired the batch included); repeated lines fold into the first,
-and lines that name no request of the batch are counted and logged. Usage is summed and priced at batch
+and lines that name no request of the batch are counted and logged. An OpenAI-compatible provider's answered
+lines are stored as it wrote them, read only as far as their usage (a Verbatim); every other
+line is written from what was read. Usage is summed and priced at batch
 rates, then one DynamoDB transaction moves the batch to its final status, stores files, usage and cost,
 releases the input file and the budget reservation and books the real cost on the owner's spend. The
 transaction is conditional on the batch still waiting for completion, so a repeated or concurrent
@@ -29,7 +31,7 @@ from shared.errors import ProviderError, StaleState
 from shared.files import BATCH_FILE_TTL, blob_key, read_custom_ids
 from shared.lifecycle import BatchStatus, Outcome
 from shared.pricing import BatchPricer
-from shared.providers.base import ResultLine, Unreadable
+from shared.providers.base import ResultLine, Unreadable, Verbatim
 from shared.providers.registry import ProviderSource
 from shared.records import BatchRecord, Cost, Counts, ErrorEntry, FileRecord, Usage
 from shared.results import as_ended, checked, invalid_request_line, not_run, provider_error_line, render, with_error
@@ -75,8 +77,8 @@ class ResultFiles:
         self._batch_id = batch.parent or batch.id
         self._parts = batch.parent is not None
 
-    def write(self, line: ResultLine) -> None:
-        if line.succeeded:
+    def write(self, line: ResultLine | Verbatim) -> None:
+        if isinstance(line, Verbatim) or line.succeeded:
             self.output.write(render(line, self._batch_id))
             self.completed += 1
         else:
@@ -137,7 +139,7 @@ class _Tally:
         self.unreadable = 0
         self.repeated = 0
 
-    def take(self, item: ResultLine | Unreadable, batch_id: str) -> None:
+    def take(self, item: ResultLine | Verbatim | Unreadable, batch_id: str) -> None:
         line = checked(item) if isinstance(item, ResultLine) else item
         custom_id = line.custom_id
         if custom_id is None or custom_id not in self.remaining:
@@ -160,9 +162,14 @@ class _Tally:
         if self._unread and self._unread.pop(custom_id, None) is not None:
             self.repeated += 1
         self.remaining.discard(custom_id)
-        self._files.write(as_ended(line, self._outcome))
-        if line.succeeded and line.usage is not None and self._pricer is not None:
-            self._pricer.add(line.usage)
+        if isinstance(line, Verbatim):  # an answered request's line, kept as it is
+            self._files.write(line)
+            usage = line.usage
+        else:
+            self._files.write(as_ended(line, self._outcome))
+            usage = line.usage if line.succeeded else None
+        if usage is not None and self._pricer is not None:
+            self._pricer.add(usage)
 
     def settle(self) -> None:
         """Write a provider_error line for each request whose lines could none be read."""

@@ -107,6 +107,18 @@ class ResultLine:
         return self.error is None and self.response is not None and 200 <= self.response["status_code"] < 300
 
 
+@dataclass(slots=True)  # not frozen: made once per result line, and a frozen one takes three times as long
+class Verbatim:
+    """A request's result that an OpenAI-compatible provider already wrote as batchgw's output line: its
+    request succeeded, its line has an id, and it was read only as far as pricing needs (its usage). It is
+    stored as the provider wrote it (`raw`, without its line end), neither parsed in full nor rendered
+    again. An adapter that must change a line reads it in full first (`openai_results.in_full`)."""
+
+    custom_id: str
+    usage: LineUsage | None
+    raw: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class Unreadable:
     """A provider result line that cannot be read or priced; `custom_id` when that much could be read."""
@@ -141,7 +153,9 @@ class BatchProvider(Protocol):
     def cancel(self, refs: Mapping[str, str]) -> None:
         """Ask the provider to cancel. Raises ProviderError."""
 
-    def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
+    def results(
+        self, refs: Mapping[str, str], custom_ids: Sequence[str]
+    ) -> Iterator[ResultLine | Verbatim | Unreadable]:
         """Stream every result the provider has, as OpenAI output lines; `custom_ids` are the requests
         sent, in the order sent. Raises ProviderError when the results cannot be fetched at all."""
 

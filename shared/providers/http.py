@@ -15,7 +15,7 @@ from httpx_retries import Retry, RetryTransport
 from shared import deadline
 from shared.errors import ProviderBusy, ProviderError
 from shared.jsonl import iter_lines
-from shared.providers.base import Journal, ResultLine, Unreadable
+from shared.providers.base import Journal, ResultLine, Unreadable, Verbatim
 from shared.providers.openai_results import result_line
 
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504, 529)  # 529: Anthropic's "overloaded"
@@ -186,7 +186,7 @@ def provider_error(response: httpx.Response, what: str) -> ProviderError:
 
 def result_file_lines(
     client: httpx.Client, batch: Mapping[str, Any], keys: tuple[str, ...]
-) -> Iterator[ResultLine | Unreadable]:
+) -> Iterator[ResultLine | Verbatim | Unreadable]:
     """The OpenAI-shaped lines of the result files a batch object names under `keys`, streamed from an API
     with OpenAI's `GET /files/{id}/content`."""
     for key in keys:

@@ -32,6 +32,7 @@ from shared.providers.base import (
     SubmitRequest,
     TranslationError,
     Unreadable,
+    Verbatim,
     guarded,
 )
 from shared.providers.http import (
@@ -46,6 +47,7 @@ from shared.providers.http import (
     send,
 )
 from shared.providers.mistral_format import openai_response, to_mistral
+from shared.providers.openai_results import in_full
 from shared.providers.registry import ProviderDeps
 from shared.records import Counts, ErrorEntry
 from shared.routing import Deployment
@@ -231,7 +233,8 @@ class MistralProvider:
 
     def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
         job = self._job(refs["batch_id"])
-        for line in result_file_lines(self._api.retrying, job, _RESULT_FILES):
+        for item in result_file_lines(self._api.retrying, job, _RESULT_FILES):
+            line = in_full(item) if isinstance(item, Verbatim) else item  # each line is translated
             yield guarded(line.custom_id, _openai_line, line) if isinstance(line, ResultLine) else line
 
     def cleanup(self, refs: Mapping[str, str]) -> None:

@@ -25,7 +25,7 @@ import orjson
 
 from shared import deadline
 from shared.errors import ProviderBusy, ProviderError
-from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable
+from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable, Verbatim
 from shared.providers.http import (
     HttpClients,
     ReopeningReader,
@@ -334,7 +334,9 @@ class OpenAIProvider:
     def cancel(self, refs: Mapping[str, str]) -> None:
         cancel(self._api.retrying, f"/batches/{refs['batch_id']}/cancel", what="cancel batch")
 
-    def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
+    def results(
+        self, refs: Mapping[str, str], custom_ids: Sequence[str]
+    ) -> Iterator[ResultLine | Verbatim | Unreadable]:
         batch = self._batch(refs["batch_id"])
         yield from result_file_lines(self._api.retrying, batch, _RESULT_FILES)
 

@@ -1,18 +1,22 @@
 """What an OpenAI-compatible batch API answers, read in batchgw's terms. Pure: no I/O.
 
 A batch object's status (in OpenAI's or Azure's older spelling), request counts and errors; and each line of
-its output and error files as a ResultLine, or an Unreadable for a line that cannot be read or priced. The
+its output and error files as a Verbatim (an answered request's line, kept as it is), a ResultLine, or an
+Unreadable for a line that cannot be read or priced. The
 adapters built on the openai one (azure, together), mistral's and `mode: sync` batches read with these.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from shared.errors import ProviderError
+from shared.jsonl import LineTooLong
 from shared.lifecycle import BatchStatus
-from shared.providers.base import ResultLine, Unreadable
+from shared.providers.base import LineUsage, ResultLine, Unreadable, Verbatim
 from shared.records import Counts, ErrorEntry
 from shared.results import BadUsage, parsed_line, usage_from_openai
 
@@ -64,9 +68,99 @@ def errors_of(batch: Mapping[str, Any]) -> tuple[ErrorEntry, ...]:
     )
 
 
-def result_line(raw: bytes) -> ResultLine | Unreadable | None:
-    """An OpenAI output or error line as a ResultLine; Unreadable for a line that cannot be read or priced
-    (with its custom_id when that much can be read); None for a blank line."""
+# The one line an OpenAI-compatible output file holds most: a request answered 200, with its usage. Decoded
+# into these types, the rest of the line is checked as JSON but never built into Python objects.
+type _Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _Details(msgspec.Struct):
+    cached_tokens: _Count | None = None
+    reasoning_tokens: _Count | None = None
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: _Count | None = None
+    completion_tokens: _Count | None = None
+    prompt_tokens_details: _Details | None = None
+    completion_tokens_details: _Details | None = None
+    input_tokens: object = msgspec.UNSET  # a Responses API usage: read by `usage_from_openai`
+
+
+class _Body(msgspec.Struct):
+    usage: _Usage | None = None
+
+
+class _Response(msgspec.Struct):
+    status_code: int
+    body: _Body
+
+
+class _Answered(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    custom_id: str
+    response: _Response
+    error: None = None
+
+
+_answered = msgspec.json.Decoder(_Answered)
+
+
+def result_line(raw: bytes) -> ResultLine | Verbatim | Unreadable | None:
+    """An OpenAI output or error line: a Verbatim when it is an answered request's line batchgw would write as
+    it is, else a ResultLine; Unreadable for a line that cannot be read or priced (with its custom_id when that
+    much can be read); None for a blank line."""
+    if not isinstance(raw, LineTooLong):
+        try:
+            line = _answered.decode(raw)
+        except (msgspec.DecodeError, RecursionError):
+            pass  # not such a line (or not JSON): read in full below, which says why
+        else:
+            usage = line.response.body.usage
+            if (
+                line.response.status_code == 200
+                and line.id
+                and (usage is None or usage.input_tokens is msgspec.UNSET)
+                and (raw.isascii() or _utf8(raw))  # what the decoder skipped is not checked for UTF-8
+                and b"\r" not in raw  # JSON whitespace, but a line break to many line readers
+                # named once (a repeated `error` is never the null this reads): readers differ on which of two
+                # keys they read, and each must read the request and the usage batchgw priced
+                and raw.count(b'"custom_id"') == 1
+                and raw.count(b'"response"') == 1
+            ):
+                return Verbatim(line.custom_id, _line_usage(usage), raw)
+    return _read(raw)
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _line_usage(usage: _Usage | None) -> LineUsage | None:
+    """What `usage_from_openai` makes of a chat completion's or an embedding's usage."""
+    if usage is None:
+        return None
+    inputs, outputs = usage.prompt_tokens_details, usage.completion_tokens_details
+    return LineUsage(
+        usage.prompt_tokens or 0,
+        (inputs.cached_tokens or 0) if inputs is not None else 0,
+        0,
+        usage.completion_tokens or 0,
+        (outputs.reasoning_tokens or 0) if outputs is not None else 0,
+    )
+
+
+def in_full(line: Verbatim) -> ResultLine | Unreadable:
+    """`line` read in full, for an adapter that changes it."""
+    read = _read(line.raw)
+    assert read is not None, "a Verbatim is never a blank line"
+    return read
+
+
+def _read(raw: bytes) -> ResultLine | Unreadable | None:
     line = parsed_line(raw)
     if not isinstance(line, dict):
         return line

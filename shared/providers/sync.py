@@ -40,7 +40,15 @@ import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import ProviderError, PublishFailed
-from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, TranslationError, Unreadable
+from shared.providers.base import (
+    Journal,
+    ProviderStatus,
+    ResultLine,
+    SubmitRequest,
+    TranslationError,
+    Unreadable,
+    Verbatim,
+)
 from shared.providers.http import LazyClients, build_client
 from shared.providers.openai_results import result_line
 from shared.providers.registry import ProviderDeps
@@ -298,7 +306,9 @@ class SyncProvider:
         with _aws("stop the batch"):
             self._blobs.put(stop_key(_batch_of(refs)), b"")
 
-    def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
+    def results(
+        self, refs: Mapping[str, str], custom_ids: Sequence[str]
+    ) -> Iterator[ResultLine | Verbatim | Unreadable]:
         batch_id = _batch_of(refs)
         with _aws("list the batch's results"):
             parts = sorted(progress(self._blobs, batch_id).parts.items())

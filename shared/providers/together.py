@@ -25,11 +25,11 @@ import orjson
 
 from shared.errors import ProviderError
 from shared.providers.anthropic_format import anthropic_custom_id, hashed_custom_ids, is_hashed_custom_id
-from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable
+from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable, Verbatim
 from shared.providers.http import build_client, json_of, send
 from shared.providers.listing import listed_objects
 from shared.providers.openai import OpenAIProvider
-from shared.providers.openai_results import openai_state
+from shared.providers.openai_results import in_full, openai_state
 from shared.providers.registry import ProviderDeps
 from shared.records import Counts, ErrorEntry
 from shared.routing import Deployment
@@ -150,11 +150,14 @@ class TogetherProvider(OpenAIProvider):
             return ProviderStatus(state, counts, (ErrorEntry(code="provider_error", message=error),))
         return ProviderStatus(state, counts)
 
-    def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
+    def results(
+        self, refs: Mapping[str, str], custom_ids: Sequence[str]
+    ) -> Iterator[ResultLine | Verbatim | Unreadable]:
         hashed: dict[str, str] | None = None
         for line in super().results(refs, custom_ids):
             if line.custom_id is not None and is_hashed_custom_id(line.custom_id):
                 if hashed is None:  # map hashed ids back only when a result needs it
                     hashed = hashed_custom_ids(custom_ids)
-                line = replace(line, custom_id=hashed.get(line.custom_id, line.custom_id))
+                read = in_full(line) if isinstance(line, Verbatim) else line  # its custom_id changes
+                line = replace(read, custom_id=hashed.get(line.custom_id, line.custom_id))
             yield line

@@ -21,14 +21,24 @@ def mixed(world: World, **fields: object) -> str:
     return world.create(content, **fields)  # type: ignore[arg-type]
 
 
-def run_all(world: World) -> None:
-    """Submit every run, let the provider finish them, poll, and complete what ended."""
+def submit_all(world: World) -> None:
+    """Submit every run created."""
     for detail in world.bus.of("Batch Created"):
         world.submission.submit(detail["batch_id"])
-    world.provider.finish()
+
+
+def settle(world: World) -> None:
+    """Poll, and complete what ended, until what the provider ended is done."""
     for _ in range(3):
         world.poller.tick(Deadline.after(30))
         world.deliver_ended()
+
+
+def run_all(world: World) -> None:
+    """Submit every run, let the provider finish them, poll, and complete what ended."""
+    submit_all(world)
+    world.provider.finish()
+    settle(world)
 
 
 def test_a_file_of_several_models_is_one_batch_with_one_hidden_run_per_model(world: World) -> None:
@@ -76,8 +86,7 @@ def test_the_batch_merges_its_runs_into_one_output_and_books_each_models_cost_on
 
 def test_a_running_batch_shows_its_runs_progress_summed(world: World) -> None:
     batch_id = mixed(world)
-    for detail in world.bus.of("Batch Created"):
-        world.submission.submit(detail["batch_id"])
+    submit_all(world)
     for run in world.provider.runs.values():
         run.results = [ok_line(line.custom_id) for line in run.lines[:1]]
     world.poller.tick(Deadline.after(30))
@@ -87,14 +96,11 @@ def test_a_running_batch_shows_its_runs_progress_summed(world: World) -> None:
 
 def test_one_run_expired_makes_the_batch_expired_with_the_others_results_kept(world: World) -> None:
     batch_id = mixed(world)
-    for detail in world.bus.of("Batch Created"):
-        world.submission.submit(detail["batch_id"])
+    submit_all(world)
     gpt, claude = (world.provider.runs[f"prov_{r}"] for r in world.db.batches[batch_id].runs)
     gpt.state = "completed"
     claude.state, claude.results = "expired", []
-    for _ in range(3):
-        world.poller.tick(Deadline.after(30))
-        world.deliver_ended()
+    settle(world)
     done = world.db.batches[batch_id]
     assert done.status == "expired" and done.request_counts.completed == 3 and done.request_counts.failed == 1
     errors = world.blobs.objects[f"files/{done.error_file_id}"].decode()
@@ -103,16 +109,13 @@ def test_one_run_expired_makes_the_batch_expired_with_the_others_results_kept(wo
 
 def test_cancelling_the_batch_cancels_its_runs_and_it_ends_cancelled(world: World) -> None:
     batch_id = mixed(world)
-    for detail in world.bus.of("Batch Created"):
-        world.submission.submit(detail["batch_id"])
+    submit_all(world)
     world.batches.cancel(MASTER, batch_id)
     assert all(world.db.batches[r].status == "cancelling" for r in world.db.batches[batch_id].runs)
     world.poller.tick(Deadline.after(30))
     assert all(run.cancelled for run in world.provider.runs.values())
     world.provider.finish("cancelled", results=[])
-    for _ in range(3):
-        world.poller.tick(Deadline.after(30))
-        world.deliver_ended()
+    settle(world)
     assert world.db.batches[batch_id].status == "cancelled"
 
 
@@ -138,16 +141,13 @@ def test_a_cancel_cut_off_before_its_runs_reaches_them_through_the_poller(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batch_id = mixed(world)
-    for detail in world.bus.of("Batch Created"):
-        world.submission.submit(detail["batch_id"])
+    submit_all(world)
     cancel_cut_off_before_its_runs(world, monkeypatch, batch_id)  # and never retried
     for _ in range(2):  # one tick carries the cancel to the runs, the next cancels them at their providers
         world.poller.tick(Deadline.after(30))
     assert all(run.cancelled for run in world.provider.runs.values())
     world.provider.finish("cancelled", results=[])
-    for _ in range(3):
-        world.poller.tick(Deadline.after(30))
-        world.deliver_ended()
+    settle(world)
     assert world.db.batches[batch_id].status == "cancelled"
 
 
@@ -155,8 +155,7 @@ def test_a_repeated_cancel_carries_the_cancel_to_the_runs_an_earlier_one_did_not
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batch_id = mixed(world)
-    for detail in world.bus.of("Batch Created"):
-        world.submission.submit(detail["batch_id"])
+    submit_all(world)
     cancel_cut_off_before_its_runs(world, monkeypatch, batch_id)
     assert world.batches.cancel(MASTER, batch_id).status == "cancelling"  # the SDK's retry
     assert all(world.db.batches[r].status == "cancelling" for r in world.db.batches[batch_id].runs)
@@ -165,8 +164,7 @@ def test_a_repeated_cancel_carries_the_cancel_to_the_runs_an_earlier_one_did_not
 def test_every_run_refused_fails_the_batch_with_each_runs_reason(world: World) -> None:
     world.provider.fail_submit = ProviderError("quota gone", retryable=False, code="quota")
     batch_id = mixed(world)
-    for detail in world.bus.of("Batch Created"):
-        world.submission.submit(detail["batch_id"])
+    submit_all(world)
     for _ in range(3):
         world.deliver_ended()
         world.poller.tick(Deadline.after(30))

@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from shared.errors import ProviderBusy, ProviderError
-from shared.providers.base import LineUsage, ResultLine, Unreadable
+from shared.providers.base import LineUsage, ResultLine, Unreadable, Verbatim
 from shared.providers.openai import FILE_RETRY_AFTER, SecretAuth, busy_refusal
-from shared.providers.openai_results import counts_of, errors_of, openai_state, result_line
+from shared.providers.openai_results import counts_of, errors_of, in_full, openai_state, result_line
 from shared.records import Counts
 from shared.results import checked, render, request_id
 
@@ -108,30 +108,106 @@ _PROVIDER_LINE = (
 
 
 @pytest.mark.parametrize(
-    "raw",
+    ("raw", "as_written"),
     [
-        _PROVIDER_LINE,
-        _PROVIDER_LINE.replace(b'"id": "batch_req_7", ', b""),  # no id: batchgw gives it one
-        _PROVIDER_LINE.replace(b'"id": "batch_req_7"', b'"id": ""'),
-        _PROVIDER_LINE.replace(b', "error": null', b', "error": null, "extra": 1'),  # not an output line's field
-        _PROVIDER_LINE.replace(b', "error"', b',\r"error"'),  # JSON, but a line break to str.splitlines()
+        (_PROVIDER_LINE, True),  # an answered request's line: stored as the provider wrote it, escapes and all
+        (_PROVIDER_LINE.replace(b'"id": "batch_req_7", ', b""), False),  # no id: batchgw gives it one
+        (_PROVIDER_LINE.replace(b'"id": "batch_req_7"', b'"id": ""'), False),
+        (_PROVIDER_LINE.replace(b', "error": null', b', "error": null, "extra": 1'), False),  # not an output field
+        (_PROVIDER_LINE.replace(b', "error"', b',\r"error"'), False),  # JSON, but a line break to str.splitlines()
         # a repeated key: orjson reads the last, other readers the first
-        _PROVIDER_LINE.replace(b'"custom_id": "c\\u00e9"', b'"custom_id": "other", "custom_id": "c\\u00e9"'),
-        _PROVIDER_LINE.replace(b', "error": null', b', "error": {"code": "x"}, "error": null'),
+        (_PROVIDER_LINE.replace(b'"custom_id": "c\\u00e9"', b'"custom_id": "other", "custom_id": "c\\u00e9"'), False),
+        (_PROVIDER_LINE.replace(b', "error": null', b', "error": {"code": "x"}, "error": null'), False),
+        (
+            _PROVIDER_LINE.replace(b'"response": {', b'"response": {"status_code": 200, "body": {}}, "response": {'),
+            False,
+        ),
     ],
 )
-def test_a_provider_line_is_written_as_the_one_line_batchgw_read(raw: bytes) -> None:
-    # re-encoded from what was read and counted, so every JSON reader reads the request batchgw priced
+def test_a_provider_line_is_written_as_the_one_line_batchgw_read(raw: bytes, as_written: bool) -> None:
+    # kept as it is only when every JSON reader reads in it the request batchgw priced; else re-encoded
     parsed = result_line(raw)
-    assert isinstance(parsed, ResultLine) and parsed.usage == LineUsage(input_tokens=3, output_tokens=2)
+    assert isinstance(parsed, Verbatim if as_written else ResultLine)
+    assert parsed.usage == LineUsage(input_tokens=3, output_tokens=2)
     rendered = render(parsed, "batch_1")
-    assert rendered != raw + b"\n"  # re-encoded, not copied
+    assert (rendered == raw + b"\n") is as_written
     assert rendered.count(b"\n") == 1 and rendered.endswith(b"\n") and b"\r" not in rendered
     assert all(rendered.count(key) == 1 for key in (b'"id"', b'"custom_id"', b'"response"', b'"error"'))
     line = orjson.loads(rendered)
     assert line.keys() == {"id", "custom_id", "response", "error"}
-    assert (line["custom_id"], line["response"], line["error"]) == ("c\u00e9", parsed.response, None)
+    assert (line["custom_id"], line["error"]) == ("c\u00e9", None)
+    read = in_full(parsed) if isinstance(parsed, Verbatim) else parsed
+    assert isinstance(read, ResultLine) and line["response"] == read.response
     assert line["id"] == ("batch_req_7" if b'"batch_req_7"' in raw else request_id("batch_1", "c\u00e9"))
+
+
+_ANSWERED = {
+    "id": "batch_req_1",
+    "custom_id": "c",
+    "response": {"status_code": 200, "request_id": "r", "body": {"choices": [], "usage": {"prompt_tokens": 5}}},
+    "error": None,
+}
+
+
+def _answered(**body: object) -> dict[str, object]:
+    return {**_ANSWERED, "response": {"status_code": 200, "body": body}}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        _ANSWERED,
+        _answered(),  # no usage
+        _answered(usage=None),
+        _answered(usage={"prompt_tokens": 7, "total_tokens": 7}),  # an embedding's
+        _answered(usage={"prompt_tokens": None, "completion_tokens": 2}),
+        _answered(
+            usage={
+                "prompt_tokens": 9,
+                "completion_tokens": 4,
+                "prompt_tokens_details": {"cached_tokens": 3, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 2, "accepted_prediction_tokens": 0},
+            }
+        ),
+        _answered(usage={"prompt_tokens": 9, "prompt_tokens_details": None, "completion_tokens_details": {}}),
+        _answered(usage={"input_tokens": 9, "output_tokens": 2, "input_tokens_details": {"cached_tokens": 1}}),
+        _answered(usage={"input_tokens": None, "prompt_tokens": 9}),  # a Responses usage, by its key
+        _answered(usage={"prompt_tokens": 2**62}),
+        {**_ANSWERED, "response": {"status_code": 201, "body": {"usage": {"prompt_tokens": 5}}}},
+        {**_ANSWERED, "response": {"status_code": 500, "body": {"error": {"message": "boom"}}}},
+        {**_ANSWERED, "response": None, "error": {"code": "batch_expired", "message": "m"}},
+        {**_ANSWERED, "custom_id": "a\nb\r\u2028\u00e9\U0001f600"},
+    ],
+)
+def test_a_line_read_as_it_is_reads_as_the_line_read_in_full(line: dict[str, object]) -> None:
+    # what the fast reading of an answered line makes of it, usage above all, is what reading it in full makes
+    raw = orjson.dumps(line)
+    parsed = result_line(raw)
+    assert parsed is not None and not isinstance(parsed, Unreadable)
+    full = in_full(parsed) if isinstance(parsed, Verbatim) else parsed
+    assert isinstance(full, ResultLine) and full.custom_id == parsed.custom_id == line["custom_id"]
+    assert parsed.usage == (full.usage if full.succeeded else None)
+    if isinstance(parsed, Verbatim):
+        assert full.succeeded and full.response is not None and full.response["status_code"] == 200
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        # JSON but for bytes that are not UTF-8, in a field only reading in full looks at
+        (orjson.dumps(_ANSWERED).replace(b'"choices":[]', b'"choices":["\xff\xfe"]'), "not valid JSON"),
+        (orjson.dumps(_ANSWERED).replace(b'"choices":[]', b'"choices":["\xed\xa0\x80"]'), "not valid JSON"),
+        # nested deeper than a reader follows
+        (orjson.dumps(_ANSWERED).replace(b'"choices":[]', b'"choices":' + b"[" * 5000 + b"]" * 5000), "not valid"),
+        (orjson.dumps(_answered(usage={"prompt_tokens": True})), "not a non-negative integer"),
+        (orjson.dumps(_answered(usage={"prompt_tokens": 1.5})), "not a non-negative integer"),
+        (orjson.dumps(_answered(usage={"prompt_tokens_details": {"cached_tokens": -1}})), "not a non-negative"),
+        (orjson.dumps(_answered(usage="5 tokens")), "usage is not an object"),
+    ],
+)
+def test_a_line_that_cannot_be_read_in_full_is_never_kept_as_it_is(raw: bytes, why: str) -> None:
+    parsed = result_line(raw)
+    assert isinstance(parsed, Unreadable) and parsed.custom_id in ("c", None) and why in parsed.reason
 
 
 def test_blank_lines_are_skipped() -> None:
