@@ -122,8 +122,9 @@ def result_line(raw: bytes) -> ResultLine | Verbatim | Unreadable | None:
                 and (usage is None or usage.input_tokens is msgspec.UNSET)
                 and (raw.isascii() or _utf8(raw))  # what the decoder skipped is not checked for UTF-8
                 and b"\r" not in raw  # JSON whitespace, but a line break to many line readers
-                # named once (a repeated `error` is never the null this reads): readers differ on which of two
-                # keys they read, and each must read the request and the usage batchgw priced
+                # named once, since readers differ on which of two keys they read: every reader finds the request
+                # and the response batchgw priced (a repeated `error` is never the null this reads; a key
+                # repeated deeper is read as orjson, Python and JavaScript read it: the last)
                 and raw.count(b'"custom_id"') == 1
                 and raw.count(b'"response"') == 1
             ):
