@@ -40,7 +40,11 @@ def usage_from_openai(body: Any) -> LineUsage | None:
     once per result line, so the common case (every count a plain int) is plain lookups and comparisons:
     a function call costs more than all of them.
     """
-    usage = body.get("usage") if isinstance(body, dict) else None
+    return openai_usage(body.get("usage") if isinstance(body, dict) else None)
+
+
+def openai_usage(usage: Any) -> LineUsage | None:
+    """An OpenAI response body's `usage` as a LineUsage (see usage_from_openai)."""
     if usage is None:
         return None
     if not isinstance(usage, dict):

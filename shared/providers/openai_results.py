@@ -9,16 +9,16 @@ adapters built on the openai one (azure, together), mistral's and `mode: sync` b
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 
 from shared.errors import ProviderError
 from shared.jsonl import LineTooLong
 from shared.lifecycle import BatchStatus
-from shared.providers.base import LineUsage, ResultLine, Unreadable, Verbatim
+from shared.providers.base import ResultLine, Unreadable, Verbatim
 from shared.records import Counts, ErrorEntry
-from shared.results import BadUsage, parsed_line, usage_from_openai
+from shared.results import BadUsage, openai_usage, parsed_line, usage_from_openai
 
 _STATES: dict[str, BatchStatus] = {
     "validating": "validating",
@@ -69,25 +69,10 @@ def errors_of(batch: Mapping[str, Any]) -> tuple[ErrorEntry, ...]:
 
 
 # The one line an OpenAI-compatible output file holds most: a request answered 200, with its usage. Decoded
-# into these types, the rest of the line is checked as JSON but never built into Python objects.
-type _Count = Annotated[int, msgspec.Meta(ge=0)]
-
-
-class _Details(msgspec.Struct):
-    cached_tokens: _Count | None = None
-    reasoning_tokens: _Count | None = None
-
-
-class _Usage(msgspec.Struct):
-    prompt_tokens: _Count | None = None
-    completion_tokens: _Count | None = None
-    prompt_tokens_details: _Details | None = None
-    completion_tokens_details: _Details | None = None
-    input_tokens: object = msgspec.UNSET  # a Responses API usage: read by `usage_from_openai`
-
-
+# into these types, only the ids, the status and the usage become Python objects; the rest of the line (the
+# answer itself) is checked as JSON and skipped.
 class _Body(msgspec.Struct):
-    usage: _Usage | None = None
+    usage: Any = None  # read by `openai_usage`, as in a line read in full
 
 
 class _Response(msgspec.Struct):
@@ -109,27 +94,33 @@ def result_line(raw: bytes) -> ResultLine | Verbatim | Unreadable | None:
     """An OpenAI output or error line: a Verbatim when it is an answered request's line batchgw would write as
     it is, else a ResultLine; Unreadable for a line that cannot be read or priced (with its custom_id when that
     much can be read); None for a blank line."""
-    if not isinstance(raw, LineTooLong):
-        try:
-            line = _answered.decode(raw)
-        except (msgspec.DecodeError, RecursionError):
-            pass  # not such a line (or not JSON): read in full below, which says why
-        else:
-            usage = line.response.body.usage
-            if (
-                line.response.status_code == 200
-                and line.id
-                and (usage is None or usage.input_tokens is msgspec.UNSET)
-                and (raw.isascii() or _utf8(raw))  # what the decoder skipped is not checked for UTF-8
-                and b"\r" not in raw  # JSON whitespace, but a line break to many line readers
-                # named once, since readers differ on which of two keys they read: every reader finds the request
-                # and the response batchgw priced (a repeated `error` is never the null this reads; a key
-                # repeated deeper is read as orjson, Python and JavaScript read it: the last)
-                and raw.count(b'"custom_id"') == 1
-                and raw.count(b'"response"') == 1
-            ):
-                return Verbatim(line.custom_id, _line_usage(usage), raw)
-    return _read(raw)
+    kept = _as_it_is(raw)
+    return kept if kept is not None else _read(raw)
+
+
+def _as_it_is(raw: bytes) -> Verbatim | None:
+    """`raw` as a Verbatim if it is an answered request's line that every JSON reader reads as batchgw does;
+    None for any other line (read in full, which says what is wrong with it)."""
+    if isinstance(raw, LineTooLong):
+        return None
+    try:
+        line = _answered.decode(raw)
+        usage = openai_usage(line.response.body.usage)
+    except (msgspec.DecodeError, RecursionError, BadUsage):
+        return None
+    if (
+        line.response.status_code == 200
+        and line.id
+        and (raw.isascii() or _utf8(raw))  # what the decoder skipped is not checked for UTF-8
+        and b"\r" not in raw  # JSON whitespace, but a line break to many line readers
+        # named once, since readers differ on which of two keys they read: every reader finds the request and
+        # the response batchgw priced (a repeated `error` is never the null this reads; a key repeated deeper
+        # is read as orjson, Python and JavaScript read it: the last)
+        and raw.count(b'"custom_id"') == 1
+        and raw.count(b'"response"') == 1
+    ):
+        return Verbatim(line.custom_id, usage, raw)
+    return None
 
 
 def _utf8(raw: bytes) -> bool:
@@ -138,20 +129,6 @@ def _utf8(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def _line_usage(usage: _Usage | None) -> LineUsage | None:
-    """What `usage_from_openai` makes of a chat completion's or an embedding's usage."""
-    if usage is None:
-        return None
-    inputs, outputs = usage.prompt_tokens_details, usage.completion_tokens_details
-    return LineUsage(
-        usage.prompt_tokens or 0,
-        (inputs.cached_tokens or 0) if inputs is not None else 0,
-        0,
-        usage.completion_tokens or 0,
-        (outputs.reasoning_tokens or 0) if outputs is not None else 0,
-    )
 
 
 def in_full(line: Verbatim) -> ResultLine | Unreadable:

@@ -9,6 +9,7 @@ comes right after the line it repeats.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from copy import deepcopy
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ class LineFormat:
     status: Path | None  # a status that can be given as "200"; None: the format has none
     body: Path  # the answer
     usage: Path  # one token count of the answer's usage
+    # written as Python's json.dumps writes, as OpenAI documents its lines: `", "`, `": "`, non-ASCII escaped
+    spaced: bool = False
 
     def takes(self, defect: Defect) -> bool:
         """Whether a line of this format can have `defect`."""
@@ -57,6 +60,7 @@ OPENAI_LINE: Final = LineFormat(
     status=("response", "status_code"),
     body=("response", "body"),
     usage=("response", "body", "usage", "prompt_tokens"),
+    spaced=True,
 )
 
 
@@ -84,7 +88,9 @@ def _get(line: dict[str, Any], path: Path) -> Any:
     return _parent(line, path)[path[-1]]
 
 
-def _bytes(line: dict[str, Any]) -> bytes:
+def _bytes(line: dict[str, Any], form: LineFormat) -> bytes:
+    if form.spaced:
+        return json.dumps(line).encode() + b"\n"
     return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
 
 
@@ -94,31 +100,31 @@ def written(line: dict[str, Any], defect: Defect | None, form: LineFormat) -> by
         raise ValueError(f"a line of this format cannot have the defect {defect!r}")
     match defect:
         case None:
-            return _bytes(line)
+            return _bytes(line, form)
         case "no_status":
-            return _bytes(_without(line, *form.markers))
+            return _bytes(_without(line, *form.markers), form)
         case "status_as_string":
             assert form.status is not None
-            return _bytes(_set(line, form.status, "200"))
+            return _bytes(_set(line, form.status, "200"), form)
         case "body_not_object":
-            return _bytes(_set(line, form.body, NOT_AN_OBJECT))
+            return _bytes(_set(line, form.body, NOT_AN_OBJECT), form)
         case "negative_usage":
-            return _bytes(_set(line, form.usage, NEGATIVE_TOKENS))
+            return _bytes(_set(line, form.usage, NEGATIVE_TOKENS), form)
         case "usage_not_number":
-            return _bytes(_set(line, form.usage, f"{_get(line, form.usage)} tokens"))
+            return _bytes(_set(line, form.usage, f"{_get(line, form.usage)} tokens"), form)
         case "duplicate":
-            return _bytes(line) * 2
+            return _bytes(line, form) * 2
         case "duplicate_differing":
-            return _bytes(line) + _bytes(_set(line, form.usage, _get(line, form.usage) + EXTRA_TOKENS))
+            return _bytes(line, form) + _bytes(_set(line, form.usage, _get(line, form.usage) + EXTRA_TOKENS), form)
         case "cut":
-            whole = _bytes(line)
+            whole = _bytes(line, form)
             return whole[: len(whole) // 2] + b"\n"
 
 
 def garbage_lines(line: dict[str, Any], form: LineFormat) -> bytes:
     """Lines that name no request: bytes that are not JSON, JSON that is not an object, and a copy of the
     result `line` without what names its request."""
-    return NOT_JSON + b"[1, 2, 3]\n" + _bytes(_without(line, form.names))
+    return NOT_JSON + b"[1, 2, 3]\n" + _bytes(_without(line, form.names), form)
 
 
 def result_rows(

@@ -86,6 +86,24 @@ def test_handlers_run_the_flow_from_sample_events_to_a_priced_completion(stack: 
     assert stack.upstream.files == {}
 
 
+def test_an_answered_line_is_stored_as_openai_wrote_it(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # OpenAI writes its lines as Python's json.dumps does (", ", ": ", non-ASCII escaped): the user gets those
+    # bytes, not batchgw's encoding of what it read
+    written: list[bytes] = []
+    store = stack.upstream.store_results
+
+    def kept(provider_batch: Any, output: bytes, errors: bytes) -> None:
+        written.append(output)
+        store(provider_batch, output, errors)
+
+    monkeypatch.setattr(stack.upstream, "store_results", kept)
+    (done,) = finish(stack, started(stack, batch_lines(3, model="upstream-gpt-4o-mini", prefix="q \u00e9\n")))
+    assert done["status"] == "completed" and done["request_counts"]["completed"] == 3
+    stored = stack.api.get(f"/v1/files/{done['output_file_id']}/content", headers=stack.auth()).content
+    assert sorted(stored.splitlines()) == sorted(written[0].splitlines())
+    assert b'"custom_id": "q \\u00e9\\n-0"' in stored
+
+
 def test_pricing_override_in_the_routing_file_wins(stack: Stack) -> None:
     batch_id = started(stack, batch_lines(3, model="upstream-priced"))
     finish(stack, batch_id)

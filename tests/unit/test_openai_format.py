@@ -153,36 +153,42 @@ def _answered(**body: object) -> dict[str, object]:
     return {**_ANSWERED, "response": {"status_code": 200, "body": body}}
 
 
+# answered lines (kept as they are), then lines read in full
+_KEPT_LINES = [
+    _ANSWERED,
+    _answered(),  # no usage
+    _answered(usage=None),
+    _answered(usage={"prompt_tokens": 7, "total_tokens": 7}),  # an embedding's
+    _answered(usage={"prompt_tokens": None, "completion_tokens": 2}),
+    _answered(
+        usage={
+            "prompt_tokens": 9,
+            "completion_tokens": 4,
+            "prompt_tokens_details": {"cached_tokens": 3, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 2, "accepted_prediction_tokens": 0},
+        }
+    ),
+    _answered(usage={"prompt_tokens": 9, "prompt_tokens_details": None, "completion_tokens_details": {}}),
+    _answered(usage={"input_tokens": 9, "output_tokens": 2, "input_tokens_details": {"cached_tokens": 1}}),
+    _answered(usage={"input_tokens": None, "prompt_tokens": 9}),  # a Responses usage, by its key
+    _answered(usage={"prompt_tokens": 2**62}),
+    {**_ANSWERED, "custom_id": "a\nb\r\u2028\u00e9\U0001f600"},
+]
+_READ_LINES = [
+    {**_ANSWERED, "response": {"status_code": 201, "body": {"usage": {"prompt_tokens": 5}}}},
+    {**_ANSWERED, "response": {"status_code": 500, "body": {"error": {"message": "boom"}}}},
+    {**_ANSWERED, "response": None, "error": {"code": "batch_expired", "message": "m"}},
+]
+
+
 @pytest.mark.parametrize(
-    "line",
-    [
-        _ANSWERED,
-        _answered(),  # no usage
-        _answered(usage=None),
-        _answered(usage={"prompt_tokens": 7, "total_tokens": 7}),  # an embedding's
-        _answered(usage={"prompt_tokens": None, "completion_tokens": 2}),
-        _answered(
-            usage={
-                "prompt_tokens": 9,
-                "completion_tokens": 4,
-                "prompt_tokens_details": {"cached_tokens": 3, "audio_tokens": 0},
-                "completion_tokens_details": {"reasoning_tokens": 2, "accepted_prediction_tokens": 0},
-            }
-        ),
-        _answered(usage={"prompt_tokens": 9, "prompt_tokens_details": None, "completion_tokens_details": {}}),
-        _answered(usage={"input_tokens": 9, "output_tokens": 2, "input_tokens_details": {"cached_tokens": 1}}),
-        _answered(usage={"input_tokens": None, "prompt_tokens": 9}),  # a Responses usage, by its key
-        _answered(usage={"prompt_tokens": 2**62}),
-        {**_ANSWERED, "response": {"status_code": 201, "body": {"usage": {"prompt_tokens": 5}}}},
-        {**_ANSWERED, "response": {"status_code": 500, "body": {"error": {"message": "boom"}}}},
-        {**_ANSWERED, "response": None, "error": {"code": "batch_expired", "message": "m"}},
-        {**_ANSWERED, "custom_id": "a\nb\r\u2028\u00e9\U0001f600"},
-    ],
+    ("line", "kept"), [(line, True) for line in _KEPT_LINES] + [(line, False) for line in _READ_LINES]
 )
-def test_a_line_read_as_it_is_reads_as_the_line_read_in_full(line: dict[str, object]) -> None:
+def test_a_line_read_as_it_is_reads_as_the_line_read_in_full(line: dict[str, object], kept: bool) -> None:
     # what the fast reading of an answered line makes of it, usage above all, is what reading it in full makes
     raw = orjson.dumps(line)
     parsed = result_line(raw)
+    assert isinstance(parsed, Verbatim) is kept
     assert parsed is not None and not isinstance(parsed, Unreadable)
     full = in_full(parsed) if isinstance(parsed, Verbatim) else parsed
     assert isinstance(full, ResultLine) and full.custom_id == parsed.custom_id == line["custom_id"]
