@@ -8,7 +8,8 @@ only this submission uploaded), before another is tried, so a retry never starts
 Mistral's input lines are `{custom_id, body}`: no `method` or `url`, since the job names the endpoint and
 the model (mistral_format.py translates the bodies). Its result lines are OpenAI's `{custom_id, response:
 {status_code, body}, error}`. A job that runs out of time (`TIMEOUT_EXCEEDED`) is `expired` and keeps what
-finished; `timeout_hours` is set from the batch's own window, so Mistral stops when batchgw would.
+finished; `timeout_hours` is set from the batch's own window, so Mistral stops when batchgw would. The
+poller reads running jobs' states from the list of jobs, newest first, rather than retrieving each.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from shared.providers.http import (
     result_file_lines,
     send,
 )
+from shared.providers.listing import Page, listed_objects, statuses_in_order
 from shared.providers.mistral_format import openai_response, to_mistral
 from shared.providers.openai_results import in_full
 from shared.providers.registry import ProviderDeps
@@ -69,6 +71,7 @@ _RESULT_FILES: Final = ("output_file", "error_file")
 FIND_SKEW_SECONDS: Final = 300
 _FIND_PAGE_SIZE: Final = 100
 _FIND_PAGES: Final = 5
+_LIST_PAGE: Final = 100  # jobs asked for in a list page: Mistral's default (it may hold a page to fewer)
 # batchgw's completion window; Mistral's default timeout too
 _WINDOW_HOURS: Final = 24
 
@@ -99,6 +102,14 @@ def job_status(job: Mapping[str, Any]) -> ProviderStatus:
     )
     errors = tuple(_error(e) for e in job.get("errors") or () if isinstance(e, dict)) if state == "failed" else ()
     return ProviderStatus(state, counts, errors)
+
+
+def _listed(job: Mapping[str, Any]) -> ProviderStatus | None:
+    """A listed job's status; None when it cannot be read (the job is then retrieved on its own)."""
+    try:
+        return job_status(job)
+    except ProviderError:
+        return None
 
 
 def _error(entry: Mapping[str, Any]) -> ErrorEntry:
@@ -224,6 +235,26 @@ class MistralProvider:
         return json_of(
             send(self._api.retrying, "GET", f"{JOBS}/{job_id}", what="retrieve batch job"), "retrieve batch job"
         )
+
+    def list_statuses(self, refs: Sequence[Mapping[str, str]]) -> dict[str, ProviderStatus]:
+        """Read from `GET /batch/jobs` pages (newest first), one after another: the list pages by number, so it
+        cannot be entered at a job of ours. A job made while the pages are read moves the rest one place on,
+        so a job is at worst shown twice, never skipped for that."""
+
+        def fetch(token: str | None) -> Page:
+            page = int(token or 0)
+            params: dict[str, str | int] = {"page": page, "page_size": _LIST_PAGE, "order_by": "-created"}
+            answer = json_of(
+                send(self._api.retrying, "GET", JOBS, what="list batch jobs", params=params), "list batch jobs"
+            )
+            jobs = listed_objects(answer.get("data"))
+            total = answer.get("total")
+            # the pages before the next hold (page + 1) pages' worth of jobs; without a total, read on while
+            # pages show jobs (the caller's page budget bounds it)
+            more = bool(jobs) and (not isinstance(total, int) or total > (page + 1) * len(jobs))
+            return [(str(j["id"]), _listed(j)) for j in jobs], str(page + 1) if more else None
+
+        return statuses_in_order([r["batch_id"] for r in refs], fetch)
 
     def refresh(self, refs: Mapping[str, str]) -> ProviderStatus:
         return job_status(self._job(refs["batch_id"]))

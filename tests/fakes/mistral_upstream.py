@@ -133,6 +133,8 @@ class FakeMistral:
         self.files: dict[str, tuple[str, bytes]] = {}
         self.jobs: dict[str, FakeJob] = {}
         self.calls: Counter[str] = Counter()
+        self.max_page_size = 100  # Mistral's default; a list page holds at most this many jobs
+        self.list_total = True  # list answers say how many jobs the list holds
         self.lock = threading.Lock()
         self.app = self._build()
 
@@ -375,13 +377,25 @@ async def _create_job(request: Request) -> JSONResponse:
     return JSONResponse(fake.job_json(job))
 
 
-def _list_jobs(request: Request, page: int = 0, page_size: int = 100, created_after: str | None = None) -> JSONResponse:
+def _list_jobs(
+    request: Request, page: int = 0, page_size: int = 100, created_after: str | None = None, order_by: str = "-created"
+) -> JSONResponse:
     fake = _fake(request)
+    if order_by not in ("created", "-created"):
+        return _error(422, f"order_by must be 'created' or '-created', not {order_by!r}")
     since = datetime.fromisoformat(created_after).timestamp() if created_after else 0
+    size = min(page_size, fake.max_page_size)
     with fake.lock:
-        jobs = sorted((j for j in fake.jobs.values() if j.created_at >= since), key=lambda j: -j.started)
-        chosen = jobs[page * page_size : (page + 1) * page_size]
-        return JSONResponse({"object": "list", "data": [fake.job_json(j) for j in chosen], "total": len(jobs)})
+        jobs = sorted(
+            (j for j in fake.jobs.values() if j.created_at >= since),
+            key=lambda j: j.started,
+            reverse=order_by == "-created",
+        )
+        chosen = jobs[page * size : (page + 1) * size]
+        for job in chosen:  # a listed job shows its state now, as a retrieved one does
+            fake.advance(job)
+        total = {"total": len(jobs)} if fake.list_total else {}
+        return JSONResponse({"object": "list", "data": [fake.job_json(j) for j in chosen], **total})
 
 
 def _get_job(job_id: str, request: Request) -> JSONResponse:

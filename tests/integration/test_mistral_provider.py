@@ -17,7 +17,7 @@ from shared.providers.base import SubmitRequest
 from shared.providers.mistral import MistralProvider
 from shared.routing import Deployment
 from tests.fakes.journal import MemoryJournal, submit_request
-from tests.fakes.mistral_upstream import API_KEY, TIMEOUT_MODEL, FakeMistral
+from tests.fakes.mistral_upstream import API_KEY, TIMEOUT_MODEL, FakeJob, FakeMistral
 from tests.integration.conftest import (
     Stack,
     batch,
@@ -25,6 +25,7 @@ from tests.integration.conftest import (
     end_under_faults,
     finish,
     lines,
+    record,
     start,
     started,
 )
@@ -329,3 +330,53 @@ def test_resumed_submission_adopts_the_job_its_lost_create_made_on_its_input_fil
 
     assert resumed.refs["batch_id"] == first.refs["batch_id"]
     assert fake.calls["POST /v1/batch/jobs"] == 2 and fake.calls["POST /v1/files"] == 2
+
+
+def test_running_jobs_are_polled_from_list_pages_without_getting_each(
+    stack: Stack, mistral: tuple[FakeMistral, str]
+) -> None:
+    # Given 30 jobs running on Mistral, a list page holding 5 (fewer than the 100 asked), and a job made
+    # outside the gateway on the same account
+    fake, _ = mistral
+    fake.processing_seconds, fake.max_page_size = 60.0, 5
+    batch_ids = [started(stack, batch_lines(1, model=MODEL, prefix=f"b{i}")) for i in range(30)]
+    stack.deliver("SubmitterFunction")
+    other = FakeJob("theirs", [], "/v1/chat/completions", "mistral-small-latest", {}, 24, [])
+    fake.jobs[other.id] = other
+    assert all(record(stack, b).status == "in_progress" for b in batch_ids)
+    before = fake.calls.copy()
+
+    # When the poller ticks
+    stack.poll()
+
+    # Then seven list pages (31 jobs, 5 a page) showed them all, and no job was got on its own
+    calls = fake.calls - before
+    assert calls["GET /v1/batch/jobs"] == 7 and not [c for c in calls if c.startswith("GET /v1/batch/jobs/")], calls
+    fake.processing_seconds = 0.0
+    stack.run_until(lambda: all(record(stack, b).status == "completed" for b in batch_ids))
+    assert len(fake.jobs) == 31
+
+
+def test_list_pages_are_read_without_a_total_and_a_job_in_an_unknown_state_is_left_to_retrieve(
+    adapter: MistralProvider, mistral: tuple[FakeMistral, str]
+) -> None:
+    # Given 7 jobs of ours, the oldest gone from Mistral's list, list pages of 3 that do not say how many jobs
+    # there are, and one job in a state this adapter does not know
+    fake, _ = mistral
+    fake.processing_seconds, fake.max_page_size, fake.list_total = 60.0, 3, False
+    refs = []
+    for i in range(7):
+        journal = MemoryJournal(f"batch_{i}")
+        adapter.submit(submit_request(f"batch_{i}", MODEL, batch_lines(1, model=MODEL, prefix=f"j{i}")), journal)
+        refs.append(journal.refs)
+    fake.jobs[refs[2]["batch_id"]].status = "PAUSED"
+    del fake.jobs[refs[0]["batch_id"]]
+
+    # When their statuses are read from the list
+    statuses = adapter.list_statuses(refs)
+
+    # Then the pages are read until one shows no job (the gone one is looked for to the end), and every job
+    # but the gone and the unknown ones is read from them
+    assert fake.calls["GET /v1/batch/jobs"] == 3 and not [c for c in fake.calls if c.startswith("GET /v1/batch/jobs/")]
+    assert set(statuses) == {r["batch_id"] for r in refs[1:]} - {refs[2]["batch_id"]}
+    assert {s.state for s in statuses.values()} == {"in_progress"}
