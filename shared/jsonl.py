@@ -95,16 +95,20 @@ def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
 
 
+def answers(endpoint: str, body: dict[str, object]) -> int:
+    """How many answers a request has generated (and billed), each up to its output limit: `n`, or a
+    completion's `best_of`, generated server-side to return n of them."""
+    return max(_count(body.get("n")), _count(body.get("best_of")) if endpoint == "/v1/completions" else 1)
+
+
 def output_limit(endpoint: str, body: dict[str, object]) -> int | None:
     """The most output tokens a request may produce by its own fields (0 for embeddings), None if unbounded."""
     if endpoint == "/v1/embeddings":
         return 0
-    # best_of completions are generated (and billed) to return n of them
-    copies = max(_count(body.get("n")), _count(body.get("best_of")) if endpoint == "/v1/completions" else 1)
     for name in _OUTPUT_LIMITS.get(endpoint, ()):
         limit = body.get(name)
         if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
-            return limit * copies
+            return limit * answers(endpoint, body)
     return None
 
 
@@ -267,8 +271,8 @@ class _Bounds:
             self._estimated_bytes += self._unestimated_bytes
             self._unestimated_bytes = 0
         limit = output_limit(endpoint, body)
-        if limit is None:
-            self.unbounded_lines += 1
+        if limit is None:  # each of its answers bounded by the deployment's limit
+            self.unbounded_lines += answers(endpoint, body)
         else:
             self.output_tokens += limit
 

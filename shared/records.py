@@ -23,8 +23,9 @@ class ModelBounds(Record):
     """What one model's requests in a batch input file may cost at most, in tokens, and an estimate.
 
     `input_tokens` bounds the prompt: the UTF-8 bytes of each request line (a byte-level tokenizer never
-    makes more tokens than bytes). `output_tokens` sums the lines' own `max_tokens`-like limits;
-    `unbounded_lines` have none, and are bounded by their deployment's `max_output_tokens` at creation.
+    makes more tokens than bytes). `output_tokens` sums the lines' own `max_tokens`-like limits, times the
+    answers each asks for (`n`); `unbounded_lines` counts the answers of the lines without one (a line asking
+    for `n` counts n), each bounded by its deployment's `max_output_tokens` at creation.
     `images` and `files` count the image and file (document) parts of the requests, whose tokens their bytes
     do not bound: each is bounded by its deployment's `max_media_tokens` at creation (shared/pricing.py).
     `estimated_input_tokens` is shared/tokens.py's estimate of the prompts, for `POST /v1/batches/estimate`.

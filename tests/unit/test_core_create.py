@@ -50,6 +50,22 @@ def test_the_maximum_bounds_output_by_each_lines_limit_else_the_deployments(worl
     )
 
 
+def test_a_line_asking_for_several_answers_without_a_limit_is_bounded_for_each_answer(world: World) -> None:
+    # Given a key whose budget holds one unlimited answer's maximum twice over, and a tenant's request for 50
+    # answers (`n`) with no max_tokens: each of the 50 may run to the deployment's max_output_tokens
+    one = chat_lines(["a"])
+    key = world.key(max_budget=2 * maximum(world, one))
+    many = chat_lines(["a"], n=50)
+
+    # When it is created, it is refused: its maximum holds all 50 answers
+    with pytest.raises(BudgetExceeded):
+        world.create(many, key)
+    (deployment,) = world.routing.deployments_for("gpt-4o-mini")
+    output_share = Decimal(deployment.output_bound) * Decimal("0.30") / 1_000_000  # gpt-4o-mini's batch output
+    assert maximum(world, many) - maximum(world, one) >= 49 * output_share
+    assert world.key_record(key).reserved == 0 and not world.db.batches
+
+
 def test_a_batch_over_what_the_budget_has_left_is_refused_saying_its_maximum_and_whats_left(world: World) -> None:
     content = chat_lines(["a"], max_tokens=100)
     most = maximum(world, content)

@@ -238,7 +238,7 @@ def test_a_small_files_prompt_estimate_is_every_lines() -> None:
     assert estimate == sum(prompt_tokens("/v1/chat/completions", body) for body in requests)
 
 
-def test_bounds_sum_each_lines_output_limit_and_count_lines_without_one() -> None:
+def test_bounds_sum_each_lines_output_limit_and_count_the_answers_of_lines_without_one() -> None:
     lines = [
         {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m", "max_tokens": 10}},
         {
@@ -248,11 +248,13 @@ def test_bounds_sum_each_lines_output_limit_and_count_lines_without_one() -> Non
             "body": {"model": "m", "max_completion_tokens": 20, "n": 3},
         },
         {"custom_id": "c", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m"}},
+        # four answers without a limit: each bounded by the deployment's, as four lines would be
+        {"custom_id": "d", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m", "n": 4}},
     ]
     raw = b"".join(orjson.dumps(line) + b"\n" for line in lines)
     (bounds,) = validate_batch_input([raw]).models.values()
-    assert (bounds.lines, bounds.output_tokens, bounds.unbounded_lines) == (3, 10 + 60, 1)
-    assert bounds.input_tokens == len(raw) - 3  # every byte of every line but the newlines
+    assert (bounds.lines, bounds.output_tokens, bounds.unbounded_lines) == (4, 10 + 60, 1 + 4)
+    assert bounds.input_tokens == len(raw) - 4  # every byte of every line but the newlines
 
 
 def test_best_of_completions_are_bounded_as_generated() -> None:
