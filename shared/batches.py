@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 COMPLETION_WINDOW_SECONDS = 24 * 3600
 MAX_MODELS = 20  # models one batch may name: one run each, admitted in one transaction with the batch
+# the most one batch may hold: a thousand times what 50,000 requests of 128 answers of 32,768 tokens cost on
+# today's dearest model, and a millionth of what the table's amounts (picodollars, 38 digits) can add up to
+MAX_BATCH_COST = Decimal(10**12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +166,18 @@ class Batches:
         return Estimate(input_file_id=file.id, models=models, budget=budget)
 
     def _maxima(self, info: BatchInputInfo, plan: Mapping[str, list[Deployment]]) -> dict[str, Decimal]:
-        """Each model's most expensive deployment's bound: a batch may move between a model's deployments."""
-        return {model: money(max(max_cost(d, info.models[model]) for d in deps)) for model, deps in plan.items()}
+        """Each model's most expensive deployment's bound: a batch may move between a model's deployments.
+        Output limits beyond any model's (JSON integers go to 2**63) are refused, whatever the key's budget."""
+        maxima = {model: max(max_cost(d, info.models[model]) for d in deps) for model, deps in plan.items()}
+        if sum(maxima.values()) > MAX_BATCH_COST:
+            raise InvalidRequest(
+                f"This batch could cost more than ${MAX_BATCH_COST:,}, more than batchgw holds for one batch: its "
+                "requests' output limits (max_tokens, max_completion_tokens or max_output_tokens, times n) are "
+                "beyond what any model answers. Set them lower.",
+                code="max_cost_too_large",
+                param="input_file_id",
+            )
+        return {model: money(maximum) for model, maximum in maxima.items()}
 
     def _place(self, deployments: list[Deployment], now: int) -> str:
         return place(deployments, avoid=self._failing(deployments, now)).key

@@ -121,6 +121,33 @@ def test_a_budget_holds_against_images_whose_bytes_are_few(stack: Stack) -> None
     assert shown["reserved"] == 0
 
 
+def test_output_limits_no_model_answers_are_a_400_not_a_fault(stack: Stack) -> None:
+    # Given a tenant's line asking for 2**63 - 1 answers of 2**63 - 1 tokens each, the largest JSON integers
+    body = {
+        "model": "gpt-4o-mini",
+        "max_tokens": 2**63 - 1,
+        "n": 2**63 - 1,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    line = orjson.dumps({"custom_id": "huge", "method": "POST", "url": "/v1/chat/completions", "body": body})
+    created = new_key(stack, name="huge")
+    file_id = file_of(stack, created["key"], line)
+
+    # Then its estimate and its create are refused in OpenAI's shape, saying what to lower (they were 500s),
+    # and nothing is held
+    estimate = stack.api.post(
+        "/v1/batches/estimate",
+        headers=stack.auth(created["key"]),
+        json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"},
+    )
+    refused = create_batch(stack, created["key"], file_id)
+    for answer in (estimate, refused):
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "max_cost_too_large" and error["param"] == "input_file_id" and "n" in error["message"]
+    assert stack.api.get(f"/admin/keys/{created['id']}", headers=stack.auth()).json()["reserved"] == 0
+
+
 @pytest.mark.parametrize("off", ["-0.4e-12", "0.4e-12"])
 def test_a_budget_given_finer_than_a_picodollar_admits_what_it_shows(stack: Stack, off: str) -> None:
     # Given a budget of two batches' maxima, give or take a fraction of the picodollar that budgets count in

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from shared.auth import MASTER
 from shared.errors import BudgetExceeded, InvalidRequest, NotFound
 from shared.pricing import max_cost
 from shared.storage.dynamo import money
-from shared.wire import CreateBatchRequest
+from shared.wire import CreateBatchRequest, EstimateRequest
 from tests.unit.conftest import World, chat_lines
 
 
@@ -64,6 +65,31 @@ def test_a_line_asking_for_several_answers_without_a_limit_is_bounded_for_each_a
     output_share = Decimal(deployment.output_bound) * Decimal("0.30") / 1_000_000  # gpt-4o-mini's batch output
     assert maximum(world, many) - maximum(world, one) >= 49 * output_share
     assert world.key_record(key).reserved == 0 and not world.db.batches
+
+
+@pytest.mark.parametrize(
+    ("lines", "limits"),
+    [(1, {"max_tokens": 2**63 - 1, "n": 2**63 - 1}), (50_000, {"max_completion_tokens": 2**63 - 1})],
+    ids=["n-and-max-tokens", "max-completion-tokens-on-every-line"],
+)
+def test_a_batch_whose_maximum_is_beyond_any_model_is_refused_and_holds_nothing(
+    world: World, lines: int, limits: dict[str, Any]
+) -> None:
+    # Given output limits as large as JSON integers go: no model answers that much, and no amount the table
+    # keeps holds what it would cost
+    content = chat_lines([f"a{i}" for i in range(lines)], **limits)
+
+    # When a batch is estimated or created, for a key with a budget or without one, then it is a 400 naming
+    # the fields to lower, not a fault
+    for principal in (MASTER, world.key(), world.key(max_budget=Decimal(1000))):
+        request = EstimateRequest(input_file_id=world.upload(content, principal.owner), endpoint="/v1/chat/completions")
+        with pytest.raises(InvalidRequest) as estimate:
+            world.batches.estimate(principal, request)
+        with pytest.raises(InvalidRequest) as create:
+            world.create(content, principal)
+        for refused in (estimate.value, create.value):
+            assert refused.code == "max_cost_too_large" and "max_tokens" in refused.message, refused.message
+    assert not world.db.batches and all(k.reserved == 0 for k in world.db.keys.values())
 
 
 def test_a_batch_over_what_the_budget_has_left_is_refused_saying_its_maximum_and_whats_left(world: World) -> None:
