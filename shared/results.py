@@ -17,8 +17,14 @@ from shared.providers.base import LineUsage, ResultLine, Unreadable, Verbatim
 _CUSTOM_ID: Final = re.compile(rb'"custom_id"\s*:\s*("(?:[^"\\]|\\.)*")')
 
 
+# the most tokens one count of one request's usage may report: no model reads or writes a billion tokens in
+# one request, and a count past it is a provider's fault (a wrapped counter reads 2**64 - 1), not a bill
+MAX_TOKENS: Final = 1_000_000_000
+
+
 class BadUsage(ValueError):
-    """A response's usage that cannot be priced: counts that are not whole, non-negative numbers."""
+    """A response's usage that cannot be priced: counts that are not whole, non-negative numbers, or more
+    tokens than a request can hold."""
 
 
 def _count(value: Any) -> int:
@@ -26,6 +32,8 @@ def _count(value: Any) -> int:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise BadUsage(f"token count {value!r} is not a non-negative integer")
+    if value > MAX_TOKENS:
+        raise BadUsage(f"token count {value!r} is more than {MAX_TOKENS:,}, more than a request can hold")
     return value
 
 
@@ -37,8 +45,8 @@ def usage_from_openai(body: Any) -> LineUsage | None:
     """The usage of an OpenAI response body: chat and text completions, embeddings and responses.
 
     None when the body reports no usage; BadUsage when it reports usage that cannot be priced. This runs
-    once per result line, so the common case (every count a plain int) is plain lookups and comparisons:
-    a function call costs more than all of them.
+    once per result line, so the common case (every count a plain int in range) is plain lookups and one
+    check, the one every provider's lines pass before they are priced (`checked`).
     """
     return openai_usage(body.get("usage") if isinstance(body, dict) else None)
 
@@ -53,12 +61,11 @@ def openai_usage(usage: Any) -> LineUsage | None:
     inputs, outputs = usage.get(names[1]) or {}, usage.get(names[3]) or {}
     if not isinstance(inputs, dict) or not isinstance(outputs, dict):
         raise BadUsage("usage details are not objects")
-    counts = (usage.get(names[0]), inputs.get("cached_tokens"), 0, usage.get(names[2]), outputs.get("reasoning_tokens"))
-    a, b, _, d, e = counts
-    if (type(a) is int and type(b) is int and type(d) is int and type(e) is int) and (
-        a >= 0 and b >= 0 and d >= 0 and e >= 0
-    ):
-        return LineUsage._make(counts)
+    counts = LineUsage._make(
+        (usage.get(names[0]), inputs.get("cached_tokens"), 0, usage.get(names[2]), outputs.get("reasoning_tokens"))
+    )
+    if _counts(counts):
+        return counts
     return LineUsage._make(map(_count, counts))  # None counts as 0; anything else but a count is refused
 
 
@@ -122,15 +129,20 @@ def checked(line: ResultLine) -> ResultLine | Unreadable:
         if not isinstance(response.get("body"), dict):
             return Unreadable(line.custom_id, "the response's body is not a JSON object")
     if line.usage is not None and not _counts(line.usage):
-        return Unreadable(line.custom_id, f"the usage {tuple(line.usage)!r} is not non-negative token counts")
+        return Unreadable(
+            line.custom_id, f"the usage {tuple(line.usage)!r} is not token counts from 0 to {MAX_TOKENS:,}"
+        )
     return line
 
 
 def _counts(usage: LineUsage) -> bool:
-    """Whether every field of `usage` is a non-negative int (bool excluded), without a call per field."""
+    """Whether every field of `usage` is an int (bool excluded) from 0 to MAX_TOKENS, without a call per field:
+    this runs once per result line."""
     a, b, c, d, e = usage
-    return (type(a) is int and type(b) is int and type(c) is int and type(d) is int and type(e) is int) and (
-        a >= 0 and b >= 0 and c >= 0 and d >= 0 and e >= 0
+    return (
+        (type(a) is int and type(b) is int and type(c) is int and type(d) is int and type(e) is int)
+        and (0 <= a <= MAX_TOKENS and 0 <= b <= MAX_TOKENS and 0 <= c <= MAX_TOKENS and 0 <= d <= MAX_TOKENS)
+        and 0 <= e <= MAX_TOKENS
     )
 
 

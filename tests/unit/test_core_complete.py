@@ -111,6 +111,31 @@ def test_malformed_provider_lines_fail_alone_and_every_good_line_is_kept_and_pri
     assert batch.usage is not None and batch.usage.input_tokens == 17
 
 
+@pytest.mark.parametrize("wrapped", [1, 2_000])
+def test_a_line_reporting_more_tokens_than_a_request_can_hold_fails_alone_unbilled(world: World, wrapped: int) -> None:
+    # Given a provider whose token counter wrapped (2**64 - 1, an unsigned -1) on some lines: one such line
+    # billed $5.5 trillion; 2,000 made a cost no amount holds, and the batch never finalized
+    good = ok_line("good", prompt=7, completion=3)
+    bad = [
+        ok_line(f"wrapped-{i}", prompt=2**64 - 1, completion=0) if i % 2 else ok_line(f"wrapped-{i}", 10**9 + 1)
+        for i in range(wrapped)
+    ]
+    batch_id = ended(world, ["good", *(line.custom_id for line in bad)], [good, *bad])
+
+    # When it completes
+    world.completion.complete(batch_id)
+
+    # Then those lines fail alone as provider errors, and only the good line is billed
+    batch = world.db.batches[batch_id]
+    assert batch.status == "completed" and batch.request_counts == Counts(
+        total=1 + wrapped, completed=1, failed=wrapped
+    )
+    errors = lines_of(world, batch.error_file_id)
+    assert {line["error"]["code"] for line in errors} == {"provider_error"}  # type: ignore[index]
+    assert "1,000,000,000" in errors[0]["error"]["message"]  # type: ignore[index]
+    assert batch.cost is not None and batch.cost.total == 7 * INPUT + 3 * OUTPUT
+
+
 def test_every_error_line_has_an_error_object_the_providers_answer_kept_beside_it(world: World) -> None:
     # Given a provider that refuses one request, fails one, throttles one and answers one with a bare error
     def answered(custom_id: str, status: int, body: dict[str, Any]) -> ResultLine:

@@ -171,7 +171,7 @@ _KEPT_LINES = [
     _answered(usage={"prompt_tokens": 9, "prompt_tokens_details": None, "completion_tokens_details": {}}),
     _answered(usage={"input_tokens": 9, "output_tokens": 2, "input_tokens_details": {"cached_tokens": 1}}),
     _answered(usage={"input_tokens": None, "prompt_tokens": 9}),  # a Responses usage, by its key
-    _answered(usage={"prompt_tokens": 2**62}),
+    _answered(usage={"prompt_tokens": 10**9, "completion_tokens_details": {"reasoning_tokens": 10**9}}),  # the most
     {**_ANSWERED, "custom_id": "a\nb\r\u2028\u00e9\U0001f600"},
 ]
 _READ_LINES = [
@@ -209,6 +209,13 @@ def test_a_line_read_as_it_is_reads_as_the_line_read_in_full(line: dict[str, obj
         (orjson.dumps(_answered(usage={"prompt_tokens": 1.5})), "not a non-negative integer"),
         (orjson.dumps(_answered(usage={"prompt_tokens_details": {"cached_tokens": -1}})), "not a non-negative"),
         (orjson.dumps(_answered(usage="5 tokens")), "usage is not an object"),
+        # more than any request holds: a wrapped counter (an unsigned -1), or a count past a billion
+        (orjson.dumps(_answered(usage={"prompt_tokens": 2**64 - 1})), "more than 1,000,000,000"),
+        (orjson.dumps(_answered(usage={"completion_tokens": 10**9 + 1})), "more than 1,000,000,000"),
+        (
+            orjson.dumps(_answered(usage={"input_tokens": 1, "input_tokens_details": {"cached_tokens": 2**62}})),
+            "more than",
+        ),
     ],
 )
 def test_a_line_that_cannot_be_read_in_full_is_never_kept_as_it_is(raw: bytes, why: str) -> None:

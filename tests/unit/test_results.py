@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -92,12 +93,23 @@ def test_requests_never_run_become_error_lines_by_outcome() -> None:
 
 @pytest.mark.parametrize(
     "usage",
-    [LineUsage(-1, 0, 0, 5, 0), LineUsage(3, 0, 0, True, 0), LineUsage(3, 0, 0, 5.0, 0), LineUsage(3, 0, -2, 5, 0)],  # type: ignore[arg-type]
+    [
+        LineUsage(-1, 0, 0, 5, 0),
+        LineUsage(3, 0, 0, True, 0),
+        LineUsage(3, 0, 0, 5.0, 0),  # type: ignore[arg-type]
+        LineUsage(3, 0, -2, 5, 0),
+        LineUsage(3, 0, 0, 5, 2**64 - 1),  # a wrapped counter
+        LineUsage(3, 10**9 + 1, 0, 5, 0),
+    ],
 )
 def test_an_adapters_usage_that_is_not_counts_fails_its_line_alone(usage: LineUsage) -> None:
-    # the last check before pricing: whatever an adapter built, a negative, bool or float count is not priced
+    # the last check before pricing: whatever an adapter built, a negative, bool, float or impossibly large
+    # count is not priced
     line = ResultLine("c1", {"status_code": 200, "body": {}}, usage=usage)
-    assert checked(line) == Unreadable("c1", f"the usage {tuple(usage)!r} is not non-negative token counts")
+    why = f"the usage {tuple(usage)!r} is not token counts from 0 to 1,000,000,000"
+    assert checked(line) == Unreadable("c1", why)
+    at_most = replace(line, usage=LineUsage(10**9, 10**9, 10**9, 10**9, 10**9))
+    assert checked(at_most) == at_most
 
 
 def test_an_adapters_whole_counts_pass_unchanged() -> None:
