@@ -20,7 +20,7 @@ from shared import ids, lifecycle, notifications
 from shared.auth import Principal
 from shared.errors import AdmitRefused, BudgetExceeded, InvalidRequest, NotFound, PublishFailed, StaleState
 from shared.files import Files, readable
-from shared.jsonl import ENDPOINTS, normalize_endpoint
+from shared.jsonl import ENDPOINTS, MAX_MODELS, normalize_endpoint
 from shared.pricing import input_cost, max_cost, output_bound
 from shared.providers.registry import check_input
 from shared.records import BatchInputInfo, BatchRecord, Counts, FileRecord
@@ -34,7 +34,6 @@ from shared.wire import CreateBatchRequest, EstimateRequest
 logger = logging.getLogger(__name__)
 
 COMPLETION_WINDOW_SECONDS = 24 * 3600
-MAX_MODELS = 20  # models one batch may name: one run each, admitted in one transaction with the batch
 # the most one batch may hold: a thousand times what 50,000 requests of 128 answers of 32,768 tokens cost on
 # today's dearest model, and a millionth of what the table's amounts (picodollars, 38 digits) can add up to
 MAX_BATCH_COST = Decimal(10**12)
@@ -208,7 +207,7 @@ class Batches:
                 code="url_mismatch",
                 param="endpoint",
             )
-        if len(info.models) > MAX_MODELS:
+        if len(info.models) > MAX_MODELS:  # a file validated before uploads were held to MAX_MODELS
             raise InvalidRequest(
                 f"A batch can name at most {MAX_MODELS} models; this file names {len(info.models)}.",
                 code="too_many_models",

@@ -20,6 +20,8 @@ MAX_LINES = 50_000
 MAX_BYTES = 200 * 1000 * 1000
 MAX_LINE_BYTES = 32 * 1024 * 1024
 MAX_CUSTOM_ID_CHARS = 512
+MAX_MODELS = 20  # models one batch may name: one run each, admitted in one transaction with the batch
+MAX_MODEL_CHARS = 256  # what the routing file can name, many times over
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/responses")
 _URLS = {**{e: e for e in ENDPOINTS}, **{e.removeprefix("/v1"): e for e in ENDPOINTS}}
@@ -196,9 +198,20 @@ class BatchInputValidator:
         endpoint, model = self._check_request(obj)
         bounds = self._models.get(model)
         if bounds is None:
+            self._check_new_model(model)
             bounds = self._models[model] = _Bounds(index=len(self._models))
         bounds.add(endpoint, obj["body"], len(raw))
         self._model_of.append(bounds.index)
+
+    def _check_new_model(self, model: str) -> None:
+        """A model the file had not named yet: what the file learns of its models stays small (it is kept in
+        the file's table item), and no more than a batch can run."""
+        if len(model) > MAX_MODEL_CHARS:
+            self._fail(self._line_no, "invalid_model", f"body.model is longer than {MAX_MODEL_CHARS} characters")
+        if len(self._models) >= MAX_MODELS:
+            self._fail(
+                self._line_no, "too_many_models", f"the file names more than {MAX_MODELS} models; a batch runs at most"
+            )
 
     def _check_request(self, obj: dict[str, object]) -> tuple[str, str]:
         """The line's endpoint and model, once it has passed every rule."""

@@ -148,6 +148,36 @@ def test_output_limits_no_model_answers_are_a_400_not_a_fault(stack: Stack) -> N
     assert stack.api.get(f"/admin/keys/{created['id']}", headers=stack.auth()).json()["reserved"] == 0
 
 
+@pytest.mark.parametrize(
+    ("models", "rule"),
+    [
+        ([f"model-{i:05d}-" + "m" * 200 for i in range(5_000)], "too_many_models"),  # what the file learns outgrew
+        (["m" * 500_000], "invalid_model"),  # one model whose name outgrew the item that describes the file
+    ],
+    ids=["5000-models", "a-500-kb-model-name"],
+)
+def test_a_file_naming_more_models_than_a_batch_can_run_is_a_400_naming_the_line(
+    stack: Stack, models: list[str], rule: str
+) -> None:
+    # Given a tenant's file whose lines name models no batch can run: more than 20, or one with a name of
+    # 500 KB (the file's record outgrew a table item, and the upload was a 500)
+    content = b"".join(
+        orjson.dumps(
+            {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": {"model": model}},
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+        for i, model in enumerate(models)
+    )
+
+    # When it is uploaded, then it is refused in OpenAI's shape, naming the first line past the rule
+    refused = stack.api.post(
+        "/v1/files", headers=stack.auth(), data={"purpose": "batch"}, files={"file": ("f.jsonl", content)}
+    )
+    assert refused.status_code == 400, refused.text[:500]
+    error = refused.json()["error"]
+    assert error["code"] == rule and ("line 21" if len(models) > 1 else "line 1") in error["message"], error
+
+
 @pytest.mark.parametrize("off", ["-0.4e-12", "0.4e-12"])
 def test_a_budget_given_finer_than_a_picodollar_admits_what_it_shows(stack: Stack, off: str) -> None:
     # Given a budget of two batches' maxima, give or take a fraction of the picodollar that budgets count in

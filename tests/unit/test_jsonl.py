@@ -303,3 +303,29 @@ def test_images_and_files_are_counted_wherever_a_request_carries_them() -> None:
     assert (bounds.images, bounds.files) == (1, 1)
     (bounds,) = validate_batch_input([line("t")]).models.values()
     assert (bounds.images, bounds.files) == (0, 0)
+
+
+def _model_lines(models: list[str]) -> bytes:
+    return b"".join(
+        orjson.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": {"model": m}})
+        + b"\n"
+        for i, m in enumerate(models)
+    )
+
+
+def test_a_file_may_name_twenty_models_with_names_up_to_256_characters() -> None:
+    models = [f"{i:02d}" + "m" * 254 for i in range(20)]
+    info = validate_batch_input([_model_lines(models * 2)])
+    assert list(info.models) == models and info.line_count == 40
+
+
+@pytest.mark.parametrize(
+    ("models", "line", "rule"),
+    [([f"m{i}" for i in range(21)], 21, "too_many_models"), (["a", "a", "m" * 257], 3, "invalid_model")],
+)
+def test_a_file_naming_more_models_than_a_batch_runs_is_refused_at_the_line(
+    models: list[str], line: int, rule: str
+) -> None:
+    with pytest.raises(InvalidBatchInput) as refused:
+        validate_batch_input([_model_lines(models)])
+    assert (refused.value.line, refused.value.rule) == (line, rule)
