@@ -34,8 +34,9 @@ from shared.wire import CreateBatchRequest, EstimateRequest
 logger = logging.getLogger(__name__)
 
 COMPLETION_WINDOW_SECONDS = 24 * 3600
-# the most one batch may hold: a thousand times what 50,000 requests of 128 answers of 32,768 tokens cost on
-# today's dearest model, and a millionth of what the table's amounts (picodollars, 38 digits) can add up to
+# the most one batch may hold: over ten thousand times what 50,000 requests of 128 answers of 32,768 tokens
+# each cost at $300 per million output tokens, and far below what the table's amounts (picodollars, 38 digits)
+# and a key's `max_budget` (at most the same $10^12) can hold
 MAX_BATCH_COST = Decimal(10**12)
 
 

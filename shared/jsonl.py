@@ -209,9 +209,8 @@ class BatchInputValidator:
         if len(model) > MAX_MODEL_CHARS:
             self._fail(self._line_no, "invalid_model", f"body.model is longer than {MAX_MODEL_CHARS} characters")
         if len(self._models) >= MAX_MODELS:
-            self._fail(
-                self._line_no, "too_many_models", f"the file names more than {MAX_MODELS} models; a batch runs at most"
-            )
+            detail = f"the file names more than {MAX_MODELS} models, the most one batch runs"
+            self._fail(self._line_no, "too_many_models", detail)
 
     def _check_request(self, obj: dict[str, object]) -> tuple[str, str]:
         """The line's endpoint and model, once it has passed every rule."""
