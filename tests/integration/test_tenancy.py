@@ -144,7 +144,8 @@ def test_output_limits_no_model_answers_are_a_400_not_a_fault(stack: Stack) -> N
     for answer in (estimate, refused):
         assert answer.status_code == 400, answer.text
         error = answer.json()["error"]
-        assert error["code"] == "max_cost_too_large" and error["param"] == "input_file_id" and "n" in error["message"]
+        assert error["code"] == "max_cost_too_large" and error["param"] == "input_file_id"
+        assert "max_tokens" in error["message"] and "times n" in error["message"], error
     assert stack.api.get(f"/admin/keys/{created['id']}", headers=stack.auth()).json()["reserved"] == 0
 
 
