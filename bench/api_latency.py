@@ -3,11 +3,11 @@
 Run as `python -m bench.api_latency AWS_ENDPOINT EMULATOR_PID CALLS`; prints one JSON result. `batchgw dev` runs in its
 own process as users run it (against the emulator in a third), so each call takes the local stack's whole
 HTTP path: loopback HTTP, uvicorn, the router that stands in for API Gateway, the batches function's
-FastAPI app, a virtual key checked against the table (one read), the batch read, the JSON answer. (What
+FastAPI app, a virtual key checked against the table and the batch read with it (one request), the JSON answer. (What
 it leaves out, Lambda's Mangum adapter and Powertools wrappers, costs about a millisecond; what it adds,
 HTTP and uvicorn, about as much.) CALLS calls each for a completed batch and for one not yet completed,
 with the dev stack's resident memory before and after each series, and the CPU time the emulator spent
-answering them (its two DynamoDB reads a call: time that DynamoDB, not batchgw, takes in AWS). Before the
+answering them (its DynamoDB read of two items a call: time that DynamoDB, not batchgw, takes in AWS). Before the
 calls, once the stack has submitted the running batch, the share of a core the idle dev stack and the
 emulator use over IDLE_SECONDS.
 """

@@ -198,6 +198,8 @@ class DynamoUnits:
             return max(1, math.ceil(size / 4096)) * (1.0 if params.get("ConsistentRead") else 0.5), 0.0
         if operation == "Query":
             return self._query_units(params, parsed), 0.0
+        if operation == "BatchGetItem":
+            return self._batch_get_units(params, parsed), 0.0
         writes = self._writes(operation, params)
         if not writes:
             self.unpriced[operation] += 1
@@ -210,6 +212,23 @@ class DynamoUnits:
             if not failed:
                 wru += sum(index.write_units(old, new) for index in self._indexes)
         return 0.0, wru
+
+    def _batch_get_units(self, params: Mapping[str, Any], parsed: Mapping[str, Any]) -> float:
+        """Each key read (not left unprocessed) as the GetItem it stands for: its item's size rounded up to 4 KB
+        on its own, a missing item the least a read costs."""
+
+        def identity(item: Item) -> bytes:
+            return orjson.dumps(self._key(item), option=orjson.OPT_SORT_KEYS)
+
+        units = 0.0
+        for table, asked in params["RequestItems"].items():
+            left = {identity(k) for k in parsed.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])}
+            found = {identity(item): item for item in parsed.get("Responses", {}).get(table, [])}
+            per_unit = 1.0 if asked.get("ConsistentRead") else 0.5
+            for wanted in map(identity, asked["Keys"]):
+                if wanted not in left:
+                    units += max(1, math.ceil(item_bytes(found.get(wanted)) / 4096)) * per_unit
+        return units
 
     def _query_units(self, params: Mapping[str, Any], parsed: Mapping[str, Any]) -> float:
         items = parsed.get("Items", [])

@@ -19,15 +19,23 @@ _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <key>"
 _api_key = APIKeyHeader(name="api-key", auto_error=False, description="api-key: <key>")
 
 
-def principal(
-    rt: Annotated[Runtime, Depends(runtime)],
+def presented(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     api_key: Annotated[str | None, Security(_api_key)],
-) -> Principal:
-    """The caller, from `Authorization: Bearer <key>` or `api-key: <key>` (401 otherwise)."""
+) -> str:
+    """The key from `Authorization: Bearer <key>` or `api-key: <key>` (401 if neither), not yet checked."""
     authorization = f"{bearer.scheme} {bearer.credentials}" if bearer else None
-    secret = presented_key(authorization, api_key)
+    return presented_key(authorization, api_key)
+
+
+def authenticated(rt: Runtime, secret: str) -> Principal:
+    """The caller a presented key stands for (401 for an unknown or revoked key)."""
     return authenticate(secret, master_key=resolve_secret(rt.settings.master_key_ref), keys=rt.key_store)
+
+
+def principal(rt: Annotated[Runtime, Depends(runtime)], secret: Annotated[str, Depends(presented)]) -> Principal:
+    """The caller, from `Authorization: Bearer <key>` or `api-key: <key>` (401 otherwise)."""
+    return authenticated(rt, secret)
 
 
 def files(rt: Annotated[Runtime, Depends(runtime)]) -> Files:
@@ -47,6 +55,7 @@ def uploads(rt: Annotated[Runtime, Depends(runtime)], files: Annotated[Files, De
 
 
 CallerDep = Annotated[Principal, Depends(principal)]
+PresentedKeyDep = Annotated[str, Depends(presented)]
 KeysDep = Annotated[Keys, Depends(keys)]
 UploadsDep = Annotated[Uploads, Depends(uploads)]
 FilesDep = Annotated[Files, Depends(files)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from decimal import Decimal
 from itertools import pairwise
 from typing import Any, Final
@@ -93,6 +94,10 @@ class DynamoBatchStore:
     def get(self, batch_id: str) -> BatchRecord | None:
         item = self._db.get(batch_key(batch_id))
         return parse_batch(item) if item else None
+
+    def reading_ahead(self, batch_id: str) -> AbstractContextManager[None]:
+        """Within it, the next read of the table (a key's check) reads the batch too (Dynamo.reading_ahead)."""
+        return self._db.reading_ahead(batch_key(batch_id))
 
     def page(self, owner: str | None, *, after: str | None, limit: int) -> Page[BatchRecord]:
         if owner is None:

@@ -25,6 +25,7 @@ with no decimal exponent for an emulator to stumble on.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -237,15 +238,53 @@ class Update:
         return kwargs
 
 
+def _identity(item_key: Mapping[str, Any]) -> tuple[str, str]:
+    return item_key["pk"]["S"], item_key["sk"]["S"]
+
+
+class _ReadAhead(threading.local):
+    """One thread's items to read along with its next `get`, and those read but not yet asked for."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.keys: list[Item] = []
+        self.read: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+
+
 class Dynamo:
     """The one table, and the operations every store is built from."""
 
     def __init__(self, client: DynamoDBClient, table: str) -> None:
         self.client = client
         self.table = table
+        self._ahead = _ReadAhead()
+
+    @contextmanager
+    def reading_ahead(self, *item_keys: Item) -> Iterator[None]:
+        """Within it, this thread's next `get` reads `item_keys` in the same request (BatchGetItem, strongly
+        consistent like every `get`), and a `get` of one of them is answered from that read, once: two items
+        read in turn, the second only if the first allows it, for one round trip and one request."""
+        ahead = self._ahead
+        if ahead.active:
+            raise RuntimeError("reading_ahead does not nest")
+        ahead.active, ahead.keys = True, list(item_keys)
+        try:
+            yield
+        finally:
+            ahead.active, ahead.keys, ahead.read = False, [], {}
 
     def get(self, item_key: Item, *, only: str | None = None) -> Mapping[str, Any] | None:
         """The item, or `only` its attribute of that name (of an item that may hold what cannot be read)."""
+        ahead, wanted = self._ahead, _identity(item_key)
+        if only is None and wanted in ahead.read:
+            return ahead.read.pop(wanted)
+        if only is None and ahead.keys:
+            along = [k for k in ahead.keys if _identity(k) != wanted]
+            ahead.keys = []
+            if along:
+                found = {_identity(item): item for item in self.get_many([item_key, *along])}
+                ahead.read = {_identity(k): found.get(_identity(k)) for k in along}
+                return found.get(wanted)
         with _translated(f"read {item_key['pk']['S']}"):
             if only is None:
                 answer = self.client.get_item(TableName=self.table, Key=item_key, ConsistentRead=True)
@@ -390,7 +429,7 @@ class Dynamo:
                         RequestItems={self.table: {"Keys": wanted, "ConsistentRead": True}}
                     )
                 for item in response.get("Responses", {}).get(self.table, []):
-                    got[item["pk"]["S"], item["sk"]["S"]] = item
+                    got[_identity(item)] = item
                 left: Any = response.get("UnprocessedKeys", {})
                 wanted = left.get(self.table, {}).get("Keys")
                 if not wanted:
@@ -398,7 +437,7 @@ class Dynamo:
                 time.sleep(0.05 * 2**attempt)
             else:
                 raise StorageError(f"read a page: {len(wanted)} items left unread after {_UNPROCESSED_TRIES} tries")
-        return [got[k["pk"]["S"], k["sk"]["S"]] for k in keys if (k["pk"]["S"], k["sk"]["S"]) in got]
+        return [got[k] for k in map(_identity, keys) if k in got]
 
 
 @contextmanager

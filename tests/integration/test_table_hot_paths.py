@@ -5,13 +5,14 @@ check is one read."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import boto3
 import orjson
 import pytest
 
-from bench.metering import indexes
+from bench.metering import DynamoUnits, indexes
 from shared.auth import authenticate, hash_key
 from shared.errors import AuthenticationFailed, StaleState, StorageError
 from shared.records import Counts
@@ -115,6 +116,89 @@ def test_a_virtual_keys_check_is_one_read_and_a_revoked_key_fails_at_once(
     assert stack.api.delete(f"/admin/keys/{key_id}", headers=stack.auth()).status_code == 200
     with pytest.raises(AuthenticationFailed):
         authenticate(secret, master_key="not-this", keys=stack.rt.key_store)
+
+
+def _counted_dynamodb_calls(stack: Stack) -> list[str]:
+    """The DynamoDB operations the runtime's client is asked for from now on, in order."""
+    calls: list[str] = []
+    events = stack.rt.batch_store._db.client.meta.events
+    events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    return calls
+
+
+def test_a_batch_retrieved_with_a_virtual_key_is_one_request_to_the_table(stack: Stack) -> None:
+    # every poll of a batch by a key read the key's pointer, then the batch: two requests to DynamoDB in
+    # turn, the most frequent call of the API paying two round trips and twice botocore's CPU
+    created = stack.api.post("/admin/keys", headers=stack.auth(), json={"name": "k"}).json()
+    secret, key_id = created["key"], created["id"]
+    file_id = stack.api.post(
+        "/v1/files", headers=stack.auth(secret), data={"purpose": "batch"}, files={"file": ("in.jsonl", batch_lines(2))}
+    ).json()["id"]
+    body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    batch_id = stack.api.post("/v1/batches", headers=stack.auth(secret), json=body).json()["id"]
+    other = stack.api.post("/admin/keys", headers=stack.auth(), json={"name": "other"}).json()["key"]
+    calls = _counted_dynamodb_calls(stack)
+
+    mine = stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth(secret))
+    assert mine.status_code == 200 and mine.json()["id"] == batch_id
+    assert calls == ["BatchGetItem"]
+    calls.clear()
+    assert stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth()).status_code == 200  # the master key
+    assert calls == ["GetItem"]
+    # read along with the key or not, someone else's batch is missing, and a bad key is a 401 before all
+    theirs = stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth(other))
+    assert (theirs.status_code, theirs.json()["error"]["code"]) == (404, None), theirs.text
+    unknown = stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth("sk-" + "x" * 48))
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (401, "invalid_api_key")
+    missing = stack.api.get("/v1/batches/batch_" + "0" * 24, headers=stack.auth(secret))
+    assert missing.status_code == 404
+    assert stack.api.delete(f"/admin/keys/{key_id}", headers=stack.auth()).status_code == 200
+    revoked = stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth(secret))
+    assert (revoked.status_code, revoked.json()["error"]["code"]) == (401, "invalid_api_key")
+
+
+def test_items_read_ahead_are_answered_once_in_the_thread_that_asked(stack: Stack) -> None:
+    table, client = stack.rt.settings.table_name, boto3.client("dynamodb")
+    first, second, absent = (key(f"TEST#{name}", "TEST") for name in ("first", "second", "absent"))
+    for n, item_key in enumerate((first, second)):
+        client.put_item(TableName=table, Item={**item_key, "n": {"N": str(n)}})
+    db, calls = Dynamo(client, table), []
+    client.meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    seen_elsewhere: list[Any] = []
+    with db.reading_ahead(second, absent, first):
+        assert db.get(first) == {**first, "n": {"N": "0"}}
+        assert calls == ["BatchGetItem"]  # the three in one request
+        worker = threading.Thread(target=lambda: seen_elsewhere.append(db.get(second)))
+        worker.start()
+        worker.join()
+        assert calls == ["BatchGetItem", "GetItem"]  # another thread reads for itself
+        assert db.get(second) == {**second, "n": {"N": "1"}} and db.get(absent) is None
+        assert db.get(second, only="n") == {"n": {"N": "1"}}
+        assert db.get(second) is not None  # once answered, read again
+        assert calls == ["BatchGetItem", "GetItem", "GetItem", "GetItem"]
+        with pytest.raises(RuntimeError), db.reading_ahead(first):
+            pass
+    assert seen_elsewhere == [{**second, "n": {"N": "1"}}]
+    with db.reading_ahead(first):  # only the item asked for: an ordinary read
+        assert db.get(first) is not None and db.get(second) is not None
+    assert calls[4:] == ["GetItem", "GetItem"]
+
+
+def test_the_cost_model_bills_a_batch_get_as_the_reads_it_stands_for(stack: Stack) -> None:
+    # the benchmarks' meter priced BatchGetItem at nothing (a listing's page, a read along with a key's check)
+    table, client = stack.rt.settings.table_name, boto3.client("dynamodb")
+    small, large, absent, unread = (key(f"TEST#{name}", "TEST") for name in ("small", "large", "absent", "unread"))
+    client.put_item(TableName=table, Item={**small, "v": {"S": "x"}})
+    client.put_item(TableName=table, Item={**large, "v": {"S": "x" * 5000}})  # two 4 KB units
+    asked = [small, large, absent, unread]
+    params = {"RequestItems": {table: {"Keys": asked, "ConsistentRead": True}}}
+    parsed = client.batch_get_item(RequestItems={table: {"Keys": asked[:3], "ConsistentRead": True}})
+    parsed["UnprocessedKeys"] = {table: {"Keys": [unread]}}  # left for the next call: not read, not billed
+    units = DynamoUnits(table)
+    assert units.units("BatchGetItem", params, parsed, []) == (1.0 + 2.0 + 1.0, 0.0)
+    eventually = {"RequestItems": {table: {"Keys": asked}}}  # half a unit per 4 KB
+    assert units.units("BatchGetItem", eventually, parsed, [])[0] == 0.5 + 1.0 + 0.5
+    assert not units.unpriced
 
 
 def test_a_key_whose_pointer_was_written_by_an_earlier_release_still_authenticates(stack: Stack) -> None:
