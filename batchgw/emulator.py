@@ -3,9 +3,11 @@
 DynamoDB applies each conditional write and transaction atomically; moto's backend checks a condition and
 writes in separate steps, so two threads can both pass one condition (two budgets admitted where one fits).
 Its reads are not pure either: a `get_item` or `query` of an absent partition inserts an empty one, which
-breaks a transaction deep-copying the table at that moment, or a query iterating it.
-`atomic_dynamodb` serializes its writes and reads, as the service isolates them, so concurrency is
-tested against batchgw and not against the emulator.
+breaks a transaction deep-copying the table at that moment, or a query iterating it. And its answers are
+made from the stored items after the backend is done: an update deep-copies the item it is about to
+change, a read lists the item's attributes, while another thread's write may be changing them.
+`atomic_dynamodb` serializes each DynamoDB request, from reading it to writing its answer, as the service
+isolates them, so concurrency is tested against batchgw and not against the emulator.
 
 moto's server finds each request's service by listing its own package directory (a listdir and a stat per
 service) while it holds its one dispatch lock; each system call lets other threads take the interpreter,
@@ -20,21 +22,20 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-_OPERATIONS = ("put_item", "update_item", "delete_item", "transact_write_items", "get_item", "query", "scan")
 _lock = threading.RLock()
 _applied = False
 
 
 def atomic_dynamodb() -> None:
-    """Serialize moto's DynamoDB item reads and writes in this process (once; idempotent)."""
+    """Serialize moto's DynamoDB requests in this process, each from its parameters to its answer (once;
+    idempotent)."""
     global _applied
-    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.responses import DynamoHandler
 
     with _lock:
         if _applied:
             return
-        for name in _OPERATIONS:
-            setattr(DynamoDBBackend, name, _serialized(getattr(DynamoDBBackend, name)))
+        DynamoHandler.call_action = _serialized(DynamoHandler.call_action)  # type: ignore[method-assign]
         _applied = True
 
 

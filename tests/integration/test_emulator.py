@@ -12,6 +12,7 @@ import moto
 import pytest
 from botocore.config import Config
 
+from batchgw import emulator
 from tests.fakes.servers import aws_emulator
 
 TABLE = "emulator-race"
@@ -94,3 +95,41 @@ def test_a_request_does_not_list_motos_package_directory(monkeypatch: pytest.Mon
         for _ in range(5):
             sqs.list_queues()
     assert listings == []
+
+
+def test_an_item_written_while_others_read_and_update_it_never_breaks_their_answers() -> None:
+    # moto answers an update by deep-copying the stored item, and a read by listing its attributes, outside
+    # the lock its writes hold: a concurrent update adding an attribute broke them ("dictionary changed size
+    # during iteration"), a 500 where DynamoDB answers (two concurrent uploads' parts, one failed)
+    emulator.atomic_dynamodb()
+    with moto.mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1", config=Config(retries={"total_max_attempts": 1}))
+        client.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        item_key = {"pk": {"S": "one"}}
+        client.put_item(TableName=TABLE, Item={**item_key, **{f"a{n}": {"S": "x" * 50} for n in range(100)}})
+
+        def update(worker: int) -> None:
+            for n in range(100):
+                client.update_item(
+                    TableName=TABLE,
+                    Key=item_key,
+                    UpdateExpression="SET #new = :v REMOVE #old",
+                    ExpressionAttributeNames={"#new": f"w{worker}_{n}", "#old": f"w{worker}_{n - 1}"},
+                    ExpressionAttributeValues={":v": {"M": {f"k{i}": {"S": "y"} for i in range(20)}}},
+                    ReturnValues="UPDATED_OLD",
+                )
+
+        def read(_: int) -> None:
+            for _ in range(100):
+                client.get_item(TableName=TABLE, Key=item_key, ConsistentRead=True)
+                client.batch_get_item(RequestItems={TABLE: {"Keys": [item_key], "ConsistentRead": True}})
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            done = [pool.submit(update, 0), pool.submit(update, 1), pool.submit(read, 0), pool.submit(read, 1)]
+            for future in done:
+                future.result()
