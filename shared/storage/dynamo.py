@@ -423,8 +423,9 @@ class Dynamo:
         got: dict[tuple[str, str], Mapping[str, Any]] = {}
         for first in range(0, len(keys), _BATCH_GET):
             wanted: Any = keys[first : first + _BATCH_GET]
+            what = f"read {wanted[0]['pk']['S']} and {len(wanted) - 1} more"  # a page, or a key's check and a batch
             for attempt in range(_UNPROCESSED_TRIES):
-                with _translated("read a page"):
+                with _translated(what):
                     response = self.client.batch_get_item(
                         RequestItems={self.table: {"Keys": wanted, "ConsistentRead": True}}
                     )
@@ -436,7 +437,7 @@ class Dynamo:
                     break
                 time.sleep(0.05 * 2**attempt)
             else:
-                raise StorageError(f"read a page: {len(wanted)} items left unread after {_UNPROCESSED_TRIES} tries")
+                raise StorageError(f"{what}: {len(wanted)} items left unread after {_UNPROCESSED_TRIES} tries")
         return [got[k] for k in map(_identity, keys) if k in got]
 
 
