@@ -6,9 +6,9 @@ alternate; `max_tokens`, which Anthropic requires, defaults to 4096. Anthropic c
 only when it runs it, so a param it refuses fails that request at the end of the batch: the params sent stay
 within what it takes. `temperature` is clamped to its 0-1 range (OpenAI's is 0-2); `top_p` is sent only without
 `temperature`, since recent Claude models refuse the two together; stop sequences that are only whitespace,
-which it refuses, are dropped. Sampling knobs Anthropic has no equivalent for (`n`, `seed`, penalties,
-`logprobs`, ...) are dropped; content it cannot take (audio, OpenAI file ids) raises TranslationError, since
-dropping it would silently change what is asked.
+which it refuses, are dropped. Sampling knobs Anthropic has no equivalent for (`seed`, penalties, ...) are
+dropped; what it cannot answer (`n` > 1, `logprobs: true`) and content it cannot take (audio, OpenAI file ids)
+raise TranslationError, since dropping them would silently change what is asked.
 
 Structured output: `json_object` adds an instruction to `system`; `json_schema` becomes a forced tool whose
 `input_schema` is the schema, named with SCHEMA_TOOL_PREFIX so that the answer's `tool_use` input is
@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import orjson
 
-from shared.providers.base import TranslationError
+from shared.providers.base import TranslationError, refuse_choices_and_logprobs
 
 DEFAULT_MAX_TOKENS: Final = 4096
 SCHEMA_TOOL_PREFIX: Final = "batchgw_json__"
@@ -53,6 +53,7 @@ JSONObject = dict[str, Any]
 def to_params(body: Mapping[str, Any], model: str, *, max_tokens: int = DEFAULT_MAX_TOKENS) -> JSONObject:
     """An OpenAI chat-completions request body as Anthropic Messages params for `model`; `max_tokens`, which
     Anthropic requires, when the request sets none (the bound batchgw's budgets reserve)."""
+    refuse_choices_and_logprobs(body, "Anthropic's Messages API")
     system, messages = _conversation(body.get("messages"))
     params: JSONObject = {
         "model": model,

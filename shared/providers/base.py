@@ -23,6 +23,18 @@ class TranslationError(ValueError):
     """A request that cannot be expressed in a provider's format; it fails alone, as `invalid_request`."""
 
 
+def refuse_choices_and_logprobs(body: Mapping[str, Any], api: str) -> None:
+    """Raise TranslationError for `n` other than 1 or `logprobs: true`: `api` answers one choice and no log
+    probabilities, and answering anyway would bill an answer that is not what was asked."""
+    n = body.get("n")
+    if n is not None and (isinstance(n, bool) or n != 1):
+        raise TranslationError(
+            f"n={n!r}: {api} answers one choice per request; send one request per choice, each with its own custom_id"
+        )
+    if body.get("logprobs") is True:
+        raise TranslationError(f"logprobs: {api} does not return log probabilities")
+
+
 class InputLine(NamedTuple):
     """One request of our input: its custom_id and its OpenAI request body."""
 

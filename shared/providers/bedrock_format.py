@@ -9,8 +9,9 @@ names it), translated by shared.providers.anthropic_format; Claude on Bedrock ta
 sources, so an image URL is refused rather than sent. Every other model takes a Converse request (the
 job's `modelInvocationType: Converse`): text and base64 images, consecutive turns of one role merged, as
 Converse wants roles to alternate. Converse batches fail tool calls, so requests with tools are refused,
-as is any content Converse has no place for (audio, files): dropping it would silently change what is
-asked. A request Bedrock cannot take raises TranslationError, which fails that request alone.
+as is any content Converse has no place for (audio, files) and what it cannot answer (`n` > 1, `logprobs:
+true`): dropping it would silently change what is asked. A request Bedrock cannot take raises
+TranslationError, which fails that request alone.
 
 An output record not shaped as Bedrock documents it (its usage above all, which is billed) raises
 MalformedOutput (a ValueError) saying what is wrong.
@@ -28,7 +29,7 @@ from typing import Any, Final
 
 from shared.jsonl import MAX_LINE_BYTES
 from shared.providers import anthropic_format
-from shared.providers.base import LineUsage, TranslationError
+from shared.providers.base import LineUsage, TranslationError, refuse_choices_and_logprobs
 from shared.providers.http import MAX_RESULT_LINE_BYTES
 from shared.results import checked_usage
 
@@ -106,6 +107,7 @@ def to_converse(body: Mapping[str, Any], *, max_tokens: int) -> JSONObject:
     """An OpenAI chat-completions body as a Bedrock Converse request (without `modelId`: the job names it);
     `max_tokens` when the request sets no limit (the bound batchgw's budgets reserve; Converse's default is the
     model's maximum)."""
+    refuse_choices_and_logprobs(body, "Bedrock's Converse API")
     if body.get("tools") or body.get("functions"):
         raise TranslationError(_NO_TOOLS)
     response_format = body.get("response_format") or {}

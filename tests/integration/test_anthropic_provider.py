@@ -196,15 +196,24 @@ def test_request_anthropic_cannot_take_fails_alone_and_the_rest_runs(
 ) -> None:
     fake, _ = anthropic
     audio = [{"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]
-    batch_id = started(stack, chat_line("ok") + chat_line("speech-1", messages=[{"role": "user", "content": audio}]))
+    batch_id = started(
+        stack,
+        chat_line("ok")
+        + chat_line("speech-1", messages=[{"role": "user", "content": audio}])
+        # one answer, billed, where three were asked for would be a silent change: refused instead
+        + chat_line("three-choices", n=3)
+        + chat_line("with-logprobs", logprobs=True, top_logprobs=2),
+    )
     finish(stack, batch_id)
     done = batch(stack, batch_id)
     assert done["status"] == "completed" and done["errors"] is None
-    assert done["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+    assert done["request_counts"] == {"total": 4, "completed": 1, "failed": 3}
     assert [line["custom_id"] for line in lines(stack, done["output_file_id"])] == ["ok"]
-    (refused,) = lines(stack, done["error_file_id"])
-    assert refused["custom_id"] == "speech-1" and refused["error"]["code"] == "invalid_request"
-    assert "input_audio" in refused["error"]["message"]
+    refused = {line["custom_id"]: line["error"] for line in lines(stack, done["error_file_id"])}
+    assert {error["code"] for error in refused.values()} == {"invalid_request"}
+    assert "input_audio" in refused["speech-1"]["message"]
+    assert "n=3: Anthropic's Messages API answers one choice per request" in refused["three-choices"]["message"]
+    assert "log probabilities" in refused["with-logprobs"]["message"]
     # only the request Anthropic can take was sent
     (sent,) = fake.batches.values()
     assert [r["custom_id"] for r in sent.requests] == ["ok"]

@@ -101,7 +101,7 @@ def test_sampling_fields_map_and_unsupported_fields_are_dropped() -> None:
             seed=42,
             presence_penalty=0.5,
             frequency_penalty=0.1,
-            logprobs=True,
+            logprobs=False,
             stream=False,
             metadata={"a": "b"},
             reasoning_effort="low",
@@ -116,6 +116,24 @@ def test_sampling_fields_map_and_unsupported_fields_are_dropped() -> None:
         "temperature": 0.2,
         "stop_sequences": ["END"],
     }
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"n": 2}, "n=2"),
+        ({"n": 0}, "n=0"),
+        ({"n": True}, "n=True"),
+        ({"logprobs": True, "top_logprobs": 3}, "logprobs"),
+    ],
+)
+def test_several_choices_or_logprobs_are_refused_not_answered_with_one_choice(
+    fields: dict[str, Any], named: str
+) -> None:
+    # Messages answers one choice and no log probabilities: sending the request anyway would bill an answer
+    # that is not what was asked
+    with pytest.raises(TranslationError, match=named):
+        to_params(chat(user("Hi"), **fields), MODEL)
 
 
 @pytest.mark.parametrize(("temperature", "sent"), [(1.7, 1.0), (2, 1.0), (1, 1.0), (0.3, 0.3), (0, 0.0), (-0.5, 0.0)])

@@ -123,7 +123,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "temperature-1-7-with-top-p": chat(user("Be creative"), temperature=1.7, top_p=0.9),
     "max-tokens": chat(user("Short"), max_tokens=5),
     "max-completion-tokens": chat(user("Short"), max_tokens=300, max_completion_tokens=7),
-    "user": chat(user("Hi"), user="user-1234", seed=1, n=1, presence_penalty=0.5, logprobs=True),
+    "user": chat(user("Hi"), user="user-1234", seed=1, n=1, presence_penalty=0.5, logprobs=False),
     "odd custom id / réponse": chat(user("Hi")),
 }
 

@@ -133,6 +133,8 @@ CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", 
         ({"messages": "x"}, "messages must be a list"),
         ({"messages": [user("x")], "max_tokens": 0}, "positive integer"),
         ({"messages": [user("x")], "temperature": "warm"}, "temperature must be a number"),
+        ({"messages": [user("x")], "n": 3}, "n=3: Bedrock's Converse API answers one choice per request"),
+        ({"messages": [user("x")], "logprobs": True}, "Bedrock's Converse API does not return log probabilities"),
     ],
 )
 def test_what_converse_cannot_take_is_a_translation_error_for_that_request(body: dict[str, Any], reason: str) -> None:
@@ -197,6 +199,8 @@ def test_claude_record_refuses_image_urls_that_anthropic_itself_takes() -> None:
 def test_claude_record_refuses_what_anthropic_format_refuses_as_translation_errors() -> None:
     audio = {"messages": [user([{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}])]}
     assert "'input_audio' is not supported" in str(registry.screen(deployment(CLAUDE), audio))
+    several = {"messages": [user("x")], "n": 2}
+    assert "n=2: Anthropic's Messages API answers one choice" in str(registry.screen(deployment(CLAUDE), several))
 
 
 # --- responses --------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ COMMON_BODIES: dict[str, dict[str, Any]] = {
     "max-tokens": chat(user("Short"), max_tokens=5),
     "max-completion-tokens": chat(user("Short"), max_tokens=300, max_completion_tokens=7),
     "json-object": chat(user("A JSON verdict?"), response_format={"type": "json_object"}),
-    "dropped-openai-knobs": chat(user("Hi"), seed=1, n=1, presence_penalty=0.5, logprobs=True),
+    "dropped-openai-knobs": chat(user("Hi"), seed=1, n=1, presence_penalty=0.5, logprobs=False),
 }
 # and those only Claude's native body takes
 CLAUDE_BODIES: dict[str, dict[str, Any]] = {
