@@ -133,10 +133,15 @@ class RequestLimits:
         await self._counted(scope, receive, send_with_id)
 
     async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the app on a body counted as it arrives; past the limit, the answer is the 413."""
+        """Run the app on a body counted as it arrives; past the limit, the answer is the 413.
+
+        An unexpected error is answered here too, a 500 logged once: left to Starlette's outermost layer,
+        which answers it and raises it again, Mangum (or uvicorn) would log it a second time.
+        """
         received = 0
         over = False
         answered = False
+        started = False
 
         async def counted_receive() -> Message:
             nonlocal received, over
@@ -149,8 +154,9 @@ class RequestLimits:
             return message
 
         async def send_or_too_large(message: Message) -> None:
-            nonlocal answered
+            nonlocal answered, started
             if not over:
+                started = started or message["type"] == "http.response.start"
                 await send(message)
             elif not answered:  # the app answered the broken body its own way: answer the 413 instead
                 answered = True
@@ -158,11 +164,14 @@ class RequestLimits:
 
         try:
             await self.app(scope, counted_receive, send_or_too_large)
-        except Exception:
-            if not over:
+        except Exception as exc:
+            if over:
+                if not answered:
+                    await self._too_large(scope, receive, send)
+            elif started:  # too late to answer an error: the server ends the response (and logs why)
                 raise
-            if not answered:
-                await self._too_large(scope, receive, send)
+            else:
+                await (await _unexpected(Request(scope), exc))(scope, receive, send)
 
     def _message(self, path: str) -> str:
         """The limit; for a file, the way round it; for an upload's part, the part size that fits."""

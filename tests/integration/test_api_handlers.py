@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
+from fastapi import APIRouter
 
 from batchgw.devstack import LambdaContext
 from functions.batches_api.app import handler as batches_handler
 from functions.files_api.app import handler as files_handler
+from shared.http.app import create_app
+from shared.http.lambda_handler import lambda_handler
 from tests.integration.conftest import MASTER_KEY, Stack, load_event
 
 CONTEXT = LambdaContext("ApiFunction")
@@ -51,3 +55,42 @@ def test_wrong_key_event_is_401_with_request_id(stack: Stack) -> None:
     assert response["statusCode"] == 401
     assert orjson.loads(response["body"])["error"]["code"] == "invalid_api_key"
     assert response["headers"]["x-request-id"].startswith("req_")
+
+
+class Collected(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_an_unexpected_error_is_a_500_in_openais_shape_logged_once(stack: Stack) -> None:
+    router = APIRouter()
+
+    @router.get("/v1/boom")
+    def boom() -> None:
+        raise RuntimeError("the table is on fire")
+
+    handler = lambda_handler(create_app(router))
+    health = load_event("api_health.json")
+    http = {**health["requestContext"]["http"], "path": "/v1/boom"}
+    event = {**health, "rawPath": "/v1/boom", "requestContext": {**health["requestContext"], "http": http}}
+    collected = Collected()
+    # ours, and those of the layers an error passed through on its way out: Mangum (Lambda), uvicorn (dev)
+    loggers = [logging.getLogger(name) for name in ("shared.http.app", "mangum", "uvicorn.error")]
+    for logger in loggers:
+        logger.addHandler(collected)
+    try:
+        response = handler(event, CONTEXT)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(collected)
+    assert response["statusCode"] == 500
+    assert orjson.loads(response["body"])["error"]["type"] == "server_error"
+    assert response["headers"]["x-request-id"] == "req_c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+    # one log line with the traceback and the request id, not one more from each layer it crossed
+    (logged,) = collected.records
+    assert logged.exc_info is not None and str(logged.exc_info[1]) == "the table is on fire"
+    assert getattr(logged, "request_id", None) == response["headers"]["x-request-id"]
