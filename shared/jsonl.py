@@ -97,10 +97,15 @@ def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
 
 
+def choices(body: dict[str, object]) -> int:
+    """How many answers a request asks to be returned: its `n`."""
+    return _count(body.get("n"))
+
+
 def answers(endpoint: str, body: dict[str, object]) -> int:
     """How many answers a request has generated (and billed), each up to its output limit: `n`, or a
     completion's `best_of`, generated server-side to return n of them."""
-    return max(_count(body.get("n")), _count(body.get("best_of")) if endpoint == "/v1/completions" else 1)
+    return max(choices(body), _count(body.get("best_of")) if endpoint == "/v1/completions" else 1)
 
 
 def output_limit(endpoint: str, body: dict[str, object]) -> int | None:

@@ -3,8 +3,10 @@
 It behaves like a provider that processes requests in input order over `delay` seconds: a refresh
 reports the share done so far, a cancel or an expiry (`expire_after`) freezes it, and results hold
 exactly the requests done by then. A `failure_rate` share of requests (chosen by a hash of their
-custom_id) fails with a 500, and progress counts them as the results will. Its state lives in the bucket
-under `providers/mock/`, so every Lambda and every process of the dev stack sees the same batches.
+custom_id) fails with a 500, and progress counts them as the results will. A request's `n` choices (a
+completion's `best_of` generated) each stop at its output limit and are all billed; more than OpenAI's 128
+are refused with its 400. Its state lives in the bucket under `providers/mock/`, so every Lambda and every
+process of the dev stack sees the same batches.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import orjson
 
 from shared.errors import ProviderError
-from shared.jsonl import iter_lines, output_limit
+from shared.jsonl import answers, choices, iter_lines, output_limit
 from shared.lifecycle import BatchStatus
 from shared.providers.base import Journal, ProviderStatus, ResultLine, SubmitRequest, Unreadable
 from shared.providers.registry import ProviderDeps
@@ -29,11 +31,26 @@ from shared.routing import Deployment
 from shared.storage.ports import Blobs
 
 PREFIX = "providers/mock"
+MAX_CHOICES = 128  # the most `n` OpenAI takes
 
 
 def _fraction(custom_id: str) -> float:
     """A stable number in [0, 1) for a custom_id."""
     return int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest()) / 2**64
+
+
+def _refusal(custom_id: str, request: dict[str, Any], failure_rate: float) -> tuple[int, dict[str, Any]] | None:
+    """The status and OpenAI error the mock answers a request with instead of a reply; None for a reply."""
+    if failure_rate and _fraction(custom_id) < failure_rate:
+        return 500, {"message": "mock provider failure", "type": "server_error", "param": None, "code": "mock_failure"}
+    if choices(request) > MAX_CHOICES:
+        return 400, {
+            "message": f"Invalid 'n': integer above maximum value. Expected a value <= {MAX_CHOICES}.",
+            "type": "invalid_request_error",
+            "param": "n",
+            "code": "integer_above_max_value",
+        }
+    return None
 
 
 def _tokens(value: Any) -> int:
@@ -103,11 +120,11 @@ class MockProvider:
             return
         batch_id = f"mockbatch_{request.batch_id}"
         rate = self._deployment.failure_rate
-        failures: list[int] = []  # the positions of the requests that fail, so progress counts them as results do
+        failures: list[int] = []  # the positions of the requests refused, so progress counts them as results do
         with self._blobs.writer(f"{PREFIX}/{batch_id}/input.jsonl", "application/jsonl") as out:
             for position, (custom_id, body) in enumerate(request.open_lines()):
                 out.write(orjson.dumps({"custom_id": custom_id, "body": body}, option=orjson.OPT_APPEND_NEWLINE))
-                if rate and _fraction(custom_id) < rate:
+                if _refusal(custom_id, body, rate) is not None:
                     failures.append(position)
         self._save(
             {
@@ -161,17 +178,12 @@ class MockProvider:
     def _result(self, line: dict[str, Any], state: dict[str, Any]) -> ResultLine:
         custom_id = line["custom_id"]
         request_id = f"req_mock_{hashlib.blake2b(custom_id.encode(), digest_size=8).hexdigest()}"
-        if _fraction(custom_id) < state["failure_rate"]:
-            body = {
-                "error": {
-                    "message": "mock provider failure",
-                    "type": "server_error",
-                    "param": None,
-                    "code": "mock_failure",
-                }
-            }
-            return ResultLine(custom_id, {"status_code": 500, "request_id": request_id, "body": body})
-        body = self._body(line.get("body") or {}, state, custom_id)
+        request = line.get("body") or {}
+        refusal = _refusal(custom_id, request, state["failure_rate"])
+        if refusal is not None:
+            status, error = refusal
+            return ResultLine(custom_id, {"status_code": status, "request_id": request_id, "body": {"error": error}})
+        body = self._body(request, state, custom_id)
         return ResultLine(
             custom_id,
             {"status_code": 200, "request_id": request_id, "body": body},
@@ -194,12 +206,15 @@ class MockProvider:
                 "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
             }
         text = f"Mock reply to: {_last_user_text(request)[:60]}"
-        completion_tokens = _tokens(text)
+        reply_tokens = _tokens(text)
         cut = False
-        limit = output_limit(endpoint, request)
-        if limit is not None and completion_tokens > limit:  # as a model does, the reply stops at the limit
-            text, completion_tokens, cut = text[: limit * 4], limit, True
+        generated = answers(endpoint, request)
+        limit = output_limit(endpoint, request)  # for all the answers generated
+        if limit is not None and reply_tokens > limit // generated:  # as a model does, each stops at the limit
+            reply_tokens = limit // generated
+            text, cut = text[: reply_tokens * 4], True
         finish_reason = "length" if cut else "stop"
+        completion_tokens = reply_tokens * generated
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -237,7 +252,10 @@ class MockProvider:
                 "object": "text_completion",
                 "created": created,
                 "model": model,
-                "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
+                "choices": [
+                    {"index": i, "text": text, "finish_reason": finish_reason, "logprobs": None}
+                    for i in range(choices(request))
+                ],
                 "usage": usage,
             }
         return {
@@ -247,11 +265,12 @@ class MockProvider:
             "model": model,
             "choices": [
                 {
-                    "index": 0,
+                    "index": i,
                     "message": {"role": "assistant", "content": text, "refusal": None},
                     "finish_reason": finish_reason,
                     "logprobs": None,
                 }
+                for i in range(generated)
             ],
             "usage": usage,
         }

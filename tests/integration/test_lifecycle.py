@@ -150,6 +150,30 @@ def test_the_mock_stops_each_reply_at_its_request_s_output_limit(stack: Stack) -
         assert body["usage"]["completion_tokens"] == 1 and body["choices"][0]["finish_reason"] == "length"
 
 
+def test_the_mock_answers_each_of_n_choices_within_the_limit_and_bills_them_all(stack: Stack) -> None:
+    body = {"model": "gpt-4o-mini", "n": 3, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
+    line = {"custom_id": "three", "method": "POST", "url": "/v1/chat/completions", "body": body}
+    completions = {"model": "gpt-4o-mini", "n": 2, "best_of": 4, "max_tokens": 2, "prompt": "hi"}
+    completion = {"custom_id": "best", "method": "POST", "url": "/v1/completions", "body": completions}
+    too_many = {**line, "custom_id": "too-many", "body": {**body, "n": 129}}
+    chat_id = started(stack, b"".join(orjson.dumps(x, option=orjson.OPT_APPEND_NEWLINE) for x in (line, too_many)))
+    completion_id = started(stack, orjson.dumps(completion, option=orjson.OPT_APPEND_NEWLINE), "/v1/completions")
+    finish(stack, chat_id, completion_id)
+    (chat,) = lines(stack, batch(stack, chat_id)["output_file_id"])
+    answer = chat["response"]["body"]
+    assert [c["index"] for c in answer["choices"]] == [0, 1, 2]
+    assert all(c["finish_reason"] == "length" for c in answer["choices"])  # each stops at max_tokens
+    assert answer["usage"]["completion_tokens"] == 3 * 2
+    assert batch(stack, chat_id)["usage"]["output_tokens"] == 6
+    # above OpenAI's 128, OpenAI's refusal
+    (refused,) = lines(stack, batch(stack, chat_id)["error_file_id"])
+    assert refused["response"]["status_code"] == 400 and refused["response"]["body"]["error"]["param"] == "n"
+    # best_of 4 returning 2: four answers generated and billed, two returned
+    (best,) = lines(stack, batch(stack, completion_id)["output_file_id"])
+    assert len(best["response"]["body"]["choices"]) == 2
+    assert best["response"]["body"]["usage"]["completion_tokens"] == 4 * 2
+
+
 def test_completion_delivered_twice_and_concurrently_books_once(stack: Stack) -> None:
     batch_id = started(stack, batch_lines(4, model="upstream-gpt-4o-mini"))
     stack.deliver("SubmitterFunction")
