@@ -12,7 +12,7 @@ from starlette.datastructures import UploadFile
 
 from shared import wire
 from shared.errors import InvalidRequest
-from shared.http.deps import CallerDep, FilesDep, RuntimeDep
+from shared.http.deps import CallerDep, FilesDep, PresentedKeyDep, RuntimeDep, authenticated
 from shared.views import file_object
 
 router = APIRouter(prefix="/v1", tags=["files"])
@@ -105,8 +105,10 @@ def list_files(
 
 
 @router.get("/files/{file_id}", summary="Retrieve a file")
-def retrieve_file(file_id: FileId, caller: CallerDep, files: FilesDep) -> wire.FileObject:
-    return file_object(files.get(caller, file_id))
+def retrieve_file(file_id: FileId, secret: PresentedKeyDep, rt: RuntimeDep, files: FilesDep) -> wire.FileObject:
+    # the key and the file in one request to the table
+    with rt.file_store.reading_ahead(file_id):
+        return file_object(files.get(authenticated(rt, secret), file_id))
 
 
 @router.get(
@@ -115,13 +117,14 @@ def retrieve_file(file_id: FileId, caller: CallerDep, files: FilesDep) -> wire.F
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}, 307: {"description": "presigned S3 URL"}},
 )
-def file_content(file_id: FileId, caller: CallerDep, files: FilesDep, rt: RuntimeDep) -> Response:
-    download = files.download(
-        caller,
-        file_id,
-        inline_limit=rt.settings.max_response_bytes,
-        url_seconds=rt.settings.presign_seconds,
-    )
+def file_content(file_id: FileId, secret: PresentedKeyDep, rt: RuntimeDep, files: FilesDep) -> Response:
+    with rt.file_store.reading_ahead(file_id):  # the key and the file in one request to the table
+        download = files.download(
+            authenticated(rt, secret),
+            file_id,
+            inline_limit=rt.settings.max_response_bytes,
+            url_seconds=rt.settings.presign_seconds,
+        )
     if download.redirect_url is not None:
         return RedirectResponse(download.redirect_url, status_code=307)
     assert download.chunks is not None

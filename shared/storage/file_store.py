@@ -9,6 +9,7 @@ TTL deletion would leave the object behind.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any, Final
 
 from shared.errors import UnreadableRecord
@@ -46,6 +47,10 @@ def parse_file(item: Mapping[str, Any]) -> FileRecord:
 class DynamoFileStore:
     def __init__(self, db: Dynamo) -> None:
         self._db = db
+
+    def reading_ahead(self, file_id: str) -> AbstractContextManager[None]:
+        """Within it, the next read of the table (a key's check) reads the file too (Dynamo.reading_ahead)."""
+        return self._db.reading_ahead(file_key(file_id))
 
     def put(self, record: FileRecord) -> None:
         self._db.put(file_values(record), new=True)

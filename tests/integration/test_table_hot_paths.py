@@ -157,6 +157,38 @@ def test_a_batch_retrieved_with_a_virtual_key_is_one_request_to_the_table(stack:
     assert (revoked.status_code, revoked.json()["error"]["code"]) == (401, "invalid_api_key")
 
 
+def test_a_file_and_its_content_retrieved_with_a_virtual_key_are_one_request_to_the_table_each(stack: Stack) -> None:
+    # as for a batch: the key's pointer, then the file, were two requests in turn
+    created = stack.api.post("/admin/keys", headers=stack.auth(), json={"name": "k"}).json()
+    secret, key_id = created["key"], created["id"]
+    content = batch_lines(2)
+    file_id = stack.api.post(
+        "/v1/files", headers=stack.auth(secret), data={"purpose": "batch"}, files={"file": ("in.jsonl", content)}
+    ).json()["id"]
+    other = stack.api.post("/admin/keys", headers=stack.auth(), json={"name": "other"}).json()["key"]
+    calls = _counted_dynamodb_calls(stack)
+
+    mine = stack.api.get(f"/v1/files/{file_id}", headers=stack.auth(secret))
+    assert mine.status_code == 200 and mine.json()["id"] == file_id
+    assert calls == ["BatchGetItem"]
+    calls.clear()
+    download = stack.api.get(f"/v1/files/{file_id}/content", headers=stack.auth(secret))
+    assert download.status_code == 200 and download.content == content
+    assert calls == ["BatchGetItem"]
+    calls.clear()
+    assert stack.api.get(f"/v1/files/{file_id}", headers=stack.auth()).status_code == 200  # the master key
+    assert calls == ["GetItem"]
+    for path in (f"/v1/files/{file_id}", f"/v1/files/{file_id}/content"):
+        theirs = stack.api.get(path, headers=stack.auth(other))
+        assert theirs.status_code == 404, theirs.text
+        unknown = stack.api.get(path, headers=stack.auth("sk-" + "x" * 48))
+        assert (unknown.status_code, unknown.json()["error"]["code"]) == (401, "invalid_api_key")
+    assert stack.api.delete(f"/admin/keys/{key_id}", headers=stack.auth()).status_code == 200
+    for path in (f"/v1/files/{file_id}", f"/v1/files/{file_id}/content"):
+        revoked = stack.api.get(path, headers=stack.auth(secret))
+        assert (revoked.status_code, revoked.json()["error"]["code"]) == (401, "invalid_api_key")
+
+
 def test_items_read_ahead_are_answered_once_in_the_thread_that_asked(stack: Stack) -> None:
     table, client = stack.rt.settings.table_name, boto3.client("dynamodb")
     first, second, absent = (key(f"TEST#{name}", "TEST") for name in ("first", "second", "absent"))
