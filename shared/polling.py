@@ -1,7 +1,10 @@
 """Polling: move every unfinished batch forward against its provider, on a schedule, within a deadline.
 
 Batches come from the shards of the work index, never a Scan; past `fanout_threshold` the scheduled run
-hands the work out through a queue, one deployment's batches to each invocation. Each batch is polled on
+hands the work out through a queue, one deployment's batches to each invocation, and an invocation handed
+more than `split_threshold` polls that many (the first in work-key order: a slice of the deployment's
+batches by creation, as they lie in its provider's list pages) and hands the rest of its range on. Each
+batch is polled on
 its own, several at a time: a provider's outage, a hanging provider, a shard or an item that cannot be
 read stops only itself. Each provider call is bounded by what the invocation has left
 (shared/deadline.py); near the end no new batch is started and the rest waits for the next tick (which
@@ -16,6 +19,7 @@ also retries the removal of provider objects that failed at completion and sweep
 
 from __future__ import annotations
 
+import heapq
 import logging
 import random
 import threading
@@ -24,6 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
+from operator import itemgetter
 
 from shared.deadline import Deadline, within
 from shared.errors import ProviderError, PublishFailed, StaleState, StorageError
@@ -37,7 +42,7 @@ from shared.runs import Runs
 from shared.settings import Settings
 from shared.storage.batch_store import WORK_SHARDS, work_ranges
 from shared.storage.bus import BATCH_CREATED
-from shared.storage.ports import EVERYTHING, BatchStore, Broken, Bus, WorkQueue, WorkRange
+from shared.storage.ports import EVERYTHING, BatchStore, Broken, Bus, WorkItem, WorkQueue, WorkRange
 from shared.submission import busy_wait
 from shared.threads import Pool
 from shared.transitions import end_run, publish_ended
@@ -107,19 +112,21 @@ class Poller:
         """One run over `part` of the work index, every shard of it. The scheduled run (`part` None) polls all
         of it itself, unless the work is more than one invocation polls in time: then it hands it out through
         the queue, one range per deployment, so that each invocation finds its batches in one provider's list
-        pages. The scheduled run also retries cleanups and sweeps expired files."""
+        pages; an invocation handed more than it polls in time hands the rest of its range on (`_handed`).
+        The scheduled run also retries cleanups and sweeps expired files."""
         outcomes: Counter[str] = Counter()
-        work = self._work(EVERYTHING if part is None else part, outcomes)
-        if part is None and self.queue is not None:
+        if part is not None:
+            items = self._handed(part, outcomes)
+        elif self.queue is not None:
             # read no further than it takes to know: past the threshold, the pages already read are dropped
-            items = list(islice(work, self.settings.fanout_threshold + 1))
+            items = [batch for _, batch in islice(self._work(EVERYTHING, outcomes), self.settings.fanout_threshold + 1)]
             if len(items) > self.settings.fanout_threshold:
                 ranges = work_ranges(d.key for d in self.routing.models)
                 self.queue.send(ranges)
                 outcomes["fanned_out"] = len(ranges)
                 items = []
         else:
-            items = list(work)
+            items = [batch for _, batch in self._work(EVERYTHING, outcomes)]
         outcomes.update(self._poll_items(items, deadline))
         if part is None:
             with within(deadline):
@@ -129,15 +136,33 @@ class Poller:
                     outcomes["files_swept"] += self.files.sweep()
         return outcomes
 
-    def _work(self, part: WorkRange, outcomes: Counter[str]) -> Iterator[BatchRecord | Broken]:
-        """Each shard's batches in `part`. A shard that cannot be read now (throttled) stops only itself: the
-        others are polled and it waits for the next tick."""
+    def _handed(self, part: WorkRange, outcomes: Counter[str]) -> list[BatchRecord | Broken]:
+        """The batches of a range handed out: past `split_threshold`, the first that many in work-key order,
+        the rest of the range handed on through the queue before any is polled. The shards are read side by
+        side, page by page, merged in work-key order, so only about as many as are kept are read."""
+        merged = heapq.merge(*(self._shard(shard, part, outcomes) for shard in range(WORK_SHARDS)), key=itemgetter(0))
+        if self.queue is None:
+            return [batch for _, batch in merged]
+        kept = list(islice(merged, self.settings.split_threshold + 1))
+        if len(kept) > self.settings.split_threshold:
+            first_left = kept.pop()
+            self.queue.send([WorkRange(first_left.key, part.stop)])
+            outcomes["handed_on"] += 1
+        return [batch for _, batch in kept]
+
+    def _work(self, part: WorkRange, outcomes: Counter[str]) -> Iterator[WorkItem]:
+        """Each shard's batches in `part`, a shard after another."""
         for shard in range(WORK_SHARDS):
-            try:
-                yield from self.batches.work(shard, part)
-            except StorageError as exc:
-                logger.error("a shard of the work index could not be read", extra={"shard": shard, "error": str(exc)})
-                outcomes["shards_unread"] += 1
+            yield from self._shard(shard, part, outcomes)
+
+    def _shard(self, shard: int, part: WorkRange, outcomes: Counter[str]) -> Iterator[WorkItem]:
+        """One shard's batches in `part`. A shard that cannot be read now (throttled) stops only itself: the
+        others are polled and it waits for the next tick."""
+        try:
+            yield from self.batches.work(shard, part)
+        except StorageError as exc:
+            logger.error("a shard of the work index could not be read", extra={"shard": shard, "error": str(exc)})
+            outcomes["shards_unread"] += 1
 
     def _poll_items(self, items: Iterable[BatchRecord | Broken], deadline: Deadline) -> Counter[str]:
         """Poll each deployment's batches on its own workers; skip (and count) what cannot be read."""

@@ -28,6 +28,7 @@ _ENV = {
     "BATCHGW_MAX_REDRIVES": "max_redrives",
     "BATCHGW_POLL_QUEUE": "poll_queue_url",
     "BATCHGW_FANOUT_THRESHOLD": "fanout_threshold",
+    "BATCHGW_SPLIT_THRESHOLD": "split_threshold",
     "BATCHGW_SYNC_QUEUE": "sync_queue_url",
 }
 
@@ -48,10 +49,15 @@ class Settings(BaseModel):
     presign_seconds: int = Field(default=300, gt=0)
     # provider calls at once per deployment, in one poller invocation
     poll_concurrency: int = Field(default=32, gt=0, le=256)
-    # the SQS queue the scheduled poller fans out through, one message per shard of the work index, once the
-    # work is larger than `fanout_threshold` batches (the scheduled run reads at most that many to know)
+    # the SQS queue the scheduled poller fans out through, one range of the work index (a deployment's batches)
+    # a message, once the work is larger than `fanout_threshold` batches (the scheduled run reads at most that
+    # many to know)
     poll_queue_url: str | None = None
     fanout_threshold: int = Field(default=5_000, gt=0)
+    # the most batches one invocation polls of the range it was handed: past it, it hands the rest of the range
+    # on, so one deployment's batches are split among invocations (in AWS, 12,500 take about 30-39 s of the
+    # poller's 55 at 512 MB)
+    split_threshold: int = Field(default=12_500, gt=0)
     # the FIFO queue where sync deployments' chunks of requests wait for the sync worker (shared/providers/sync.py)
     sync_queue_url: str | None = None
     # the poller re-drives a batch stuck this long, at most max_redrives times, then fails it

@@ -36,7 +36,7 @@ from shared.storage.dynamo import (
 )
 from shared.storage.file_store import file_key, file_values
 from shared.storage.key_store import key_key, spend_update
-from shared.storage.ports import EVERYTHING, Booking, Broken, Page, WorkRange
+from shared.storage.ports import EVERYTHING, Booking, Broken, Page, WorkItem, WorkRange
 
 WORK_SHARDS: Final = 8
 CLEANUP: Final = "CLEANUP"
@@ -109,7 +109,7 @@ class DynamoBatchStore:
         )
         return Page([parse_batch(i) for i in page.items], page.has_more)
 
-    def work(self, shard: int, within: WorkRange = EVERYTHING) -> Iterator[BatchRecord | Broken]:
+    def work(self, shard: int, within: WorkRange = EVERYTHING) -> Iterator[WorkItem]:
         condition, values = "gsi3pk = :shard", {":shard": {"S": f"WORK#{shard}"}}
         if within.start is not None:
             values[":start"] = {"S": within.start}
@@ -124,7 +124,8 @@ class DynamoBatchStore:
         for item in self._db.query(
             IndexName=WORK_INDEX, KeyConditionExpression=condition, ExpressionAttributeValues=values
         ):
-            if not within.holds(str(item["gsi3sk"]["S"])):
+            work_key = str(item["gsi3sk"]["S"])
+            if not within.holds(work_key):
                 continue
             if not item.get("deployment", {}).get("S"):
                 # a batch of several models (its runs have the deployments): polling it reads its runs, which
@@ -133,9 +134,9 @@ class DynamoBatchStore:
                 runs = self._db.get(key(item["pk"]["S"], item["sk"]["S"]), only="runs")
                 item = {**item, **(runs or {})}
             try:
-                yield parse_batch(item)
+                yield WorkItem(work_key, parse_batch(item))
             except UnreadableRecord as exc:
-                yield Broken(exc.key, exc.reason)
+                yield WorkItem(work_key, Broken(exc.key, exc.reason))
 
     def cleanups(self) -> Iterator[str]:
         for item in self._db.query(

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Final, Protocol, Self
+from typing import Any, Final, NamedTuple, Protocol, Self
 
 from shared.lifecycle import BatchStatus, Outcome
 from shared.records import (
@@ -87,6 +87,13 @@ class WorkRange:
 EVERYTHING: Final = WorkRange()
 
 
+class WorkItem(NamedTuple):
+    """An unfinished batch (or what stands for one that cannot be read) and its work key."""
+
+    key: str
+    batch: BatchRecord | Broken
+
+
 class BatchStore(Protocol):
     """Batches, and the transitions of their lifecycle."""
 
@@ -103,9 +110,9 @@ class BatchStore(Protocol):
     def page(self, owner: str | None, *, after: str | None, limit: int) -> Page[BatchRecord]:
         """One page of `owner`'s batches (everyone's for None), newest first."""
 
-    def work(self, shard: int, within: WorkRange = EVERYTHING) -> Iterator[BatchRecord | Broken]:
+    def work(self, shard: int, within: WorkRange = EVERYTHING) -> Iterator[WorkItem]:
         """The unfinished batches of one shard of the work index whose work keys are `within` (never a Scan),
-        in work-key order."""
+        in work-key order, read page by page as they are taken."""
 
     def cleanups(self) -> Iterator[str]:
         """Finished batches whose provider objects are still to be removed."""

@@ -31,7 +31,7 @@ from shared.records import (
 )
 from shared.storage.batch_store import shard_of, work_key
 from shared.storage.dynamo import WORK_INDEX, money
-from shared.storage.ports import EVERYTHING, BlobSink, Booking, Broken, FifoMessage, Page, WorkRange
+from shared.storage.ports import EVERYTHING, BlobSink, Booking, Broken, FifoMessage, Page, WorkItem, WorkRange
 
 
 @dataclass
@@ -96,12 +96,15 @@ class MemoryBatchStore:
             mine = [b for b in self.db.batches.values() if (owner is None or b.owner == owner) and b.parent is None]
         return _page(mine, [b.id for b in mine], after, limit, ascending=False)
 
-    def work(self, shard: int, within: WorkRange = EVERYTHING) -> Iterator[BatchRecord | Broken]:
+    def work(self, shard: int, within: WorkRange = EVERYTHING) -> Iterator[WorkItem]:
         with self.db.lock:
             keys = {b: self._work_key(b) for b, where in self.db.work.items() if where == f"WORK#{shard}"}
             ids = sorted((b for b, k in keys.items() if within.holds(k)), key=keys.__getitem__)
-            found: list[BatchRecord | Broken] = [
-                Broken(f"BATCH#{b}", self.db.broken[b][1]) if b in self.db.broken else _indexed(self.db.batches[b])
+            found = [
+                WorkItem(
+                    keys[b],
+                    Broken(f"BATCH#{b}", self.db.broken[b][1]) if b in self.db.broken else _indexed(self.db.batches[b]),
+                )
                 for b in ids
             ]
         yield from found

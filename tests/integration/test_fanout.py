@@ -89,3 +89,39 @@ def test_a_range_message_that_fails_is_reported_alone_for_a_retry(
         "Records": [{"messageId": m, "body": orjson.dumps(b).decode(), "receiptHandle": "r"} for m, b in bodies.items()]
     }
     assert stack.invoke("PollerFunction", event) == {"batchItemFailures": [{"itemIdentifier": "m2"}]}
+
+
+def test_a_range_holding_more_than_one_invocation_polls_is_handed_on_in_work_key_order(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.runtime import reset_runtime
+    from shared.storage.batch_store import work_key
+
+    # Given one deployment's 8 running batches, and invocations that each poll at most 3
+    monkeypatch.setenv("BATCHGW_FANOUT_THRESHOLD", "1")
+    monkeypatch.setenv("BATCHGW_SPLIT_THRESHOLD", "3")
+    reset_runtime()
+    batch_ids = [started(stack, batch_lines(1, prefix=f"b{i}")) for i in range(8)]
+    stack.deliver("SubmitterFunction")
+    (deployment,) = {record.deployment for record in map(stack.rt.batch_store.get, batch_ids) if record}
+    ranges = work_ranges(d.key for d in stack.rt.routing.models)
+    (theirs,) = [r for r in ranges if r.holds(work_key(deployment, batch_ids[0]))]
+
+    # When the scheduled run hands the work out and each message's invocation runs, the ones it hands on too
+    assert stack.poll()["fanned_out"] == len(ranges)
+    handed: list[WorkRange] = []
+    waiting = handed_out(stack)
+    while waiting:
+        message = waiting.pop(0)
+        handed.append(work_range(message["Body"]))
+        answer = stack.invoke("PollerFunction", sqs_event(message, stack.queues["PollerFunction:SQS"]))
+        assert answer == {"batchItemFailures": []}
+        waiting += handed_out(stack)
+
+    # Then the deployment's range was polled in three invocations, the second and third from the 4th and 7th
+    # of its batches in work-key order, each to the end of the range
+    ordered = sorted(work_key(deployment, b) for b in batch_ids)
+    assert handed[: len(ranges)] == ranges
+    assert handed[len(ranges) :] == [WorkRange(ordered[3], theirs.stop), WorkRange(ordered[6], theirs.stop)]
+    stack.deliver("CompletionFunction")
+    assert all(batch(stack, b)["status"] == "completed" for b in batch_ids)

@@ -15,9 +15,9 @@ from shared.deadline import Deadline, remaining
 from shared.errors import ProviderBusy, ProviderError, StaleState, StorageError
 from shared.polling import EXPIRY_GIVE_UP_SECONDS, EXPIRY_GRACE_SECONDS
 from shared.providers.base import ProviderStatus, ResultLine
-from shared.records import BatchRecord, Counts, ErrorEntry
+from shared.records import Counts, ErrorEntry
 from shared.storage.batch_store import shard_of, work_ranges
-from shared.storage.ports import EVERYTHING, Broken, WorkRange
+from shared.storage.ports import EVERYTHING, WorkItem, WorkRange
 from tests.unit.conftest import ScriptedProvider, World, chat_lines, ok_line
 
 
@@ -371,6 +371,36 @@ def test_more_work_than_one_invocation_polls_is_handed_out_one_deployment_per_me
     assert world.provider.lists == 2 and world.provider.refreshes == 0
 
 
+def test_a_deployment_with_more_batches_than_one_invocation_polls_is_split_in_work_key_order(world: World) -> None:
+    # a deployment's batches were one invocation's work however many there were: a team with one deployment
+    # and 50,000 running batches had them all in one invocation, which cannot poll them in its time
+    world.settings = world.settings.model_copy(update={"fanout_threshold": 4, "split_threshold": 10})
+    batch_ids = [running(world, [f"r{i}"]) for i in range(25)]
+    world.provider.finish()
+    asked: list[list[str]] = []  # the batches each invocation read list pages for
+    listing = world.provider.list_statuses
+
+    def recorded(refs: Sequence[Mapping[str, str]]) -> dict[str, ProviderStatus]:
+        asked.append(sorted(r["batch_id"].removeprefix("prov_") for r in refs))
+        return listing(refs)
+
+    world.provider.list_statuses = recorded  # type: ignore[method-assign]
+    assert world.poller.tick(Deadline.after(30))["fanned_out"] == len(world.routing.models)
+    handed_on = 0
+    while world.queue.sent:
+        part = world.queue.sent.pop(0)
+        before = len(world.queue.sent)
+        outcomes = world.poller.tick(Deadline.after(30), part)
+        assert outcomes["ended"] <= 10
+        handed_on += outcomes["handed_on"]
+        assert len(world.queue.sent) - before == outcomes["handed_on"]
+    assert all(world.db.batches[b].finalize_to == "completed" for b in batch_ids)
+    # three invocations, each a contiguous slice of the deployment's batches, as they lie in its list pages
+    ordered = sorted(batch_ids)
+    assert handed_on == 2 and asked == [ordered[:10], ordered[10:20], ordered[20:]]
+    assert world.provider.refreshes == 0
+
+
 def test_the_handed_out_ranges_reach_a_removed_deployments_batches_too(world: World) -> None:
     world.settings = world.settings.model_copy(update={"fanout_threshold": 4})
     batch_ids = [running(world, [f"r{i}"]) for i in range(10)]
@@ -429,7 +459,7 @@ def test_a_shard_that_cannot_be_read_stops_no_other_shard(world: World) -> None:
     store = world.batch_store
     real_work = store.work
 
-    def work(shard: int, within: WorkRange = EVERYTHING) -> Iterator[BatchRecord | Broken]:
+    def work(shard: int, within: WorkRange = EVERYTHING) -> Iterator[WorkItem]:
         if shard == broken_shard:
             raise StorageError("throttled")
         return real_work(shard, within)
