@@ -126,17 +126,23 @@ def _counted_dynamodb_calls(stack: Stack) -> list[str]:
     return calls
 
 
-def test_a_batch_retrieved_with_a_virtual_key_is_one_request_to_the_table(stack: Stack) -> None:
-    # every poll of a batch by a key read the key's pointer, then the batch: two requests to DynamoDB in
-    # turn, the most frequent call of the API paying two round trips and twice botocore's CPU
+def _two_keys_and_a_file(stack: Stack, content: bytes) -> tuple[str, str, str, str]:
+    """A key (its secret and id), another key's secret, and a batch input file of the first."""
     created = stack.api.post("/admin/keys", headers=stack.auth(), json={"name": "k"}).json()
     secret, key_id = created["key"], created["id"]
     file_id = stack.api.post(
-        "/v1/files", headers=stack.auth(secret), data={"purpose": "batch"}, files={"file": ("in.jsonl", batch_lines(2))}
+        "/v1/files", headers=stack.auth(secret), data={"purpose": "batch"}, files={"file": ("in.jsonl", content)}
     ).json()["id"]
+    other = stack.api.post("/admin/keys", headers=stack.auth(), json={"name": "other"}).json()["key"]
+    return secret, key_id, other, file_id
+
+
+def test_a_batch_retrieved_with_a_virtual_key_is_one_request_to_the_table(stack: Stack) -> None:
+    # every poll of a batch by a key read the key's pointer, then the batch: two requests to DynamoDB in
+    # turn, the most frequent call of the API paying two round trips and twice botocore's CPU
+    secret, key_id, other, file_id = _two_keys_and_a_file(stack, batch_lines(2))
     body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
     batch_id = stack.api.post("/v1/batches", headers=stack.auth(secret), json=body).json()["id"]
-    other = stack.api.post("/admin/keys", headers=stack.auth(), json={"name": "other"}).json()["key"]
     calls = _counted_dynamodb_calls(stack)
 
     mine = stack.api.get(f"/v1/batches/{batch_id}", headers=stack.auth(secret))
@@ -159,13 +165,8 @@ def test_a_batch_retrieved_with_a_virtual_key_is_one_request_to_the_table(stack:
 
 def test_a_file_and_its_content_retrieved_with_a_virtual_key_are_one_request_to_the_table_each(stack: Stack) -> None:
     # as for a batch: the key's pointer, then the file, were two requests in turn
-    created = stack.api.post("/admin/keys", headers=stack.auth(), json={"name": "k"}).json()
-    secret, key_id = created["key"], created["id"]
     content = batch_lines(2)
-    file_id = stack.api.post(
-        "/v1/files", headers=stack.auth(secret), data={"purpose": "batch"}, files={"file": ("in.jsonl", content)}
-    ).json()["id"]
-    other = stack.api.post("/admin/keys", headers=stack.auth(), json={"name": "other"}).json()["key"]
+    secret, key_id, other, file_id = _two_keys_and_a_file(stack, content)
     calls = _counted_dynamodb_calls(stack)
 
     mine = stack.api.get(f"/v1/files/{file_id}", headers=stack.auth(secret))
