@@ -4,9 +4,8 @@ Batches come from the shards of the work index, never a Scan; past `fanout_thres
 hands the work out through a queue, one deployment's batches to each invocation, and an invocation handed
 more than `split_threshold` polls that many (the first in work-key order: a slice of the deployment's
 batches by creation, as they lie in its provider's list pages) and hands the rest of its range on. Each
-batch is polled on
-its own, several at a time: a provider's outage, a hanging provider, a shard or an item that cannot be
-read stops only itself. Each provider call is bounded by what the invocation has left
+batch is polled on its own, several at a time: a provider's outage, a hanging provider, a shard or an item
+that cannot be read stops only itself. Each provider call is bounded by what the invocation has left
 (shared/deadline.py); near the end no new batch is started and the rest waits for the next tick (which
 takes them in a new order, so that no batch is left every time); a list call takes at most a share of it. Each
 status or count change is a conditional write; a provider that reports a terminal state hands the batch
