@@ -242,17 +242,17 @@ class MistralProvider:
         so a job is at worst shown twice, never skipped for that."""
 
         def fetch(token: str | None) -> Page:
-            page = int(token or 0)
+            # the token: the next page's number and how many jobs the pages before it showed
+            page, shown = (int(n) for n in (token or "0:0").split(":"))
             params: dict[str, str | int] = {"page": page, "page_size": _LIST_PAGE, "order_by": "-created"}
             answer = json_of(
                 send(self._api.retrying, "GET", JOBS, what="list batch jobs", params=params), "list batch jobs"
             )
             jobs = listed_objects(answer.get("data"))
-            total = answer.get("total")
-            # the pages before the next hold (page + 1) pages' worth of jobs; without a total, read on while
-            # pages show jobs (the caller's page budget bounds it)
-            more = bool(jobs) and (not isinstance(total, int) or total > (page + 1) * len(jobs))
-            return [(str(j["id"]), _listed(j)) for j in jobs], str(page + 1) if more else None
+            total, shown = answer.get("total"), shown + len(jobs)
+            # without a total, read on while pages show jobs (the caller's page budget bounds it)
+            more = bool(jobs) and (not isinstance(total, int) or total > shown)
+            return [(str(j["id"]), _listed(j)) for j in jobs], f"{page + 1}:{shown}" if more else None
 
         return statuses_in_order([r["batch_id"] for r in refs], fetch)
 

@@ -357,6 +357,28 @@ def test_running_jobs_are_polled_from_list_pages_without_getting_each(
     assert len(fake.jobs) == 31
 
 
+def test_list_pages_stop_at_the_total_the_list_gives_even_after_a_short_last_page(
+    adapter: MistralProvider, mistral: tuple[FakeMistral, str]
+) -> None:
+    # Given 8 jobs of ours, the oldest gone from Mistral's list (7 listed), and list pages of 3 saying the total
+    fake, _ = mistral
+    fake.processing_seconds, fake.max_page_size = 60.0, 3
+    refs = []
+    for i in range(8):
+        journal = MemoryJournal(f"batch_{i}")
+        adapter.submit(submit_request(f"batch_{i}", MODEL, batch_lines(1, model=MODEL, prefix=f"j{i}")), journal)
+        refs.append(journal.refs)
+    del fake.jobs[refs[0]["batch_id"]]
+    before = fake.calls["GET /v1/batch/jobs"]
+
+    statuses = adapter.list_statuses(refs)
+
+    # Then the gone job is looked for to the end of the list, and no further: pages of 3, 3 and 1 hold the 7
+    # (the short last page was read as if every page held one, and a fourth, empty page was asked for)
+    assert fake.calls["GET /v1/batch/jobs"] - before == 3
+    assert set(statuses) == {r["batch_id"] for r in refs[1:]}
+
+
 def test_list_pages_are_read_without_a_total_and_a_job_in_an_unknown_state_is_left_to_retrieve(
     adapter: MistralProvider, mistral: tuple[FakeMistral, str]
 ) -> None:
