@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
+import pytest
 from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from starlette.testclient import TestClient
 
 from batchgw.devstack import LambdaContext
 from functions.batches_api.app import handler as batches_handler
@@ -94,3 +98,21 @@ def test_an_unexpected_error_is_a_500_in_openais_shape_logged_once(stack: Stack)
     (logged,) = collected.records
     assert logged.exc_info is not None and str(logged.exc_info[1]) == "the table is on fire"
     assert getattr(logged, "request_id", None) == response["headers"]["x-request-id"]
+
+
+def test_an_error_after_the_answer_started_ends_it_without_a_second_answer(stack: Stack) -> None:
+    # a download whose bytes stop coming: the 200 is already sent, so no 500 can follow it; the error goes on
+    # to the server, which ends the connection (and logs it)
+    router = APIRouter()
+
+    def chunks() -> Iterator[bytes]:
+        yield b"first"
+        raise RuntimeError("the bucket went away")
+
+    @router.get("/v1/half")
+    def half() -> StreamingResponse:
+        return StreamingResponse(chunks())
+
+    # Starlette's test client, like a server, refuses a second answer's start after the first
+    with TestClient(create_app(router)) as client, pytest.raises(RuntimeError, match="the bucket went away"):
+        client.get("/v1/half")
