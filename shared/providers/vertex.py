@@ -114,13 +114,14 @@ class _TranslatedInput:
     """Our input as Vertex lines, translated as they are read; a line's position in what is sent is the
     index its Vertex line is labelled with."""
 
-    def __init__(self, request: SubmitRequest, max_output_tokens: int) -> None:
+    def __init__(self, request: SubmitRequest, deployment: Deployment) -> None:
         self._request = request
-        self._max_output_tokens = max_output_tokens
+        self._deployment = deployment
 
     def __iter__(self) -> Iterator[bytes]:
+        bound, model = self._deployment.output_bound, self._deployment.provider_model
         for index, line in enumerate(self._request.open_lines()):
-            yield input_line(line.body, index, max_output_tokens=self._max_output_tokens)
+            yield input_line(line.body, index, max_output_tokens=bound, model=model)
 
 
 def build(deployment: Deployment, deps: ProviderDeps) -> VertexProvider:
@@ -129,7 +130,7 @@ def build(deployment: Deployment, deps: ProviderDeps) -> VertexProvider:
 
 def screen(deployment: Deployment, body: dict[str, Any]) -> None:
     """Raise TranslationError for a request Gemini's batch prediction cannot take."""
-    input_line(body, 0)
+    input_line(body, 0, model=deployment.provider_model)
 
 
 class VertexProvider:
@@ -200,7 +201,7 @@ class VertexProvider:
         if not session:
             raise ProviderError("start the input upload: no upload session in the answer", retryable=True)
         sent, pending = 0, bytearray()
-        for line in _TranslatedInput(request, self._deployment.output_bound):
+        for line in _TranslatedInput(request, self._deployment):
             pending += line
             while len(pending) >= UPLOAD_CHUNK:
                 self._upload_chunk(session, bytes(pending[:UPLOAD_CHUNK]), sent, total=None)

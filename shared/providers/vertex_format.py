@@ -19,8 +19,13 @@ is, `generationConfig.responseJsonSchema` and `FunctionDeclaration.parametersJso
 Content parts Gemini cannot be given (a file by `file_id`, media that is not a base64 data: URL, a gs:// or
 an http(s) URL, part types it has no place for) raise TranslationError, which refuses the line before the
 batch is sent: dropping them would silently change what is asked. Request fields a GenerateContentRequest
-has no place for (`user`, `service_tier`, ...) are dropped; so is `reasoning_effort`, not mapped to
-`thinkingConfig`.
+has no place for (`user`, `service_tier`, ...) are dropped.
+
+`reasoning_effort` bounds Gemini's thinking, which is billed as output: Gemini 2.5 thinks by default as much as
+it likes, so dropping it made `none` think and bill anyway. Gemini 2.5 takes a token budget (the budgets
+Google's own OpenAI-compatible endpoint maps the efforts to; 0 turns thinking off, which 2.5 Pro refuses for
+its line), Gemini 3 and later a level (they cannot stop thinking: `none` is their least, `minimal`; a level a
+model does not take is refused by Vertex for that line).
 """
 
 from __future__ import annotations
@@ -67,6 +72,17 @@ _NUMBERS: Final = (
     ("presence_penalty", "presencePenalty"),
     ("frequency_penalty", "frequencyPenalty"),
 )
+# OpenAI's reasoning efforts as Gemini 2.5's thinking budgets and Gemini 3's thinking levels
+_THINKING_BUDGETS: Final = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 24576}
+_THINKING_LEVELS: Final = {
+    "none": "MINIMAL",
+    "minimal": "MINIMAL",
+    "low": "LOW",
+    "medium": "MEDIUM",
+    "high": "HIGH",
+    "xhigh": "XHIGH",
+}
+_BUDGETED_MODEL: Final = re.compile(r"gemini-[12]\.")
 _DATA_URL: Final = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*?;base64,(?P<data>.*)$", re.DOTALL)
 
 
@@ -206,7 +222,18 @@ def _integer(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _generation_config(body: Mapping[str, Any], max_output_tokens: int | None) -> dict[str, Any]:
+def _thinking(effort: Any, model: str) -> dict[str, Any]:
+    """OpenAI's `reasoning_effort` as GenerationConfig's `thinkingConfig` for `model`."""
+    if effort is None:
+        return {}
+    if not isinstance(effort, str) or effort not in _THINKING_BUDGETS:
+        raise TranslationError(f"reasoning_effort must be one of {', '.join(_THINKING_BUDGETS)}, not {effort!r}")
+    if _BUDGETED_MODEL.match(model):
+        return {"thinkingConfig": {"thinkingBudget": _THINKING_BUDGETS[effort]}}
+    return {"thinkingConfig": {"thinkingLevel": _THINKING_LEVELS[effort]}}
+
+
+def _generation_config(body: Mapping[str, Any], max_output_tokens: int | None, model: str) -> dict[str, Any]:
     config: dict[str, Any] = {}
     limits = (_integer(body.get("max_completion_tokens")), _integer(body.get("max_tokens")), max_output_tokens)
     max_tokens = next((limit for limit in limits if limit is not None), None)
@@ -237,6 +264,7 @@ def _generation_config(body: Mapping[str, Any], max_output_tokens: int | None) -
         spec = response_format.get("json_schema")
         if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
             config["responseJsonSchema"] = spec["schema"]
+    config.update(_thinking(body.get("reasoning_effort"), model))
     return config
 
 
@@ -277,15 +305,16 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
 
 
 def generate_content_request(
-    body: Mapping[str, Any], index: int, *, max_output_tokens: int | None = None
+    body: Mapping[str, Any], index: int, *, max_output_tokens: int | None = None, model: str = ""
 ) -> dict[str, Any]:
-    """A chat-completions body as a GenerateContentRequest, labelled with its line's index; `max_output_tokens`
-    caps the output of a request that sets no limit of its own (the bound batchgw's budgets reserve)."""
+    """A chat-completions body as a GenerateContentRequest for `model`, labelled with its line's index;
+    `max_output_tokens` caps the output of a request that sets no limit of its own (the bound batchgw's budgets
+    reserve)."""
     contents, system = _contents(body.get("messages") or ())
     request: dict[str, Any] = {"contents": contents}
     if system:
         request["systemInstruction"] = {"parts": system}
-    config = _generation_config(body, max_output_tokens)
+    config = _generation_config(body, max_output_tokens, model)
     if config:
         request["generationConfig"] = config
     tools = _tools(body.get("tools"))
@@ -298,9 +327,9 @@ def generate_content_request(
     return request
 
 
-def input_line(body: Mapping[str, Any], index: int, *, max_output_tokens: int | None = None) -> bytes:
-    """One Vertex batch input line, newline included."""
-    request = generate_content_request(body, index, max_output_tokens=max_output_tokens)
+def input_line(body: Mapping[str, Any], index: int, *, max_output_tokens: int | None = None, model: str = "") -> bytes:
+    """One Vertex batch input line for `model`, newline included."""
+    request = generate_content_request(body, index, max_output_tokens=max_output_tokens, model=model)
     return orjson.dumps({"request": request}, option=orjson.OPT_APPEND_NEWLINE)
 
 

@@ -171,6 +171,31 @@ def test_vertex_input_is_translated_into_the_bucket_with_line_labels(
     assert job.output_prefix == f"gs://{VERTEX_BUCKET}/batchgw/{batch_id}/output"
 
 
+def test_reasoning_effort_reaches_vertex_as_the_deployments_models_thinking_budget(
+    stack: Stack, vertex: tuple[FakeVertex, str]
+) -> None:
+    # Given a batch asking gemini-2.5-flash (which thinks by default, billed as output) not to reason, and a
+    # line with an effort OpenAI does not know
+    fake, _ = vertex
+    asked = [orjson.loads(request_line(f"req-{i}", "gemini-via-vertex", "2+2?")) for i in range(3)]
+    for line, effort in zip(asked, ("none", "high", "extreme"), strict=True):
+        line["body"]["reasoning_effort"] = effort
+    batch_id = started(stack, b"".join(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE) for line in asked))
+    (done,) = finish(stack, batch_id)
+
+    # Then Vertex is asked for no thinking and for the most, and the third line fails alone, saying why
+    uploaded = the_job(fake, batch_id).lines
+    assert [line["request"]["generationConfig"]["thinkingConfig"] for line in uploaded] == [
+        {"thinkingBudget": 0},
+        {"thinkingBudget": 24576},
+    ]
+    assert done["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
+    (refused,) = lines(stack, done["error_file_id"])
+    assert refused["custom_id"] == "req-2"
+    assert refused["error"]["code"] == "invalid_request"
+    assert "reasoning_effort must be one of" in refused["error"]["message"]
+
+
 def test_a_batch_past_googles_label_value_limit_still_maps_every_result_to_its_custom_id(
     stack: Stack, vertex: tuple[FakeVertex, str]
 ) -> None:

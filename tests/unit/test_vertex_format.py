@@ -210,7 +210,6 @@ def test_generation_config_takes_every_supported_sampling_field() -> None:
         "seed": 42,
         "response_format": {"type": "json_object"},
         "user": "someone",
-        "reasoning_effort": "low",
         "stream": False,
     }
     request = generate_content_request(body, 0)
@@ -224,6 +223,49 @@ def test_generation_config_takes_every_supported_sampling_field() -> None:
         "responseMimeType": "application/json",
     }
     assert set(request) == {"contents", "generationConfig", "labels"}
+
+
+@pytest.mark.parametrize(
+    ("model", "effort", "thinking"),
+    [
+        # Gemini 2.5 thinks by default, as much as it likes: a budget is the only bound, 0 turns it off
+        ("gemini-2.5-flash", "none", {"thinkingBudget": 0}),
+        ("gemini-2.5-flash-lite", "minimal", {"thinkingBudget": 1024}),
+        ("gemini-2.5-flash", "low", {"thinkingBudget": 1024}),
+        ("gemini-2.5-pro", "medium", {"thinkingBudget": 8192}),
+        ("gemini-2.5-pro", "high", {"thinkingBudget": 24576}),
+        ("gemini-2.5-pro", "xhigh", {"thinkingBudget": 24576}),
+        # Gemini 3 and later take a level, and always think
+        ("gemini-3-flash-preview", "none", {"thinkingLevel": "MINIMAL"}),
+        ("gemini-3-flash-preview", "minimal", {"thinkingLevel": "MINIMAL"}),
+        ("gemini-3-pro-preview", "low", {"thinkingLevel": "LOW"}),
+        ("gemini-3-flash-preview", "medium", {"thinkingLevel": "MEDIUM"}),
+        ("gemini-3.1-pro-preview", "high", {"thinkingLevel": "HIGH"}),
+        ("gemini-3.5-flash", "xhigh", {"thinkingLevel": "XHIGH"}),
+    ],
+)
+def test_reasoning_effort_bounds_geminis_thinking(model: str, effort: str, thinking: dict[str, Any]) -> None:
+    # Given a request that asks for less (or more) reasoning than the model's default, as OpenAI's reasoning
+    # models take it: dropped, a Gemini 2.5 Flash asked for `none` thought (and billed its thoughts) anyway
+    body = {"messages": [{"role": "user", "content": "hi"}], "reasoning_effort": effort, "max_tokens": 50}
+
+    # Then Vertex is asked for that much thinking, in the form the model takes
+    config = generate_content_request(body, 0, model=model)["generationConfig"]
+    assert config == {"maxOutputTokens": 50, "thinkingConfig": thinking}
+
+
+def test_no_reasoning_effort_leaves_the_models_own_thinking() -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "reasoning_effort": None}
+    assert "generationConfig" not in generate_content_request(body, 0, model="gemini-2.5-flash")
+
+
+@pytest.mark.parametrize("effort", ["maximum", "", "HIGH", 3, True, ["low"], {"effort": "low"}])
+def test_a_reasoning_effort_openai_does_not_take_is_refused_before_submission(effort: Any) -> None:
+    body = {"model": "g", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": effort}
+    with pytest.raises(TranslationError) as caught:
+        generate_content_request(body, 0, model="gemini-2.5-flash")
+    assert "reasoning_effort" in str(caught.value)
+    assert registry.screen(VERTEX, body) == str(caught.value)
 
 
 @pytest.mark.parametrize(

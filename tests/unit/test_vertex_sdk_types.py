@@ -4,6 +4,7 @@ vertex_results.py)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import orjson
@@ -152,6 +153,16 @@ def read_by_google(request: dict[str, Any]) -> dict[str, Any]:
 def test_every_translated_request_reads_in_googles_sdk_types_exactly_as_sent(name: str) -> None:
     request = generate_content_request(BODIES[name], 12345)
     assert read_by_google(request) == request
+
+
+@pytest.mark.parametrize("model", ["gemini-2.5-flash", "gemini-3-flash-preview"])
+@pytest.mark.parametrize("effort", ["none", "minimal", "low", "medium", "high", "xhigh"])
+def test_every_reasoning_effort_reads_in_googles_sdk_types_exactly_as_sent(model: str, effort: str) -> None:
+    request = generate_content_request({"messages": HI, "reasoning_effort": effort}, 0, model=model)
+    assert "thinkingConfig" in request["generationConfig"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # google-genai only warns of a level that is not one of ThinkingLevel's
+        assert read_by_google(request) == request
 
 
 def test_the_bodies_cover_every_request_field_and_the_json_schema_fields() -> None:
