@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from batchgw.devstack import DEV_MASTER_KEY, serve
+    from batchgw.devstack import DEV_MASTER_KEY, PortUnavailable, serve
     from shared.routing import BUILTIN_DEV, RoutingError, load_routing
 
     config = args.config or os.environ.get("BATCHGW_CONFIG") or BUILTIN_DEV
@@ -26,7 +26,11 @@ def _dev(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    serve(host=args.host, port=args.port, config=config, poll_interval=args.poll_interval, ready=ready)
+    try:
+        serve(host=args.host, port=args.port, config=config, poll_interval=args.poll_interval, ready=ready)
+    except PortUnavailable as exc:
+        print(f"batchgw dev: {exc} (is another batchgw dev running? choose another with --port)", file=sys.stderr)
+        return 2
     return 0
 
 

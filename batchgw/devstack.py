@@ -19,6 +19,7 @@ import contextlib
 import importlib
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -463,10 +464,28 @@ class DevStack:
             self._moto.stop()
 
 
+class PortUnavailable(Exception):
+    """The API's address cannot be listened on (another `batchgw dev` there, most often)."""
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The API's socket, bound before anything else starts, so that a port in use fails at once."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortUnavailable(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
 def serve(*, host: str, port: int, config: str, poll_interval: float, ready: Callable[[str], None]) -> None:
-    """Run the dev stack in the foreground until interrupted."""
+    """Run the dev stack in the foreground until interrupted; PortUnavailable, before anything starts, when
+    `host:port` is taken."""
     import uvicorn
 
+    sock = _listen(host, port)
     stack = DevStack(config=config, poll_interval=poll_interval)
     stack.start_emulator()
     stack.configure()
@@ -482,6 +501,7 @@ def serve(*, host: str, port: int, config: str, poll_interval: float, ready: Cal
 
     server.startup = startup  # type: ignore[method-assign]
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
+        sock.close()
         stack.stop()

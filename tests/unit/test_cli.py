@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -155,3 +156,24 @@ def test_submit_of_a_broken_file_shows_the_gateways_rule_as_estimate_does(
     monkeypatch.setattr(client, "_upload", upload)
     assert main(["submit", str(broken), *CONNECTION]) == 1
     assert err.getvalue() == "error: 400: Invalid batch input file, line 1: custom_id must be a non-empty string\n"
+
+
+def test_dev_on_a_port_in_use_says_so_at_once_and_starts_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the port taken (a second `make dev`, or anything else listening there)
+    from batchgw import devstack
+
+    monkeypatch.setattr(devstack.DevStack, "start_emulator", lambda self: pytest.fail("the emulator was started"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        # Then `batchgw dev` fails before starting anything, in one line naming the port and the way out (it
+        # started the emulator, provisioned the stack, and 10 s later printed uvicorn's "[Errno 98]")
+        assert main(["dev", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"batchgw dev: cannot listen on 127.0.0.1:{port}" in err
+    assert "--port" in err
