@@ -17,9 +17,9 @@ is, `generationConfig.responseJsonSchema` and `FunctionDeclaration.parametersJso
 `"type": [...]` and the like that Pydantic and most clients generate.
 
 Content parts Gemini cannot be given (a file by `file_id`, media that is not a base64 data: URL, a gs:// or
-an http(s) URL, part types it has no place for) raise TranslationError, which refuses the line before the
-batch is sent: dropping them would silently change what is asked. Request fields a GenerateContentRequest
-has no place for (`user`, `service_tier`, ...) are dropped.
+an http(s) URL, part types it has no place for) and tools other than named functions raise TranslationError,
+which refuses the line before the batch is sent: dropping them would silently change what is asked. Request
+fields a GenerateContentRequest has no place for (`user`, `service_tier`, ...) are dropped.
 
 `reasoning_effort` bounds Gemini's thinking, which is billed as output: Gemini 2.5 thinks by default as much as
 it likes, so dropping it made `none` think and bill anyway. Gemini 2.5 takes a token budget (the budgets
@@ -278,13 +278,22 @@ def _logprobs(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
+    """OpenAI's function tools as FunctionDeclarations; TranslationError for any other tool, which Gemini would
+    not be given: the model would answer without a tool it was told it had."""
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise TranslationError("tools must be a list")
     declarations: list[dict[str, Any]] = []
-    for tool in tools if isinstance(tools, list) else ():
-        function = (
-            tool.get("function") if isinstance(tool, dict) and tool.get("type", "function") == "function" else None
-        )
+    for tool in tools:
+        if not isinstance(tool, dict):
+            raise TranslationError("each tool must be an object")
+        kind = tool.get("type", "function")
+        if kind != "function":
+            raise TranslationError(f"tool type {kind!r} is not supported; only function tools are")
+        function = tool.get("function")
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            continue
+            raise TranslationError("a function tool must have a function with a name")
         declaration: dict[str, Any] = {"name": function["name"]}
         if function.get("description") is not None:
             declaration["description"] = function["description"]

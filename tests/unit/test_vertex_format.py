@@ -143,7 +143,7 @@ def test_tool_calls_and_tool_answers_become_function_call_and_response_parts() -
             {"role": "tool", "tool_call_id": "call_2", "content": "noon"},
             {"role": "user", "content": "Thanks"},
         ],
-        "tools": [WEATHER_TOOL, {"type": "function", "function": {"name": "get_time"}}, {"type": "web_search"}],
+        "tools": [WEATHER_TOOL, {"type": "function", "function": {"name": "get_time"}}],
         "tool_choice": "required",
     }
     request = generate_content_request(body, 1)
@@ -354,6 +354,29 @@ def test_tool_parameters_go_unchanged_to_parameters_json_schema_not_parameters()
     (declaration,) = generate_content_request(body, 0)["tools"][0]["functionDeclarations"]
     assert declaration == {"name": "forecast", "parametersJsonSchema": FORECAST_SCHEMA}
     assert Forecast.model_json_schema() == FORECAST_SCHEMA  # not altered in place
+
+
+@pytest.mark.parametrize(
+    ("tools", "named"),
+    [
+        ([{"type": "custom", "custom": {"name": "grep", "description": "free-form input"}}], "'custom'"),
+        ([WEATHER_TOOL, {"type": "web_search"}], "'web_search'"),
+        ([{"type": "function", "function": {"description": "no name"}}], "name"),
+        ([{"type": "function"}], "name"),
+        (["get_weather"], "tool"),
+        ({"type": "function", "function": {"name": "get_weather"}}, "list"),
+    ],
+)
+def test_tools_gemini_cannot_be_given_are_refused_before_submission_not_dropped(tools: Any, named: str) -> None:
+    # Given a request offering the model a tool that is not a named function (or tools that are not a list):
+    # dropped, the model answered without the tool it was told it had
+    body = {"model": "g", "messages": [{"role": "user", "content": "Weather?"}], "tools": tools}
+
+    # Then the request fails alone, saying which, before the batch is sent
+    with pytest.raises(TranslationError) as caught:
+        generate_content_request(body, 0)
+    assert named in str(caught.value)
+    assert registry.screen(VERTEX, body) == str(caught.value)
 
 
 # --- results ----------------------------------------------------------------------------------------
