@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import orjson
 
-from shared.providers.base import TranslationError, refuse_choices_and_logprobs
+from shared.providers.base import TranslationError, own_output_limit, refuse_choices_and_logprobs
 
 DEFAULT_MAX_TOKENS: Final = 4096
 SCHEMA_TOOL_PREFIX: Final = "batchgw_json__"
@@ -57,7 +57,7 @@ def to_params(body: Mapping[str, Any], model: str, *, max_tokens: int = DEFAULT_
     system, messages = _conversation(body.get("messages"))
     params: JSONObject = {
         "model": model,
-        "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens") or max_tokens,
+        "max_tokens": own_output_limit(body) or max_tokens,
         "messages": messages,
     }
     params.update(_sampling(body))

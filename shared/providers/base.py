@@ -35,6 +35,20 @@ def refuse_choices_and_logprobs(body: Mapping[str, Any], api: str) -> None:
         raise TranslationError(f"logprobs: {api} does not return log probabilities")
 
 
+def own_output_limit(body: Mapping[str, Any]) -> int | None:
+    """A chat request's own output limit: `max_completion_tokens`, else `max_tokens` (OpenAI's newer name wins);
+    None when it sets neither. TranslationError when the one it sets is not a positive integer, as OpenAI refuses
+    it: budgets read past such a limit (shared/jsonl.py `output_limit`), and a provider may read 0 as no limit."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TranslationError(f"{name} must be a positive integer, not {value!r}")
+        return value
+    return None
+
+
 class InputLine(NamedTuple):
     """One request of our input: its custom_id and its OpenAI request body."""
 

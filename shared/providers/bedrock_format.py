@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from shared.jsonl import MAX_LINE_BYTES
 from shared.providers import anthropic_format
-from shared.providers.base import LineUsage, TranslationError, refuse_choices_and_logprobs
+from shared.providers.base import LineUsage, TranslationError, own_output_limit, refuse_choices_and_logprobs
 from shared.providers.http import MAX_RESULT_LINE_BYTES
 from shared.results import checked_usage
 
@@ -210,14 +210,7 @@ def _image_block(url: str) -> JSONObject:
 
 
 def _inference_config(body: Mapping[str, Any], default_max_tokens: int) -> JSONObject:
-    max_tokens = body.get("max_completion_tokens")
-    if max_tokens is None:
-        max_tokens = body.get("max_tokens")
-    if max_tokens is None:
-        max_tokens = default_max_tokens
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise TranslationError("max_tokens must be a positive integer")
-    config: JSONObject = {"maxTokens": max_tokens}
+    config: JSONObject = {"maxTokens": own_output_limit(body) or default_max_tokens}
     # Converse's temperature and topP both range 0-1 (OpenAI's temperature 0-2)
     for ours, theirs in (("temperature", "temperature"), ("top_p", "topP")):
         value = body.get(ours)

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import orjson
 
-from shared.providers.base import TranslationError
+from shared.providers.base import TranslationError, own_output_limit
 
 # OpenAI chat fields Mistral takes under the same name, with the same meaning
 _CHAT_SAME: Final = frozenset(
@@ -70,8 +70,7 @@ def _chat(body: dict[str, Any]) -> dict[str, Any]:
         elif key == "tools":
             out["tools"] = [_tool(t) for t in _list(value, "tools")]
         elif key in ("max_tokens", "max_completion_tokens"):
-            newer = body.get("max_completion_tokens")  # OpenAI's newer name wins when a request sets both
-            out["max_tokens"] = value if newer is None else newer
+            out["max_tokens"] = own_output_limit(body)  # OpenAI's newer name wins when a request sets both
         elif key == "seed":
             out["random_seed"] = value
         elif key == "stream":

@@ -37,7 +37,7 @@ from typing import Any, Final
 import orjson
 
 from shared.jsonl import MAX_LINES
-from shared.providers.base import TranslationError
+from shared.providers.base import TranslationError, own_output_limit
 
 # one label key per decimal digit of the largest line index, units first
 LINE_LABEL_KEYS: Final = tuple(f"batchgw_d{place}" for place in range(len(str(MAX_LINES - 1))))
@@ -235,8 +235,7 @@ def _thinking(effort: Any, model: str) -> dict[str, Any]:
 
 def _generation_config(body: Mapping[str, Any], max_output_tokens: int | None, model: str) -> dict[str, Any]:
     config: dict[str, Any] = {}
-    limits = (_integer(body.get("max_completion_tokens")), _integer(body.get("max_tokens")), max_output_tokens)
-    max_tokens = next((limit for limit in limits if limit is not None), None)
+    max_tokens = own_output_limit(body) or max_output_tokens
     if max_tokens is not None:
         config["maxOutputTokens"] = max_tokens
     for ours, theirs in _NUMBERS:

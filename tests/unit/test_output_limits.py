@@ -1,0 +1,50 @@
+"""A request's own output limit, as each provider that is sent one takes it: the one budgets reserved, or the
+request fails alone before the batch is sent (shared/providers/base.py `own_output_limit`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.providers import registry
+from shared.routing import Deployment
+
+BEDROCK = {"role_arn": "arn:aws:iam::123456789012:role/batchgw-bedrock", "s3_bucket": "b", "region": "us-east-1"}
+DEPLOYMENTS = {
+    "vertex": Deployment(name="d", provider="vertex", model="gemini-2.5-flash", project="p", gcs_bucket="b"),
+    "anthropic": Deployment(name="d", provider="anthropic", model="claude-sonnet-4-5"),
+    "bedrock claude": Deployment(
+        name="d", provider="bedrock", model="anthropic.claude-3-5-haiku-20241022-v1:0", **BEDROCK
+    ),
+    "bedrock converse": Deployment(name="d", provider="bedrock", model="amazon.nova-lite-v1:0", **BEDROCK),
+    "mistral": Deployment(name="d", provider="mistral", model="mistral-small-latest"),
+}
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize("provider", list(DEPLOYMENTS))
+@pytest.mark.parametrize(
+    ("limits", "named"),
+    [
+        # budgets read past a limit that is not a positive integer, to the next or to the deployment's bound;
+        # sent as it is, 0 may read as "no limit" and a tenant's line produce more than was reserved
+        ({"max_completion_tokens": 0, "max_tokens": 1}, "max_completion_tokens must be a positive integer, not 0"),
+        ({"max_tokens": 0}, "max_tokens must be a positive integer, not 0"),
+        ({"max_tokens": -1}, "not -1"),
+        ({"max_tokens": 10.5}, "not 10.5"),
+        ({"max_completion_tokens": True}, "not True"),
+        ({"max_tokens": "100"}, "not '100'"),
+    ],
+)
+def test_an_output_limit_that_is_not_a_positive_integer_fails_its_request_alone(
+    provider: str, limits: dict[str, Any], named: str
+) -> None:
+    reason = registry.screen(DEPLOYMENTS[provider], {"model": "d", "messages": HI, **limits})
+    assert reason is not None and named in reason
+
+
+@pytest.mark.parametrize("provider", list(DEPLOYMENTS))
+def test_a_positive_limit_or_none_is_taken(provider: str) -> None:
+    for limits in ({"max_completion_tokens": 5, "max_tokens": 0}, {"max_tokens": 1}, {"max_tokens": None}, {}):
+        assert registry.screen(DEPLOYMENTS[provider], {"model": "d", "messages": HI, **limits}) is None
