@@ -485,23 +485,22 @@ def serve(*, host: str, port: int, config: str, poll_interval: float, ready: Cal
     `host:port` is taken."""
     import uvicorn
 
-    sock = _listen(host, port)
-    stack = DevStack(config=config, poll_interval=poll_interval)
-    stack.start_emulator()
-    stack.configure()
-    queues = stack.provision()
-    stack.start_workers(queues)
-    app = ApiGateway(template.functions())
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
-    original_startup = server.startup
+    with _listen(host, port) as sock:
+        stack = DevStack(config=config, poll_interval=poll_interval)
+        try:
+            stack.start_emulator()
+            stack.configure()
+            queues = stack.provision()
+            stack.start_workers(queues)
+            app = ApiGateway(template.functions())
+            server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+            original_startup = server.startup
 
-    async def startup(sockets: Any = None) -> None:
-        await original_startup(sockets)
-        ready(f"http://{host}:{port}/v1")
+            async def startup(sockets: Any = None) -> None:
+                await original_startup(sockets)
+                ready(f"http://{host}:{port}/v1")
 
-    server.startup = startup  # type: ignore[method-assign]
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
-        stack.stop()
+            server.startup = startup  # type: ignore[method-assign]
+            server.run(sockets=[sock])
+        finally:
+            stack.stop()
