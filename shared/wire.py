@@ -303,7 +303,8 @@ class CreateKeyRequest(Request):
     models: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] | None = Field(
         default=None, max_length=256
     )
-    max_budget: float | None = Field(default=None, ge=0, le=1e12, strict=True)  # a number: not "10", not true
+    # a finite number: not "10", not true, not NaN
+    max_budget: float | None = Field(default=None, ge=0, le=1e12, strict=True, allow_inf_nan=False)
 
 
 class KeyInfo(Wire):

@@ -64,6 +64,16 @@ def test_a_budget_that_is_not_a_number_is_400(stack: Stack, budget: Any) -> None
     assert response.json()["error"]["param"] == "max_budget"
 
 
+@pytest.mark.parametrize("raw", [b"NaN", b"Infinity", b"-Infinity"])
+def test_a_budget_that_is_not_a_finite_number_is_400_saying_so(stack: Stack, raw: bytes) -> None:
+    # Python's JSON reader takes these; NaN was refused as "less than or equal to 1000000000000"
+    headers = {**stack.auth(), "content-type": "application/json"}
+    response = stack.api.post("/admin/keys", headers=headers, content=b'{"max_budget": ' + raw + b"}")
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "max_budget" and "finite number" in error["message"], error
+
+
 def test_a_budget_may_be_a_whole_or_a_fractional_number(stack: Stack) -> None:
     assert new_key(stack, max_budget=10)["max_budget"] == 10
     assert new_key(stack, max_budget=2.5)["max_budget"] == 2.5
