@@ -27,7 +27,13 @@ from typing import Any, Final
 
 import orjson
 
-from shared.providers.base import TranslationError, own_output_limit, refuse_choices_and_logprobs
+from shared.providers.base import (
+    TranslationError,
+    named_function,
+    own_output_limit,
+    refuse_choices_and_logprobs,
+    unmatched_tool_choice,
+)
 
 DEFAULT_MAX_TOKENS: Final = 4096
 SCHEMA_TOOL_PREFIX: Final = "batchgw_json__"
@@ -254,11 +260,12 @@ def _tool(tool: Mapping[str, Any]) -> JSONObject:
 def _tool_choice(choice: Any) -> JSONObject | None:
     if choice is None:
         return None
-    if isinstance(choice, str):
-        return dict(_TOOL_CHOICES.get(choice, _TOOL_CHOICES["auto"]))
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        return {"type": "tool", "name": (choice.get("function") or {}).get("name")}
-    return {"type": "auto"}
+    if isinstance(choice, str) and choice in _TOOL_CHOICES:
+        return dict(_TOOL_CHOICES[choice])
+    name = named_function(choice)
+    if name is None:
+        raise TranslationError(unmatched_tool_choice(choice, "Anthropic's Messages API"))
+    return {"type": "tool", "name": name}
 
 
 def _schema_tool(json_schema: Mapping[str, Any]) -> JSONObject:

@@ -11,6 +11,7 @@ that cannot be read): one bad line never stops the others.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
@@ -47,6 +48,23 @@ def own_output_limit(body: Mapping[str, Any]) -> int | None:
             raise TranslationError(f"{name} must be a positive integer, not {value!r}")
         return value
     return None
+
+
+def named_function(tool_choice: Any) -> str | None:
+    """The function an OpenAI `tool_choice` names (`{"type": "function", "function": {"name": ...}}`), if any."""
+    if not isinstance(tool_choice, dict) or tool_choice.get("type", "function") != "function":
+        return None
+    function = tool_choice.get("function")
+    name = function.get("name") if isinstance(function, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def unmatched_tool_choice(tool_choice: Any, api: str) -> str:
+    """Why a `tool_choice` that is none of auto, none, required or a named function fails its request."""
+    return (
+        f"tool_choice {reprlib.repr(tool_choice)} has no equivalent in {api}: use auto, none, required or "
+        '{"type": "function", "function": {"name": ...}}'
+    )
 
 
 class InputLine(NamedTuple):

@@ -37,7 +37,7 @@ from typing import Any, Final
 import orjson
 
 from shared.jsonl import MAX_LINES
-from shared.providers.base import TranslationError, own_output_limit
+from shared.providers.base import TranslationError, named_function, own_output_limit, unmatched_tool_choice
 
 # one label key per decimal digit of the largest line index, units first
 LINE_LABEL_KEYS: Final = tuple(f"batchgw_d{place}" for place in range(len(str(MAX_LINES - 1))))
@@ -303,13 +303,17 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
 
 
 def _tool_config(choice: Any) -> dict[str, Any] | None:
+    """OpenAI's `tool_choice` as a ToolConfig; TranslationError for one Gemini has no equivalent for (read as auto,
+    `allowed_tools` would let the model call any tool)."""
+    if choice is None:
+        return None
     modes = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
     if isinstance(choice, str) and choice in modes:
         return {"functionCallingConfig": {"mode": modes[choice]}}
-    function = choice.get("function") if isinstance(choice, dict) else None
-    if isinstance(function, dict) and isinstance(function.get("name"), str):
-        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [function["name"]]}}
-    return None
+    name = named_function(choice)
+    if name is None:
+        raise TranslationError(unmatched_tool_choice(choice, "Gemini's function calling"))
+    return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
 
 
 def generate_content_request(
