@@ -1,5 +1,6 @@
-"""A request's own output limit, as each provider that is sent one takes it: the one budgets reserved, or the
-request fails alone before the batch is sent (shared/providers/base.py `own_output_limit`)."""
+"""What every translating provider refuses alike, before the batch is sent, as the request's own
+`invalid_request` line: an output limit other than the one budgets reserved (shared/providers/base.py
+`own_output_limit`), and a `tool_choice` with no equivalent (`named_function`)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,25 @@ def test_an_output_limit_that_is_not_a_positive_integer_fails_its_request_alone(
 def test_a_positive_limit_or_none_is_taken(provider: str) -> None:
     for limits in ({"max_completion_tokens": 5, "max_tokens": 0}, {"max_tokens": 1}, {"max_tokens": None}, {}):
         assert registry.screen(DEPLOYMENTS[provider], {"model": "d", "messages": HI, **limits}) is None
+
+
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize("provider", ["vertex", "anthropic", "bedrock claude"])
+@pytest.mark.parametrize(
+    "tool_choice",
+    [
+        "any",
+        {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [WEATHER_TOOL]}},
+        {"type": "custom", "custom": {"name": "grep"}},
+        {"type": "function"},
+        {"type": "function", "function": {"name": 7}},
+        7,
+    ],
+)
+def test_a_tool_choice_with_no_equivalent_fails_its_request_alone(provider: str, tool_choice: Any) -> None:
+    # read as auto, `allowed_tools` let the model call any tool, and a misspelt choice passed unnoticed
+    body = {"model": "d", "messages": HI, "tools": [WEATHER_TOOL], "tool_choice": tool_choice}
+    reason = registry.screen(DEPLOYMENTS[provider], body)
+    assert reason is not None and "tool_choice" in reason and "has no equivalent" in reason
