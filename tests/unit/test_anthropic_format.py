@@ -298,7 +298,6 @@ def test_each_tool_choice_maps(choice: Any, expected: dict[str, Any]) -> None:
     assert to_params(chat(user("x"), tools=[WEATHER_TOOL], tool_choice=choice), MODEL)["tool_choice"] == expected
 
 
-
 def test_parallel_tool_calls_false_disables_parallel_tool_use() -> None:
     params = to_params(chat(user("x"), tools=[WEATHER_TOOL], tool_choice="auto", parallel_tool_calls=False), MODEL)
     assert params["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}

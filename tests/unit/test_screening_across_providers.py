@@ -11,15 +11,16 @@ import pytest
 from shared.providers import registry
 from shared.routing import Deployment
 
-BEDROCK = {"role_arn": "arn:aws:iam::123456789012:role/batchgw-bedrock", "s3_bucket": "b", "region": "us-east-1"}
+BEDROCK = {"provider": "bedrock", "role_arn": "arn:aws:iam::1:role/b", "s3_bucket": "b", "region": "us-east-1"}
 DEPLOYMENTS = {
-    "vertex": Deployment(name="d", provider="vertex", model="gemini-2.5-flash", project="p", gcs_bucket="b"),
-    "anthropic": Deployment(name="d", provider="anthropic", model="claude-sonnet-4-5"),
-    "bedrock claude": Deployment(
-        name="d", provider="bedrock", model="anthropic.claude-3-5-haiku-20241022-v1:0", **BEDROCK
-    ),
-    "bedrock converse": Deployment(name="d", provider="bedrock", model="amazon.nova-lite-v1:0", **BEDROCK),
-    "mistral": Deployment(name="d", provider="mistral", model="mistral-small-latest"),
+    name: Deployment.model_validate({"name": "d", **fields})
+    for name, fields in {
+        "vertex": {"provider": "vertex", "model": "gemini-2.5-flash", "project": "p", "gcs_bucket": "b"},
+        "anthropic": {"provider": "anthropic", "model": "claude-sonnet-4-5"},
+        "bedrock claude": {**BEDROCK, "model": "anthropic.claude-3-5-haiku-20241022-v1:0"},
+        "bedrock converse": {**BEDROCK, "model": "amazon.nova-lite-v1:0"},
+        "mistral": {"provider": "mistral", "model": "mistral-small-latest"},
+    }.items()
 }
 HI = [{"role": "user", "content": "hi"}]
 

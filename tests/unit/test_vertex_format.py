@@ -198,7 +198,6 @@ def test_tool_choice_maps_to_function_calling_config(tool_choice: Any, expected:
     assert generate_content_request(body, 0).get("toolConfig") == expected
 
 
-
 def test_generation_config_takes_every_supported_sampling_field() -> None:
     body = {
         "messages": [{"role": "user", "content": "hi"}],
