@@ -25,7 +25,8 @@ fields a GenerateContentRequest has no place for (`user`, `service_tier`, ...) a
 it likes, so dropping it made `none` think and bill anyway. Gemini 2.5 takes a token budget (the budgets
 Google's own OpenAI-compatible endpoint maps the efforts to; 0 turns thinking off, which 2.5 Pro refuses for
 its line), Gemini 3 and later a level (they cannot stop thinking: `none` is their least, `minimal`; a level a
-model does not take is refused by Vertex for that line).
+model does not take is refused by Vertex for that line). Gemini 2.0 and 1.5 do not think: `none` is sent as
+nothing, more is refused, as OpenAI refuses it for a model that does not reason.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ _THINKING_LEVELS: Final = {
     "high": "HIGH",
     "xhigh": "XHIGH",
 }
-_BUDGETED_MODEL: Final = re.compile(r"gemini-[12]\.")
+_BUDGETED_MODEL: Final = re.compile(r"gemini-2\.5")
+_UNTHINKING_MODEL: Final = re.compile(r"gemini-(1\.|2\.0)")
 _DATA_URL: Final = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*?;base64,(?P<data>.*)$", re.DOTALL)
 
 
@@ -228,6 +230,10 @@ def _thinking(effort: Any, model: str) -> dict[str, Any]:
         return {}
     if not isinstance(effort, str) or effort not in _THINKING_BUDGETS:
         raise TranslationError(f"reasoning_effort must be one of {', '.join(_THINKING_BUDGETS)}, not {effort!r}")
+    if _UNTHINKING_MODEL.match(model):
+        if effort == "none":  # what the model does anyway; a thinkingConfig it would refuse
+            return {}
+        raise TranslationError(f"reasoning_effort {effort!r}: {model} does not think; leave it out or send 'none'")
     if _BUDGETED_MODEL.match(model):
         return {"thinkingConfig": {"thinkingBudget": _THINKING_BUDGETS[effort]}}
     return {"thinkingConfig": {"thinkingLevel": _THINKING_LEVELS[effort]}}

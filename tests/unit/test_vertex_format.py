@@ -254,6 +254,23 @@ def test_reasoning_effort_bounds_geminis_thinking(model: str, effort: str, think
     assert config == {"maxOutputTokens": 50, "thinkingConfig": thinking}
 
 
+@pytest.mark.parametrize("model", ["gemini-2.0-flash-001", "gemini-2.0-flash-lite", "gemini-1.5-pro-002"])
+def test_a_model_that_does_not_think_takes_none_as_it_is_and_refuses_more(model: str) -> None:
+    # Given a client that sends reasoning_effort to every model: Gemini 2.0 and 1.5 have no thinking to configure
+    body = {"model": "g", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "none"}
+
+    # Then `none` asks for what the model does anyway, and is sent without a thinkingConfig it would refuse
+    assert "generationConfig" not in generate_content_request(body, 0, model=model)
+
+    # And more reasoning than none is refused before the batch is sent, as OpenAI refuses it for a model that
+    # does not reason, saying which model
+    with pytest.raises(TranslationError, match=f"{model} does not think"):
+        generate_content_request({**body, "reasoning_effort": "low"}, 0, model=model)
+    deployment = VERTEX.model_copy(update={"model": model})
+    assert registry.screen(deployment, body) is None
+    assert registry.screen(deployment, {**body, "reasoning_effort": "high"}) is not None
+
+
 def test_no_reasoning_effort_leaves_the_models_own_thinking() -> None:
     body = {"messages": [{"role": "user", "content": "hi"}], "reasoning_effort": None}
     assert "generationConfig" not in generate_content_request(body, 0, model="gemini-2.5-flash")
