@@ -6,9 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from shared.providers import registry
+from shared.providers.anthropic_format import to_params
+from shared.providers.bedrock import model_input
+from shared.providers.mistral_format import to_mistral
+from shared.providers.vertex_format import input_line
 from shared.routing import Deployment
 
 BEDROCK = {"provider": "bedrock", "role_arn": "arn:aws:iam::1:role/b", "s3_bucket": "b", "region": "us-east-1"}
@@ -46,10 +51,33 @@ def test_an_output_limit_that_is_not_a_positive_integer_fails_its_request_alone(
     assert reason is not None and named in reason
 
 
+def limit_sent(provider: str, body: dict[str, Any]) -> int | None:
+    """The output limit `provider`'s translation sends for `body` (None: Mistral's, which is not sent)."""
+    deployment = DEPLOYMENTS[provider]
+    if provider == "vertex":
+        request = orjson.loads(input_line(body, 0, max_output_tokens=deployment.output_bound, model="gemini-2.5-flash"))
+        sent: int = request["request"]["generationConfig"]["maxOutputTokens"]
+        return sent
+    if provider == "anthropic":
+        return int(to_params(body, deployment.provider_model, max_tokens=deployment.output_bound)["max_tokens"])
+    if provider == "mistral":
+        return to_mistral(body).get("max_tokens")
+    model_body = model_input(deployment, body)
+    return int(model_body["max_tokens"] if provider == "bedrock claude" else model_body["inferenceConfig"]["maxTokens"])
+
+
 @pytest.mark.parametrize("provider", list(DEPLOYMENTS))
-def test_a_positive_limit_or_none_is_taken(provider: str) -> None:
-    for limits in ({"max_completion_tokens": 5, "max_tokens": 0}, {"max_tokens": 1}, {"max_tokens": None}, {}):
-        assert registry.screen(DEPLOYMENTS[provider], {"model": "d", "messages": HI, **limits}) is None
+def test_a_positive_limit_is_sent_and_none_sends_the_bound_budgets_reserved(provider: str) -> None:
+    bound = None if provider == "mistral" else DEPLOYMENTS[provider].output_bound
+    for limits, sent in (
+        ({"max_completion_tokens": 5, "max_tokens": 0}, 5),  # OpenAI's newer name wins, as budgets read it
+        ({"max_tokens": 1}, 1),
+        ({"max_tokens": None}, bound),
+        ({}, bound),
+    ):
+        body = {"model": "d", "messages": HI, **limits}
+        assert registry.screen(DEPLOYMENTS[provider], body) is None
+        assert limit_sent(provider, body) == sent, limits
 
 
 WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
