@@ -237,6 +237,7 @@ def create_app(*routers: APIRouter, title: str = "batchgw") -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
 
     @app.get("/health", tags=["health"])
+    @app.head("/health", tags=["health"])  # what uptime checks send
     def health() -> Health:
         return Health()
 

@@ -128,6 +128,7 @@ class Row:
 
 MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/health"): Row(lambda s, k: Request(), dict.fromkeys(CALLERS, 200)),
+    ("HEAD", "/health"): Row(lambda s, k: Request(), dict.fromkeys(CALLERS, 200)),
     ("POST", "/v1/files"): Row(
         lambda s, k: Request(data={"purpose": "batch"}, files={"file": ("f.jsonl", batch_lines(1))}), open_to_keys()
     ),
@@ -192,7 +193,7 @@ def template_routes() -> set[tuple[str, str]]:
 
 
 def test_every_route_is_in_the_template_and_in_the_matrix() -> None:
-    assert app_routes() - {("GET", "/health")} <= template_routes() <= app_routes()
+    assert app_routes() - {("GET", "/health"), ("HEAD", "/health")} <= template_routes() <= app_routes()
     assert set(MATRIX) == template_routes()
 
 

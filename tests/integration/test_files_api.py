@@ -167,3 +167,8 @@ def test_auth_headers(stack: Stack, headers: dict[str, str], status: int) -> Non
 def test_health_needs_no_key(stack: Stack) -> None:
     response = stack.api.get("/health")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_health_answers_head_as_uptime_checks_send_it(stack: Stack) -> None:
+    response = stack.api.head("/health")
+    assert response.status_code == 200 and response.content == b""
