@@ -95,7 +95,7 @@ async def create_file(request: Request, caller: CallerDep, files: FilesDep) -> w
 def list_files(
     caller: CallerDep,
     files: FilesDep,
-    purpose: Annotated[str | None, Query(max_length=64)] = None,
+    purpose: wire.StoredFilePurpose | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
     order: Literal["asc", "desc"] = "desc",
     after: Annotated[str | None, Query(max_length=64)] = None,

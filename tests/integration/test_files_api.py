@@ -102,10 +102,19 @@ def test_list_files_orders_filters_and_pages_with_exact_has_more(stack: Stack) -
     assert [f["id"] for f in oldest_first["data"]] == ids[:2] and oldest_first["has_more"] is True
 
 
-@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 10_001}, {"order": "sideways"}, {"after": "nope"}])
+@pytest.mark.parametrize(
+    "params", [{"limit": 0}, {"limit": 10_001}, {"order": "sideways"}, {"after": "nope"}, {"purpose": "batches"}]
+)
 def test_list_files_bad_params_are_400(stack: Stack, params: dict[str, Any]) -> None:
     response = stack.api.get("/v1/files", headers=stack.auth(), params=params)
-    assert response.status_code == 400 and "error" in response.json()
+    assert response.status_code == 400 and response.json()["error"]["param"] == next(iter(params))
+
+
+@pytest.mark.parametrize("purpose", ["batch_output", "fine-tune-results", "assistants_output", "evals"])
+def test_list_files_takes_every_purpose_a_file_can_have(stack: Stack, purpose: str) -> None:
+    # a purpose no upload can be given, but a file can have (a batch's output), is a filter, not a typo
+    response = stack.api.get("/v1/files", headers=stack.auth(), params={"purpose": purpose})
+    assert response.status_code == 200 and response.json()["data"] == []
 
 
 def test_retrieve_unknown_file_is_404_in_openai_shape(stack: Stack) -> None:
