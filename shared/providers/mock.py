@@ -4,9 +4,9 @@ It behaves like a provider that processes requests in input order over `delay` s
 reports the share done so far, a cancel or an expiry (`expire_after`) freezes it, and results hold
 exactly the requests done by then. A `failure_rate` share of requests (chosen by a hash of their
 custom_id) fails with a 500, and progress counts them as the results will. A request's `n` choices (a
-completion's `best_of` generated) each stop at its output limit and are all billed; more than OpenAI's 128
-are refused with its 400. Its state lives in the bucket under `providers/mock/`, so every Lambda and every
-process of the dev stack sees the same batches.
+completion's `best_of` generated) each stop at its output limit and are all billed; an `n` above OpenAI's
+128 or a `best_of` above its 20 is refused with its 400. Its state lives in the bucket under
+`providers/mock/`, so every Lambda and every process of the dev stack sees the same batches.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from shared.storage.ports import Blobs
 
 PREFIX = "providers/mock"
 MAX_CHOICES = 128  # the most `n` OpenAI takes
+MAX_BEST_OF = 20  # the most `best_of` OpenAI's completions take
 
 
 def _fraction(custom_id: str) -> float:
@@ -39,17 +40,26 @@ def _fraction(custom_id: str) -> float:
     return int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest()) / 2**64
 
 
-def _refusal(custom_id: str, request: dict[str, Any], failure_rate: float) -> tuple[int, dict[str, Any]] | None:
+def _above_max(param: str, maximum: int) -> tuple[int, dict[str, Any]]:
+    return 400, {
+        "message": f"Invalid '{param}': integer above maximum value. Expected a value <= {maximum}.",
+        "type": "invalid_request_error",
+        "param": param,
+        "code": "integer_above_max_value",
+    }
+
+
+def _refusal(
+    custom_id: str, endpoint: str, request: dict[str, Any], failure_rate: float
+) -> tuple[int, dict[str, Any]] | None:
     """The status and OpenAI error the mock answers a request with instead of a reply; None for a reply."""
     if failure_rate and _fraction(custom_id) < failure_rate:
         return 500, {"message": "mock provider failure", "type": "server_error", "param": None, "code": "mock_failure"}
     if choices(request) > MAX_CHOICES:
-        return 400, {
-            "message": f"Invalid 'n': integer above maximum value. Expected a value <= {MAX_CHOICES}.",
-            "type": "invalid_request_error",
-            "param": "n",
-            "code": "integer_above_max_value",
-        }
+        return _above_max("n", MAX_CHOICES)
+    best_of = request.get("best_of") if endpoint == "/v1/completions" else None
+    if isinstance(best_of, int) and not isinstance(best_of, bool) and best_of > MAX_BEST_OF:
+        return _above_max("best_of", MAX_BEST_OF)
     return None
 
 
@@ -124,7 +134,7 @@ class MockProvider:
         with self._blobs.writer(f"{PREFIX}/{batch_id}/input.jsonl", "application/jsonl") as out:
             for position, (custom_id, body) in enumerate(request.open_lines()):
                 out.write(orjson.dumps({"custom_id": custom_id, "body": body}, option=orjson.OPT_APPEND_NEWLINE))
-                if _refusal(custom_id, body, rate) is not None:
+                if _refusal(custom_id, request.endpoint, body, rate) is not None:
                     failures.append(position)
         self._save(
             {
@@ -179,7 +189,7 @@ class MockProvider:
         custom_id = line["custom_id"]
         request_id = f"req_mock_{hashlib.blake2b(custom_id.encode(), digest_size=8).hexdigest()}"
         request = line.get("body") or {}
-        refusal = _refusal(custom_id, request, state["failure_rate"])
+        refusal = _refusal(custom_id, state["endpoint"], request, state["failure_rate"])
         if refusal is not None:
             status, error = refusal
             return ResultLine(custom_id, {"status_code": status, "request_id": request_id, "body": {"error": error}})

@@ -156,8 +156,13 @@ def test_the_mock_answers_each_of_n_choices_within_the_limit_and_bills_them_all(
     completions = {"model": "gpt-4o-mini", "n": 2, "best_of": 4, "max_tokens": 2, "prompt": "hi"}
     completion = {"custom_id": "best", "method": "POST", "url": "/v1/completions", "body": completions}
     too_many = {**line, "custom_id": "too-many", "body": {**body, "n": 129}}
+    too_many_best = {**completion, "custom_id": "too-many-best", "body": {**completions, "best_of": 21}}
     chat_id = started(stack, b"".join(orjson.dumps(x, option=orjson.OPT_APPEND_NEWLINE) for x in (line, too_many)))
-    completion_id = started(stack, orjson.dumps(completion, option=orjson.OPT_APPEND_NEWLINE), "/v1/completions")
+    completion_id = started(
+        stack,
+        b"".join(orjson.dumps(x, option=orjson.OPT_APPEND_NEWLINE) for x in (completion, too_many_best)),
+        "/v1/completions",
+    )
     finish(stack, chat_id, completion_id)
     (chat,) = lines(stack, batch(stack, chat_id)["output_file_id"])
     answer = chat["response"]["body"]
@@ -172,6 +177,11 @@ def test_the_mock_answers_each_of_n_choices_within_the_limit_and_bills_them_all(
     (best,) = lines(stack, batch(stack, completion_id)["output_file_id"])
     assert len(best["response"]["body"]["choices"]) == 2
     assert best["response"]["body"]["usage"]["completion_tokens"] == 4 * 2
+    # best_of above OpenAI's 20, its refusal (not 21 answers generated and billed)
+    (refused_best,) = lines(stack, batch(stack, completion_id)["error_file_id"])
+    assert refused_best["custom_id"] == "too-many-best"
+    assert refused_best["response"]["status_code"] == 400
+    assert refused_best["response"]["body"]["error"]["param"] == "best_of"
 
 
 def test_completion_delivered_twice_and_concurrently_books_once(stack: Stack) -> None:
