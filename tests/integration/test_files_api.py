@@ -7,7 +7,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.integration.conftest import Stack, batch_lines
+from tests.integration.conftest import Stack, batch_lines, finish, started
 
 
 def upload(
@@ -110,11 +110,20 @@ def test_list_files_bad_params_are_400(stack: Stack, params: dict[str, Any]) -> 
     assert response.status_code == 400 and response.json()["error"]["param"] == next(iter(params))
 
 
-@pytest.mark.parametrize("purpose", ["batch_output", "fine-tune-results", "assistants_output", "evals"])
+@pytest.mark.parametrize("purpose", ["fine-tune-results", "assistants_output", "evals"])
 def test_list_files_takes_every_purpose_a_file_can_have(stack: Stack, purpose: str) -> None:
-    # a purpose no upload can be given, but a file can have (a batch's output), is a filter, not a typo
+    # a purpose no upload here can be given is a filter, not a typo: it matches none of the files there are
+    upload(stack, batch_lines(1))
+    upload(stack, b"plain", purpose="user_data")
     response = stack.api.get("/v1/files", headers=stack.auth(), params={"purpose": purpose})
     assert response.status_code == 200 and response.json()["data"] == []
+
+
+def test_list_files_by_batch_output_finds_a_batch_s_output_alone(stack: Stack) -> None:
+    (ended,) = finish(stack, started(stack, batch_lines(2)))
+    response = stack.api.get("/v1/files", headers=stack.auth(), params={"purpose": "batch_output"})
+    assert response.status_code == 200
+    assert [f["id"] for f in response.json()["data"]] == [ended["output_file_id"]]
 
 
 def test_retrieve_unknown_file_is_404_in_openai_shape(stack: Stack) -> None:
