@@ -17,17 +17,19 @@ from bench.common import batch_record, peak_rss_mb, put_input_file, reset_peak_r
 from shared import ids
 from shared.completion import Completion
 from shared.files import encode_custom_ids, ids_key
-from shared.jsonl import iter_lines
+from shared.jsonl import iter_line_blocks, iter_lines
 from shared.providers.base import BatchProvider, ProviderStatus, ResultLine, SubmitRequest, Unreadable, Verbatim
-from shared.providers.openai_results import result_line
+from shared.providers.http import MAX_RESULT_LINE_BYTES
+from shared.providers.openai_results import result_lines
 from shared.routing import Deployment
 from shared.runtime import runtime
 
-READ_BYTES = 1024 * 1024
+READ_BYTES = 64 * 1024  # as httpx reads a provider download (httpcore reads 64 KiB at a time)
 
 
 class LocalOutputProvider:
-    """A provider whose results are an OpenAI output file on local disk, streamed."""
+    """A provider whose results are an OpenAI output file on local disk, streamed and read as the openai adapter
+    reads a download."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -49,10 +51,7 @@ class LocalOutputProvider:
     def results(
         self, refs: Mapping[str, str], custom_ids: Sequence[str]
     ) -> Iterator[ResultLine | Verbatim | Unreadable]:
-        for raw in iter_lines(self.chunks()):
-            line = result_line(raw)
-            if line is not None:
-                yield line
+        return result_lines(iter_line_blocks(self.chunks(), max_bytes=MAX_RESULT_LINE_BYTES))
 
     def cleanup(self, refs: Mapping[str, str]) -> None:
         """Nothing to remove."""
@@ -74,7 +73,7 @@ def prepare(path: Path, owner: str = "master") -> tuple[Completion, str]:
     rt = runtime()
     deployment = rt.routing.deployments_for("gpt-4o-mini")[0]
     provider = LocalOutputProvider(path)
-    custom_ids = [line.custom_id for line in provider.results({}, ()) if line.custom_id is not None]
+    custom_ids = [c for kept in provider.results({}, ()) if isinstance(kept, Verbatim) for c in kept.custom_ids]
     file_id = put_input_file(rt.file_store, model="gpt-4o-mini", line_count=len(custom_ids))
     rt.blobs.put(ids_key(file_id), encode_custom_ids(custom_ids, [0] * len(custom_ids)))
     record = batch_record(

@@ -77,13 +77,18 @@ class ResultFiles:
         self._batch_id = batch.parent or batch.id
         self._parts = batch.parent is not None
 
-    def write(self, line: ResultLine | Verbatim) -> None:
-        if isinstance(line, Verbatim) or line.succeeded:
+    def write(self, line: ResultLine) -> None:
+        if line.succeeded:
             self.output.write(render(line, self._batch_id))
             self.completed += 1
         else:
             self.errors.write(render(with_error(line), self._batch_id))
             self.failed += 1
+
+    def keep(self, raw: bytes, lines: int) -> None:
+        """Answered requests' `lines`, as their provider wrote them (`raw`, each line ended by a LF)."""
+        self.output.write(raw)
+        self.completed += lines
 
     def commit(self) -> None:
         """Make the files that have lines (a run's parts always, so its batch finds them)."""
@@ -140,17 +145,13 @@ class _Tally:
         self.repeated = 0
 
     def take(self, item: ResultLine | Verbatim | Unreadable, batch_id: str) -> None:
+        if isinstance(item, Verbatim):
+            self._keep(item, batch_id)
+            return
         line = checked(item) if isinstance(item, ResultLine) else item
         custom_id = line.custom_id
         if custom_id is None or custom_id not in self.remaining:
-            if custom_id in self._expected:
-                self.repeated += 1
-            else:
-                self.unreadable += 1
-                why = line.reason if isinstance(line, Unreadable) else "its custom_id is not one of the batch's"
-                logger.warning(
-                    "a provider result line names no request of the batch", extra={"batch_id": batch_id, "why": why}
-                )
+            self._stray(custom_id, line.reason if isinstance(line, Unreadable) else None, batch_id)
             return
         if isinstance(line, Unreadable):
             logger.warning("a provider result line cannot be read", extra={"batch_id": batch_id, "why": line.reason})
@@ -159,17 +160,47 @@ class _Tally:
             else:
                 self._unread[custom_id] = line.reason
             return
+        self._claim(custom_id)
+        self._files.write(as_ended(line, self._outcome))
+        if line.usage is not None and line.succeeded and self._pricer is not None:
+            self._pricer.add(line.usage)
+
+    def _keep(self, kept: Verbatim, batch_id: str) -> None:
+        """Answered lines kept as they are: written and priced at once when each is its request's first line,
+        as almost all are; else line by line."""
+        fresh = self.remaining.intersection(kept.custom_ids)
+        if len(fresh) == len(kept.custom_ids) and (not self._unread or self._unread.keys().isdisjoint(fresh)):
+            self.remaining -= fresh
+            self._files.keep(kept.raw, len(fresh))
+            if self._pricer is not None:
+                self._pricer.add_all(kept.usages)
+            return
+        for custom_id, usage, raw in kept.each():
+            if custom_id not in self.remaining:
+                self._stray(custom_id, None, batch_id)
+                continue
+            self._claim(custom_id)
+            self._files.keep(raw + b"\n", 1)
+            if usage is not None and self._pricer is not None:
+                self._pricer.add(usage)
+
+    def _stray(self, custom_id: str | None, why: str | None, batch_id: str) -> None:
+        """A line for a request that already has its line (repeated), or that names none of the batch's."""
+        if custom_id in self._expected:
+            self.repeated += 1
+            return
+        self.unreadable += 1
+        logger.warning(
+            "a provider result line names no request of the batch",
+            extra={"batch_id": batch_id, "why": why or "its custom_id is not one of the batch's"},
+        )
+
+    def _claim(self, custom_id: str) -> None:
+        """The request's line is the one being written: later ones are repeats, and so were its unreadable
+        ones."""
         if self._unread and self._unread.pop(custom_id, None) is not None:
             self.repeated += 1
         self.remaining.discard(custom_id)
-        if isinstance(line, Verbatim):  # an answered request's line, kept as it is
-            self._files.write(line)
-            usage = line.usage
-        else:
-            self._files.write(as_ended(line, self._outcome))
-            usage = line.usage if line.succeeded else None
-        if usage is not None and self._pricer is not None:
-            self._pricer.add(usage)
 
     def settle(self) -> None:
         """Write a provider_error line for each request whose lines could none be read."""

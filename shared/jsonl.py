@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, NoReturn
 
 import orjson
@@ -40,30 +41,40 @@ def iter_lines(chunks: Iterable[bytes], *, max_bytes: int | None = None) -> Iter
     """Yield the lines of a chunked byte stream, without their line endings (LF or CRLF), in time linear in
     the stream's size whatever the chunking. A line over `max_bytes` is yielded as a LineTooLong holding its
     first `max_bytes` bytes."""
+    return chain.from_iterable(iter_line_blocks(chunks, max_bytes=max_bytes))
+
+
+def iter_line_blocks(chunks: Iterable[bytes], *, max_bytes: int | None = None) -> Iterator[list[bytes]]:
+    """The lines `iter_lines` yields, a list at a time: those each chunk ends, so that a reader can take a
+    chunk's lines at once."""
     carry = bytearray()
     too_long = False
     for chunk in chunks:
         if not chunk:
             continue
-        pieces = chunk.split(b"\n")  # each but the last ends a line
-        rest = pieces.pop()
-        for piece in pieces:
-            if too_long:  # the end of a line already yielded as too long
-                too_long = False
-            elif carry:
-                carry += piece
-                yield _finished(bytes(carry), max_bytes)
+        lines = chunk.split(b"\n")  # each but the last ends a line
+        rest = lines.pop()
+        if lines and too_long:  # the first ends a line already yielded as too long
+            del lines[0]
+            too_long = False
+        if lines:
+            if carry:
+                carry += lines[0]
+                lines[0] = bytes(carry)
                 carry.clear()
-            else:
-                yield _finished(piece, max_bytes)
+            if b"\r" in chunk or (max_bytes is not None and len(chunk) > max_bytes):
+                lines = [_finished(line, max_bytes) for line in lines]
+            else:  # only the first can end in a CR or be too long: the carry's
+                lines[0] = _finished(lines[0], max_bytes)
+            yield lines
         if rest and not too_long:
             carry += rest
             if max_bytes is not None and len(carry) > max_bytes:
-                yield LineTooLong(bytes(carry[:max_bytes]))
+                yield [LineTooLong(bytes(carry[:max_bytes]))]
                 carry.clear()
                 too_long = True
     if carry:
-        yield _finished(bytes(carry), max_bytes)
+        yield [_finished(bytes(carry), max_bytes)]
 
 
 def _finished(line: bytes, max_bytes: int | None) -> bytes:

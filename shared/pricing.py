@@ -18,6 +18,7 @@ halving); its `pricing` override, if any, holds its standard rates.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from decimal import Decimal
 from functools import lru_cache
 from typing import Final
@@ -117,6 +118,18 @@ class BatchPricer:
                 input=self._tiered.input + price["input_price"],
                 output=self._tiered.output + price["output_price"],
             )
+
+    def add_all(self, usages: Iterable[LineUsage | None]) -> None:
+        """Add many lines' usage (None for a line without), each count summed over all at once."""
+        given = [usage for usage in usages if usage is not None]
+        if self._per_request:
+            for usage in given:
+                self.add(usage)
+            return
+        if given:
+            totals = self._totals
+            for name, total in zip(LineUsage._fields, map(sum, zip(*given, strict=True)), strict=True):
+                totals[name] += total
 
     def cost(self) -> Cost:
         """The batch's cost so far."""

@@ -12,7 +12,7 @@ import orjson
 
 from shared.ids import REQUEST
 from shared.jsonl import LineTooLong
-from shared.providers.base import LineUsage, ResultLine, Unreadable, Verbatim
+from shared.providers.base import LineUsage, ResultLine, Unreadable
 
 _CUSTOM_ID: Final = re.compile(rb'"custom_id"\s*:\s*("(?:[^"\\]|\\.)*")')
 
@@ -187,10 +187,8 @@ def request_id(batch_id: str, custom_id: str) -> str:
     return f"{REQUEST}{digest}"
 
 
-def render(line: ResultLine | Verbatim, batch_id: str) -> bytes:
+def render(line: ResultLine, batch_id: str) -> bytes:
     """The output line's JSONL bytes, newline included."""
-    if isinstance(line, Verbatim):
-        return line.raw + b"\n"
     return orjson.dumps(
         {
             "id": line.id or request_id(batch_id, line.custom_id),

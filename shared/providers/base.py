@@ -151,16 +151,25 @@ class ResultLine:
         return self.error is None and self.response is not None and 200 <= self.response["status_code"] < 300
 
 
-@dataclass(slots=True)  # not frozen: made once per result line, and a frozen one takes three times as long
+@dataclass(frozen=True, slots=True)
 class Verbatim:
-    """A request's result that an OpenAI-compatible provider already wrote as batchgw's output line: its
-    request succeeded, its line has an id, and it was read only as far as pricing needs (its usage). It is
-    stored as the provider wrote it (`raw`, without its line end), neither parsed in full nor rendered
-    again. An adapter that must change a line reads it in full first (`openai_results.in_full`)."""
+    """Answered requests' results that an OpenAI-compatible provider already wrote as batchgw's output lines,
+    one line or a run of them (those of one chunk of its file, read at once): each request succeeded, each
+    line has an id, and each was read only as far as pricing needs (its usage). They are stored as the
+    provider wrote them (`raw`: the lines, each ended by a LF), neither parsed in full nor rendered again. An
+    adapter that must change a line reads it in full first (`openai_results.in_full`)."""
 
-    custom_id: str
-    usage: LineUsage | None
+    custom_ids: list[str]
+    usages: list[LineUsage | None]  # line by line, as custom_ids
     raw: bytes
+
+    def lines(self) -> list[bytes]:
+        """Each line, without its LF."""
+        return self.raw.split(b"\n")[:-1]
+
+    def each(self) -> Iterator[tuple[str, LineUsage | None, bytes]]:
+        """Each line's custom_id, usage and bytes."""
+        return zip(self.custom_ids, self.usages, self.lines(), strict=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import io
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from itertools import chain
 from typing import Any
 
 import httpx
@@ -14,9 +15,9 @@ from httpx_retries import Retry, RetryTransport
 
 from shared import deadline
 from shared.errors import ProviderBusy, ProviderError
-from shared.jsonl import iter_lines
+from shared.jsonl import iter_line_blocks
 from shared.providers.base import Journal, ResultLine, Unreadable, Verbatim
-from shared.providers.openai_results import result_line
+from shared.providers.openai_results import result_lines
 
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504, 529)  # 529: Anthropic's "overloaded"
 _NOT_RETRYABLE_4XX = range(400, 500)
@@ -193,10 +194,7 @@ def result_file_lines(
         file_id = batch.get(key)
         if not isinstance(file_id, str) or not file_id:
             continue
-        for raw in stream_lines(client, f"/files/{file_id}/content", what=f"download {key}"):
-            line = result_line(raw)
-            if line is not None:
-                yield line
+        yield from result_lines(stream_line_blocks(client, f"/files/{file_id}/content", what=f"download {key}"))
 
 
 def delete_batch_files(
@@ -245,12 +243,17 @@ def json_of(response: httpx.Response, what: str) -> dict[str, Any]:
 def stream_lines(client: httpx.Client, url: str, *, what: str, **kwargs: Any) -> Iterator[bytes]:
     """Stream a JSONL download line by line, never holding the whole body; a line over MAX_RESULT_LINE_BYTES
     comes as a LineTooLong holding its start."""
+    return chain.from_iterable(stream_line_blocks(client, url, what=what, **kwargs))
+
+
+def stream_line_blocks(client: httpx.Client, url: str, *, what: str, **kwargs: Any) -> Iterator[list[bytes]]:
+    """The lines `stream_lines` yields, a list at a time (`iter_line_blocks`)."""
     try:
         with client.stream("GET", url, **kwargs) as response:
             if response.is_error:
                 response.read()
                 raise provider_error(response, what)
-            yield from iter_lines(response.iter_bytes(), max_bytes=MAX_RESULT_LINE_BYTES)
+            yield from iter_line_blocks(response.iter_bytes(), max_bytes=MAX_RESULT_LINE_BYTES)
     except httpx.TransportError as exc:
         raise ProviderError(f"{what}: {type(exc).__name__}: {exc}", retryable=True) from exc
 

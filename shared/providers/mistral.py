@@ -265,8 +265,8 @@ class MistralProvider:
     def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
         job = self._job(refs["batch_id"])
         for item in result_file_lines(self._api.retrying, job, _RESULT_FILES):
-            line = in_full(item) if isinstance(item, Verbatim) else item  # each line is translated
-            yield guarded(line.custom_id, _openai_line, line) if isinstance(line, ResultLine) else line
+            for line in in_full(item) if isinstance(item, Verbatim) else (item,):  # each line is translated
+                yield guarded(line.custom_id, _openai_line, line) if isinstance(line, ResultLine) else line
 
     def cleanup(self, refs: Mapping[str, str]) -> None:
         """Delete the uploaded input and the job's output and error files (Mistral keeps them until then)."""

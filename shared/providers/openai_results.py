@@ -8,17 +8,18 @@ adapters built on the openai one (azure, together), mistral's and `mode: sync` b
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import repeat
+from typing import Annotated, Any, cast
 
 import msgspec
 
 from shared.errors import ProviderError
 from shared.jsonl import LineTooLong
 from shared.lifecycle import BatchStatus
-from shared.providers.base import ResultLine, Unreadable, Verbatim
+from shared.providers.base import LineUsage, ResultLine, Unreadable, Verbatim
 from shared.records import Counts, ErrorEntry
-from shared.results import BadUsage, openai_usage, parsed_line, usage_from_openai
+from shared.results import MAX_TOKENS, BadUsage, parsed_line, usage_from_openai
 
 _STATES: dict[str, BatchStatus] = {
     "validating": "validating",
@@ -69,18 +70,43 @@ def errors_of(batch: Mapping[str, Any]) -> tuple[ErrorEntry, ...]:
 
 
 # The one line an OpenAI-compatible output file holds most: a request answered 200, with its usage. Decoded
-# into these types, only the ids, the status and the usage become Python objects; the rest of the line (the
-# answer itself) is checked as JSON and skipped.
-class _Body(msgspec.Struct):
-    usage: Any = None  # read by `openai_usage`, as in a line read in full
+# into these types, only the ids, the status and the usage's counts become Python objects; the rest of the
+# line (the answer itself) is checked as JSON and skipped. The usage decodes only if `openai_usage` would read
+# it so (counts that are whole numbers from 0 to MAX_TOKENS, or null, in objects where it looks for them); any
+# other line fails to decode here and is read in full, which says what is wrong with it. No struct holds a
+# cycle, so none is tracked by the garbage collector.
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
 
 
-class _Response(msgspec.Struct):
+class _Inputs(msgspec.Struct, gc=False):
+    cached_tokens: _Count | None = None
+
+
+class _Outputs(msgspec.Struct, gc=False):
+    reasoning_tokens: _Count | None = None
+
+
+class _Usage(msgspec.Struct, gc=False):
+    prompt_tokens: _Count | None = None
+    prompt_tokens_details: _Inputs | None = None
+    completion_tokens: _Count | None = None
+    completion_tokens_details: _Outputs | None = None
+    input_tokens: _Count | msgspec.UnsetType | None = msgspec.UNSET  # given, even as null: a Responses usage
+    input_tokens_details: _Inputs | None = None
+    output_tokens: _Count | None = None
+    output_tokens_details: _Outputs | None = None
+
+
+class _Body(msgspec.Struct, gc=False):
+    usage: _Usage | None = None
+
+
+class _Response(msgspec.Struct, gc=False):
     status_code: int
     body: _Body
 
 
-class _Answered(msgspec.Struct, forbid_unknown_fields=True):
+class _Answered(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     id: str
     custom_id: str
     response: _Response
@@ -88,39 +114,71 @@ class _Answered(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _answered = msgspec.json.Decoder(_Answered)
+_CR, _CUSTOM_ID, _RESPONSE = b"\r", b'"custom_id"', b'"response"'
+
+
+def result_lines(blocks: Iterable[list[bytes]]) -> Iterator[ResultLine | Verbatim | Unreadable]:
+    """The lines of an OpenAI output or error file, given a list of lines at a time (`iter_line_blocks`), read
+    as `result_line` reads each: a list whose every line is an answered request's line batchgw would write as
+    it is comes as one Verbatim, read at once."""
+    for lines in blocks:
+        kept = _as_they_are(lines)
+        if kept is not None:
+            yield kept
+            continue
+        for raw in lines:
+            line = result_line(raw)
+            if line is not None:
+                yield line
 
 
 def result_line(raw: bytes) -> ResultLine | Verbatim | Unreadable | None:
     """An OpenAI output or error line: a Verbatim when it is an answered request's line batchgw would write as
     it is, else a ResultLine; Unreadable for a line that cannot be read or priced (with its custom_id when that
     much can be read); None for a blank line."""
-    kept = _as_it_is(raw)
+    kept = _as_they_are([raw])
     return kept if kept is not None else _read(raw)
 
 
-def _as_it_is(raw: bytes) -> Verbatim | None:
-    """`raw` as a Verbatim if it is an answered request's line that every JSON reader reads as batchgw does;
-    None for any other line (read in full, which says what is wrong with it)."""
-    if isinstance(raw, LineTooLong):
+def _as_they_are(lines: list[bytes]) -> Verbatim | None:
+    """`lines` as a Verbatim if each is an answered request's line that every JSON reader reads as batchgw
+    does; None if any is not (each is then read on its own). Each check runs over the whole list in C: this
+    is the path of almost every byte a completion reads."""
+    if not lines or LineTooLong in map(type, lines):
+        return None
+    raw = b"\n".join([*lines, b""])  # as they are written
+    if not (raw.isascii() or _utf8(raw)) or _CR in raw:  # the decoder skips text unchecked; CR breaks lines
         return None
     try:
-        line = _answered.decode(raw)
-        usage = openai_usage(line.response.body.usage)
-    except (msgspec.DecodeError, RecursionError, BadUsage):
+        read = list(map(_answered.decode, lines))
+    except (msgspec.DecodeError, RecursionError):
         return None
-    if (
-        line.response.status_code == 200
-        and line.id
-        and (raw.isascii() or _utf8(raw))  # what the decoder skipped is not checked for UTF-8
-        and b"\r" not in raw  # JSON whitespace, but a line break to many line readers
-        # named once, since readers differ on which of two keys they read: every reader finds the request and
-        # the response batchgw priced (a repeated `error` is never the null this reads; a key repeated deeper
-        # is read as orjson, Python and JavaScript read it: the last)
-        and raw.count(b'"custom_id"') == 1
-        and raw.count(b'"response"') == 1
-    ):
-        return Verbatim(line.custom_id, usage, raw)
-    return None
+    # named once in each line, since readers differ on which of two keys they read: every reader finds the
+    # request and the response batchgw priced (a repeated `error` is never the null this reads; a key repeated
+    # deeper is read as orjson, Python and JavaScript read it: the last)
+    if set(map(bytes.count, lines, repeat(_CUSTOM_ID))) != {1} or set(map(bytes.count, lines, repeat(_RESPONSE))) != {
+        1
+    }:
+        return None
+    usages: list[LineUsage | None] = []
+    for line in read:
+        if line.response.status_code != 200 or not line.id:
+            return None
+        usage = line.response.body.usage
+        if usage is None:
+            usages.append(None)
+            continue
+        # what `openai_usage` reads of it
+        if usage.input_tokens is msgspec.UNSET:
+            inputs, outputs = usage.prompt_tokens_details, usage.completion_tokens_details
+            given, made = usage.prompt_tokens, usage.completion_tokens
+        else:
+            inputs, outputs = usage.input_tokens_details, usage.output_tokens_details
+            given, made = usage.input_tokens, usage.output_tokens
+        cached = (inputs.cached_tokens or 0) if inputs is not None else 0
+        reasoning = (outputs.reasoning_tokens or 0) if outputs is not None else 0
+        usages.append(LineUsage(given or 0, cached, 0, made or 0, reasoning))
+    return Verbatim([line.custom_id for line in read], usages, raw)
 
 
 def _utf8(raw: bytes) -> bool:
@@ -131,11 +189,11 @@ def _utf8(raw: bytes) -> bool:
     return True
 
 
-def in_full(line: Verbatim) -> ResultLine | Unreadable:
-    """`line` read in full, for an adapter that changes it."""
-    read = _read(line.raw)
-    assert read is not None, "a Verbatim is never a blank line"
-    return read
+def in_full(kept: Verbatim) -> list[ResultLine | Unreadable]:
+    """Each of `kept`'s lines read in full, for an adapter that changes them."""
+    read = [_read(raw) for raw in kept.lines()]
+    assert None not in read, "a Verbatim holds no blank line"
+    return cast(list[ResultLine | Unreadable], read)
 
 
 def _read(raw: bytes) -> ResultLine | Unreadable | None:

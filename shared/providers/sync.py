@@ -40,6 +40,7 @@ import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import ProviderError, PublishFailed
+from shared.jsonl import iter_line_blocks
 from shared.providers.base import (
     Journal,
     ProviderStatus,
@@ -50,7 +51,7 @@ from shared.providers.base import (
     Verbatim,
 )
 from shared.providers.http import LazyClients, build_client
-from shared.providers.openai_results import result_line
+from shared.providers.openai_results import result_lines
 from shared.providers.registry import ProviderDeps
 from shared.records import Counts
 from shared.routing import Deployment
@@ -315,10 +316,7 @@ class SyncProvider:
         for _, part in parts:
             with _aws("read the batch's results"):
                 raw = self._blobs.get(part.key)
-            for line in (raw or b"").split(b"\n"):
-                item = result_line(line)
-                if item is not None:
-                    yield item
+            yield from result_lines(iter_line_blocks((raw or b"",)))
 
     def cleanup(self, refs: Mapping[str, str]) -> None:
         """Remove the batch's chunks, then its parts, leases and stop marker: a worker that still finds its

@@ -154,10 +154,13 @@ class TogetherProvider(OpenAIProvider):
         self, refs: Mapping[str, str], custom_ids: Sequence[str]
     ) -> Iterator[ResultLine | Verbatim | Unreadable]:
         hashed: dict[str, str] | None = None
-        for line in super().results(refs, custom_ids):
-            if line.custom_id is not None and is_hashed_custom_id(line.custom_id):
-                if hashed is None:  # map hashed ids back only when a result needs it
-                    hashed = hashed_custom_ids(custom_ids)
-                read = in_full(line) if isinstance(line, Verbatim) else line  # its custom_id changes
-                line = replace(read, custom_id=hashed.get(line.custom_id, line.custom_id))
-            yield line
+        for item in super().results(refs, custom_ids):
+            if isinstance(item, Verbatim) and not any(map(is_hashed_custom_id, item.custom_ids)):
+                yield item
+                continue
+            for line in in_full(item) if isinstance(item, Verbatim) else (item,):  # a hashed custom_id changes
+                if line.custom_id is not None and is_hashed_custom_id(line.custom_id):
+                    if hashed is None:  # map hashed ids back only when a result needs it
+                        hashed = hashed_custom_ids(custom_ids)
+                    line = replace(line, custom_id=hashed.get(line.custom_id, line.custom_id))
+                yield line

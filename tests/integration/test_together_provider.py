@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from shared.providers.base import Unreadable
+from shared.providers.base import Unreadable, Verbatim
 from shared.providers.together import TogetherProvider
 from shared.routing import Deployment
 from tests.fakes.journal import MemoryJournal, custom_ids, submit_request
@@ -215,5 +215,6 @@ def test_together_progress_percentage_is_reported_as_requests_done(
     while not (done := adapter.refresh(journal.refs)).terminal:
         time.sleep(0.1)
     assert done.state == "completed"
-    results = [r.custom_id for r in adapter.results(journal.refs, custom_ids(content)) if not isinstance(r, Unreadable)]
+    read = [item for item in adapter.results(journal.refs, custom_ids(content)) if not isinstance(item, Unreadable)]
+    results = [c for item in read for c in (item.custom_ids if isinstance(item, Verbatim) else [item.custom_id])]
     assert sorted(results) == sorted(custom_ids(content))

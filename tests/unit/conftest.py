@@ -31,6 +31,7 @@ from shared.providers.base import (
     ResultLine,
     SubmitRequest,
     Unreadable,
+    Verbatim,
 )
 from shared.records import Counts, KeyRecord
 from shared.routing import Deployment, RoutingConfig, parse_routing
@@ -76,7 +77,7 @@ class ScriptedRun:
 
     lines: list[InputLine]
     state: str = "in_progress"
-    results: list[ResultLine | Unreadable] | None = None
+    results: Sequence[ResultLine | Verbatim | Unreadable] | None = None
     cancelled: bool = False
 
 
@@ -121,7 +122,9 @@ class ScriptedProvider:
     def cancel(self, refs: Mapping[str, str]) -> None:
         self.runs[refs["batch_id"]].cancelled = True
 
-    def results(self, refs: Mapping[str, str], custom_ids: Sequence[str]) -> Iterator[ResultLine | Unreadable]:
+    def results(
+        self, refs: Mapping[str, str], custom_ids: Sequence[str]
+    ) -> Iterator[ResultLine | Verbatim | Unreadable]:
         run = self.runs[refs["batch_id"]]
         if run.results is not None:
             yield from run.results
@@ -143,7 +146,9 @@ class ScriptedProvider:
         wanted = {r["batch_id"] for r in refs}
         return {pid: self._status(pid) for pid in self.runs if pid in wanted and pid not in self.unlisted}
 
-    def finish(self, state: str = "completed", results: list[ResultLine | Unreadable] | None = None) -> None:
+    def finish(
+        self, state: str = "completed", results: Sequence[ResultLine | Verbatim | Unreadable] | None = None
+    ) -> None:
         """End every run with `state` (and these results, else one success per request)."""
         for run in self.runs.values():
             run.state = state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +14,7 @@ from shared.auth import MASTER
 from shared.deadline import Deadline
 from shared.polling import EXPIRY_GRACE_SECONDS
 from shared.providers import anthropic_results
-from shared.providers.base import LineUsage, ResultLine, Unreadable
+from shared.providers.base import LineUsage, ResultLine, Unreadable, Verbatim
 from shared.records import Counts
 from tests.unit.conftest import World, chat_lines, ok_line
 
@@ -21,7 +22,9 @@ from tests.unit.conftest import World, chat_lines, ok_line
 INPUT, OUTPUT = Decimal("0.075") / 1_000_000, Decimal("0.30") / 1_000_000
 
 
-def ended(world: World, custom_ids: list[str], results: list[ResultLine | Unreadable] | None = None) -> str:
+def ended(
+    world: World, custom_ids: list[str], results: Sequence[ResultLine | Verbatim | Unreadable] | None = None
+) -> str:
     batch_id = world.create(chat_lines(custom_ids))
     world.submission.submit(batch_id)
     world.provider.finish(results=results)
@@ -205,6 +208,46 @@ def test_a_readable_line_after_an_unreadable_one_for_the_same_request_is_the_one
     (error,) = lines_of(world, batch.error_file_id)
     assert error["custom_id"] == "broken" and "not valid JSON" in error["error"]["message"]  # type: ignore[index]
     assert batch.cost is not None and batch.cost.total == 7 * INPUT + 3 * OUTPUT
+
+
+def _kept(*lines: tuple[str, int]) -> Verbatim:
+    """Answered lines read at once, as the openai adapter reads a chunk of its download: (custom_id, prompt)."""
+    raws = [
+        orjson.dumps(
+            {
+                "id": f"batch_req_{custom_id}",
+                "custom_id": custom_id,
+                "response": {"status_code": 200, "request_id": "r", "body": {"usage": {"prompt_tokens": prompt}}},
+                "error": None,
+            }
+        )
+        for custom_id, prompt in lines
+    ]
+    return Verbatim([c for c, _ in lines], [LineUsage(input_tokens=p) for _, p in lines], b"\n".join([*raws, b""]))
+
+
+def test_answered_lines_read_at_once_are_each_kept_once_as_written_and_priced_once(world: World) -> None:
+    # Given a provider whose answered lines come a chunk at a time: the first chunk's all new, the next one's
+    # request had an unreadable line first, and the last has a request already answered, one never asked, one
+    # whose earlier line was unreadable, and one twice
+    first, second = _kept(("a", 1), ("b", 2)), _kept(("early", 16))
+    third = _kept(("c", 4), ("a", 100), ("stranger", 100), ("late", 8), ("c", 100))
+    broken = [Unreadable(custom_id, "the line is not valid JSON") for custom_id in ("late", "early")]
+    results: list[ResultLine | Verbatim | Unreadable] = [*broken, first, second, third]
+    batch_id = ended(world, ["a", "b", "early", "c", "late", "silent"], results)
+
+    # When it completes
+    done = world.completion.complete(batch_id)
+
+    # Then each request's first answered line is stored as the provider wrote it and priced, the rest counted
+    assert done is not None and (done.repeated, done.unreadable) == (4, 1)
+    batch = world.db.batches[batch_id]
+    assert batch.request_counts == Counts(total=6, completed=5, failed=1)
+    written = [*first.lines(), *second.lines(), third.lines()[0], third.lines()[3]]
+    assert world.blobs.objects[f"files/{batch.output_file_id}"] == b"".join(raw + b"\n" for raw in written)
+    assert [line["custom_id"] for line in lines_of(world, batch.error_file_id)] == ["silent"]
+    assert batch.usage is not None and batch.usage.input_tokens == 1 + 2 + 16 + 4 + 8
+    assert batch.cost is not None and batch.cost.total == 31 * INPUT
 
 
 def test_any_custom_id_string_round_trips_byte_for_byte(world: World) -> None:

@@ -3,14 +3,18 @@ credentials the adapter sends."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterable
+
 import httpx
 import orjson
 import pytest
 
 from shared.errors import ProviderBusy, ProviderError
+from shared.jsonl import LineTooLong
 from shared.providers.base import LineUsage, ResultLine, Unreadable, Verbatim
 from shared.providers.openai import FILE_RETRY_AFTER, SecretAuth, busy_refusal
-from shared.providers.openai_results import counts_of, errors_of, in_full, openai_state, result_line
+from shared.providers.openai_results import counts_of, errors_of, in_full, openai_state, result_line, result_lines
 from shared.records import Counts
 from shared.results import checked, render, request_id
 
@@ -101,6 +105,15 @@ def test_azure_output_line_without_id_reads_with_its_usage() -> None:
     assert parsed.usage == LineUsage(input_tokens=27, output_tokens=5)
 
 
+def _usage(item: ResultLine | Verbatim) -> LineUsage | None:
+    return item.usages[0] if isinstance(item, Verbatim) else item.usage
+
+
+def _written(item: ResultLine | Verbatim, batch_id: str = "batch_1") -> bytes:
+    """What a completion writes for `item` (shared/completion.py: ResultFiles)."""
+    return item.raw if isinstance(item, Verbatim) else render(item, batch_id)
+
+
 _PROVIDER_LINE = (
     b'{"id": "batch_req_7", "custom_id": "c\\u00e9", "response": {"status_code": 200, "request_id": "r",'
     b' "body": {"n": 1.50, "usage": {"prompt_tokens": 3, "completion_tokens": 2}}}, "error": null}'
@@ -128,15 +141,15 @@ def test_a_provider_line_is_written_as_the_one_line_batchgw_read(raw: bytes, as_
     # kept as it is only when every JSON reader reads in it the request batchgw priced; else re-encoded
     parsed = result_line(raw)
     assert isinstance(parsed, Verbatim if as_written else ResultLine)
-    assert parsed.usage == LineUsage(input_tokens=3, output_tokens=2)
-    rendered = render(parsed, "batch_1")
+    assert _usage(parsed) == LineUsage(input_tokens=3, output_tokens=2)
+    rendered = _written(parsed)
     assert (rendered == raw + b"\n") is as_written
     assert rendered.count(b"\n") == 1 and rendered.endswith(b"\n") and b"\r" not in rendered
     assert all(rendered.count(key) == 1 for key in (b'"id"', b'"custom_id"', b'"response"', b'"error"'))
     line = orjson.loads(rendered)
     assert line.keys() == {"id", "custom_id", "response", "error"}
     assert (line["custom_id"], line["error"]) == ("c\u00e9", None)
-    read = in_full(parsed) if isinstance(parsed, Verbatim) else parsed
+    (read,) = in_full(parsed) if isinstance(parsed, Verbatim) else (parsed,)
     assert isinstance(read, ResultLine) and line["response"] == read.response
     assert line["id"] == ("batch_req_7" if b'"batch_req_7"' in raw else request_id("batch_1", "c\u00e9"))
 
@@ -190,9 +203,10 @@ def test_a_line_read_as_it_is_reads_as_the_line_read_in_full(line: dict[str, obj
     parsed = result_line(raw)
     assert isinstance(parsed, Verbatim) is kept
     assert parsed is not None and not isinstance(parsed, Unreadable)
-    full = in_full(parsed) if isinstance(parsed, Verbatim) else parsed
-    assert isinstance(full, ResultLine) and full.custom_id == parsed.custom_id == line["custom_id"]
-    assert parsed.usage == (full.usage if full.succeeded else None)
+    (full,) = in_full(parsed) if isinstance(parsed, Verbatim) else (parsed,)
+    custom_id = parsed.custom_ids[0] if isinstance(parsed, Verbatim) else parsed.custom_id
+    assert isinstance(full, ResultLine) and full.custom_id == custom_id == line["custom_id"]
+    assert _usage(parsed) == (full.usage if full.succeeded else None)
     if isinstance(parsed, Verbatim):
         assert full.succeeded and full.response is not None and full.response["status_code"] == 200
 
@@ -231,6 +245,8 @@ def test_blank_lines_are_skipped() -> None:
     ("raw", "custom_id", "why"),
     [
         (b"not json", None, "not valid JSON"),
+        # the start of a line too long to read, even one that is whole JSON by itself: never kept as it is
+        (LineTooLong(orjson.dumps(_ANSWERED)), "c", "is longer than"),
         (b"[1]", None, "no custom_id"),
         (b'{"no_custom_id": 1}', None, "no custom_id"),
         (b'{"id": "x", "custom_id": "a\\nb", "response": {"status_code": 20', "a\nb", "not valid JSON"),
@@ -349,3 +365,42 @@ def test_secret_auth_sends_a_bearer_token_and_an_unresolvable_reference_is_a_pro
     with pytest.raises(ProviderError) as caught:
         client.get("https://x.example/")
     assert caught.value.code == "provider_auth" and "NOT_SET_ANYWHERE_AT_ALL" in caught.value.message
+
+
+def _line_by_line(items: Iterable[ResultLine | Verbatim | Unreadable]) -> list[object]:
+    """Each line as read: a kept line as its (custom_id, usage, bytes), any other as read."""
+    return [line for item in items for line in (item.each() if isinstance(item, Verbatim) else (item,))]
+
+
+# lines a provider's file may hold: answered ones kept as they are, others read in full, broken ones, and kept
+# ones but for a key named twice (as it is, or once escaped: a list checked at once must still find it)
+_ANY_LINES = [
+    *(orjson.dumps(line) for line in _KEPT_LINES + _READ_LINES),
+    b"not json",
+    b"",
+    orjson.dumps(_answered(usage={"prompt_tokens": -1})),
+    _PROVIDER_LINE,
+    _PROVIDER_LINE.replace(b'"custom_id": "c\\u00e9"', b'"custom_id": "other", "custom_id": "c\\u00e9"'),
+    _PROVIDER_LINE.replace(b'"custom_id": "c\\u00e9"', b'"custom\\u005fid": "other", "custom_id": "c\\u00e9"'),
+    _PROVIDER_LINE.replace(b'"custom_id"', b'"custom\\u005fid"'),
+    LineTooLong(_PROVIDER_LINE),
+]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_lines_read_a_list_at_a_time_read_as_each_line_read_alone(seed: int) -> None:
+    rng = random.Random(seed)
+    blocks = [rng.choices(_ANY_LINES, k=rng.randint(1, 8)) for _ in range(4)]
+    alone = [line for block in blocks for raw in block if (line := result_line(raw)) is not None]
+    assert _line_by_line(result_lines(blocks)) == _line_by_line(alone)
+
+
+def test_a_list_of_answered_lines_is_read_as_one_and_kept_as_written() -> None:
+    block = [orjson.dumps(line) for line in _KEPT_LINES]
+    (kept,) = result_lines([block])
+    assert isinstance(kept, Verbatim) and kept.lines() == block and kept.raw == b"".join(raw + b"\n" for raw in block)
+    assert kept.custom_ids == [orjson.loads(raw)["custom_id"] for raw in block]
+    # one line that is not kept, and each line is read on its own: the others still kept as written
+    with_one_repeated = [*block[:3], block[0].replace(b'"custom_id"', b'"custom_id":"x","custom_id"', 1)]
+    items = list(result_lines([with_one_repeated]))
+    assert [type(item) for item in items] == [Verbatim, Verbatim, Verbatim, ResultLine]

@@ -106,3 +106,25 @@ def test_a_batchs_maximum_bounds_each_image_and_file_at_the_providers_most() -> 
     assert held(tuned) == 10 * 1_445 + 100 * (1_445 + 3_000)
     # and the maximum prices them as input
     assert max_cost(openai, media) - max_cost(openai, text) == input_cost(openai, held(openai))
+
+
+def test_usage_added_a_run_at_a_time_costs_what_it_costs_line_by_line() -> None:
+    # a completion adds a run of kept lines at once: flat rates sum each count, a tiered model prices each request
+    usages = [
+        LineUsage(input_tokens=150_000, cached_tokens=1_000, output_tokens=7, reasoning_tokens=3),
+        None,  # an answered line without usage
+        LineUsage(input_tokens=250_000, output_tokens=11),
+        LineUsage(input_tokens=5, cached_tokens=2, cache_write_tokens=1, output_tokens=1),
+    ]
+    for deployment in (
+        Deployment(name="gpt-4o-mini", provider="openai"),
+        Deployment(name="claude-sonnet-4-5", provider="anthropic"),
+    ):
+        at_once, one_by_one = BatchPricer(deployment), BatchPricer(deployment)
+        at_once.add_all(usages)
+        at_once.add_all([])
+        for usage in usages:
+            if usage is not None:
+                one_by_one.add(usage)
+        assert at_once.usage == one_by_one.usage and at_once.usage.input_tokens == 400_005
+        assert at_once.cost() == one_by_one.cost() and at_once.cost().total > 0
