@@ -25,10 +25,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Final
+
+import msgspec
 
 from shared import lifecycle, notifications
 from shared.errors import ProviderError, StaleState
-from shared.files import BATCH_FILE_TTL, blob_key, read_custom_ids
+from shared.files import BATCH_FILE_TTL, blob_key, ids_key
 from shared.lifecycle import BatchStatus, Outcome
 from shared.pricing import BatchPricer
 from shared.providers.base import ResultLine, Unreadable, Verbatim
@@ -208,6 +211,16 @@ class _Tally:
             self.remaining.discard(custom_id)
             self._files.write(provider_error_line(custom_id, why))
         self._unread.clear()
+
+
+# the ids object (shared/files.py: encode_custom_ids), decoded here, where only completion pays for the import
+_ID_PAIRS: Final = msgspec.json.Decoder(tuple[str, int])
+
+
+def read_custom_ids(blobs: Blobs, file_id: str, *, model: int | None = None) -> list[str]:
+    """A batch input's custom_ids, in input order: all of them, or those of the `model`th model it names."""
+    pairs = _ID_PAIRS.decode_lines(blobs.get(ids_key(file_id)) or b"")
+    return [custom_id for custom_id, index in pairs if model is None or index == model]
 
 
 _UNAVAILABLE = ErrorEntry(code="results_unavailable", message="The provider's results could not be retrieved.")

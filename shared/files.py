@@ -11,9 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final
 
-import msgspec
 import orjson
 
 from shared import ids
@@ -39,9 +37,6 @@ def ids_key(file_id: str) -> str:
     return f"files/{file_id}.ids"
 
 
-_ID_PAIRS: Final = msgspec.json.Decoder(tuple[str, int])
-
-
 def encode_custom_ids(custom_ids: Iterable[str], model_of: Iterable[int]) -> bytes:
     """The ids object: one `[custom_id, model index]` JSON array per line.
 
@@ -52,12 +47,6 @@ def encode_custom_ids(custom_ids: Iterable[str], model_of: Iterable[int]) -> byt
     for custom_id, model in zip(custom_ids, model_of, strict=True):
         out += orjson.dumps([custom_id, model], option=orjson.OPT_APPEND_NEWLINE)
     return bytes(out)
-
-
-def read_custom_ids(blobs: Blobs, file_id: str, *, model: int | None = None) -> list[str]:
-    """A batch input's custom_ids, in input order: all of them, or those of the `model`th model it names."""
-    pairs = _ID_PAIRS.decode_lines(blobs.get(ids_key(file_id)) or b"")
-    return [custom_id for custom_id, index in pairs if model is None or index == model]
 
 
 def clean_filename(filename: str | None) -> str:

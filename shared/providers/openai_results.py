@@ -156,10 +156,9 @@ def _as_they_are(lines: list[bytes]) -> Verbatim | None:
     # named once in each line, since readers differ on which of two keys they read: every reader finds the
     # request and the response batchgw priced (a repeated `error` is never the null this reads; a key repeated
     # deeper is read as orjson, Python and JavaScript read it: the last)
-    if set(map(bytes.count, lines, repeat(_CUSTOM_ID))) != {1} or set(map(bytes.count, lines, repeat(_RESPONSE))) != {
-        1
-    }:
-        return None
+    for key in (_CUSTOM_ID, _RESPONSE):
+        if set(map(bytes.count, lines, repeat(key))) != {1}:
+            return None
     usages: list[LineUsage | None] = []
     for line in read:
         if line.response.status_code != 200 or not line.id:

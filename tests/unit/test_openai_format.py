@@ -13,6 +13,7 @@ import pytest
 from shared.errors import ProviderBusy, ProviderError
 from shared.jsonl import LineTooLong
 from shared.providers.base import LineUsage, ResultLine, Unreadable, Verbatim
+from shared.providers.http import result_file_lines
 from shared.providers.openai import FILE_RETRY_AFTER, SecretAuth, busy_refusal
 from shared.providers.openai_results import counts_of, errors_of, in_full, openai_state, result_line, result_lines
 from shared.records import Counts
@@ -404,3 +405,22 @@ def test_a_list_of_answered_lines_is_read_as_one_and_kept_as_written() -> None:
     with_one_repeated = [*block[:3], block[0].replace(b'"custom_id"', b'"custom_id":"x","custom_id"', 1)]
     items = list(result_lines([with_one_repeated]))
     assert [type(item) for item in items] == [Verbatim, Verbatim, Verbatim, ResultLine]
+
+
+def test_a_downloaded_output_file_is_read_a_chunk_at_a_time_and_kept_byte_for_byte() -> None:
+    # the adapters' download path: a file of answered lines comes as a few runs, not a Verbatim per line, and
+    # what a completion writes of them is the file as the provider wrote it
+    lines = [orjson.dumps({**_ANSWERED, "custom_id": f"r{i}", "id": f"batch_req_{i}"}) for i in range(2000)]
+    body = b"".join(line + b"\n" for line in lines)
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/files/file-out/content"
+        return httpx.Response(200, stream=httpx.ByteStream(body))
+
+    with httpx.Client(transport=httpx.MockTransport(serve), base_url="http://provider") as client:
+        items = list(result_file_lines(client, {"output_file_id": "file-out"}, ("output_file_id",)))
+    assert all(isinstance(item, Verbatim) for item in items) and len(items) < len(lines) / 10
+    kept = [item for item in items if isinstance(item, Verbatim)]
+    assert b"".join(item.raw for item in kept) == body
+    assert [c for item in kept for c in item.custom_ids] == [f"r{i}" for i in range(2000)]
+    assert {u for item in kept for u in item.usages} == {LineUsage(input_tokens=5)}
