@@ -136,6 +136,21 @@ _PROVIDER_LINE = (
             _PROVIDER_LINE.replace(b'"response": {', b'"response": {"status_code": 200, "body": {}}, "response": {'),
             False,
         ),
+        # repeated with one of the two spelt with escapes: named once as written, twice as read
+        (
+            _PROVIDER_LINE.replace(b'"custom_id": "c\\u00e9"', b'"custom_id": "other", "custom\\u005fid": "c\\u00e9"'),
+            False,
+        ),
+        (
+            _PROVIDER_LINE.replace(
+                b'"response": {', b'"respons\\u0065": {"status_code": 200, "body": {}}, "response": {'
+            ),
+            False,
+        ),
+        (_PROVIDER_LINE.replace(b', "error": null', b', "\\u0065rror": {"code": "x"}, "error": null'), False),
+        (_PROVIDER_LINE.replace(b'"id": "batch_req_7", ', b'"\\u0069d": "", "id": "batch_req_7", '), False),
+        # escapes in values are read alike by every reader, a quote and a colon after one included: kept as written
+        (_PROVIDER_LINE.replace(b'"n": 1.50', b'"n": "\\u00e9\\": x", "m": ["\\u00e9", "\\u00e9 \\\\"]'), True),
     ],
 )
 def test_a_provider_line_is_written_as_the_one_line_batchgw_read(raw: bytes, as_written: bool) -> None:
