@@ -199,8 +199,13 @@ def test_dev_answers_without_waiting_out_a_delayed_ack() -> None:
             writer.close()
             return await asyncio.wait_for(accepted, timeout=10)
 
-    with _listen("127.0.0.1", 0) as listening:
-        nodelay = asyncio.run(accepted_nodelay(listening))
+    # a loop of its own, the thread's current one left as it is (asyncio.run would drop the one Mangum made)
+    loop = asyncio.new_event_loop()
+    try:
+        with _listen("127.0.0.1", 0) as listening:
+            nodelay = loop.run_until_complete(accepted_nodelay(listening))
+    finally:
+        loop.close()
 
     # Then each connection it accepts sends at once (TCP_NODELAY): with Nagle on, every answer's body waited for
     # the client's delayed ACK of its headers, and each call to the dev stack took 40 ms more (/health: 44 ms)
