@@ -162,9 +162,10 @@ def _as_they_are(lines: list[bytes]) -> Verbatim | None:
     # named once in each line, since readers differ on which of two keys they read: every reader finds the
     # request and the response batchgw priced (a repeated `error` is never the null this reads; a key repeated
     # deeper is read as orjson, Python and JavaScript read it: the last)
-    for key in (_CUSTOM_ID, _RESPONSE):
-        if set(map(bytes.count, lines, repeat(key))) != {1}:
-            return None
+    if set(map(bytes.count, lines, repeat(_CUSTOM_ID))) != {1}:
+        return None
+    if set(map(bytes.count, lines, repeat(_RESPONSE))) != {1} and set(map(_response_keys, lines)) != {1}:
+        return None
     usages: list[LineUsage | None] = []
     for line in read:
         if line.response.status_code != 200 or not line.id:
@@ -184,6 +185,12 @@ def _as_they_are(lines: list[bytes]) -> Verbatim | None:
         reasoning = (outputs.reasoning_tokens or 0) if outputs is not None else 0
         usages.append(LineUsage(given or 0, cached, 0, made or 0, reasoning))
     return Verbatim([line.custom_id for line in read], usages, raw)
+
+
+def _response_keys(line: bytes) -> int:
+    """How many times `line` names "response" but as a /v1/responses body's type (`"object": "response"`, which
+    a quote followed by a colon before it makes a value: in a string they would be escaped)."""
+    return line.count(_RESPONSE) - line.count(b'"object":"response"') - line.count(b'"object": "response"')
 
 
 def _utf8(raw: bytes) -> bool:

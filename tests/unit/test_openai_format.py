@@ -170,6 +170,13 @@ def test_a_provider_line_is_written_as_the_one_line_batchgw_read(raw: bytes, as_
     assert line["id"] == ("batch_req_7" if b'"batch_req_7"' in raw else request_id("batch_1", "c\u00e9"))
 
 
+# a /v1/responses answer's body, which names "response" as its object's type
+_RESPONSES_BODY = (
+    b'"body": {"id": "resp_1", "object": "response", "status": "completed",'
+    b' "usage": {"input_tokens": 3, "output_tokens": 2}}'
+)
+
+
 _ANSWERED = {
     "id": "batch_req_1",
     "custom_id": "c",
@@ -400,6 +407,7 @@ _ANY_LINES = [
     _PROVIDER_LINE.replace(b'"custom_id": "c\\u00e9"', b'"custom\\u005fid": "other", "custom_id": "c\\u00e9"'),
     _PROVIDER_LINE.replace(b'"custom_id"', b'"custom\\u005fid"'),
     LineTooLong(_PROVIDER_LINE),
+    b'{"id": "batch_req_7", "custom_id": "r", "response": {"status_code": 200, ' + _RESPONSES_BODY + b"}}",
 ]
 
 
@@ -420,6 +428,41 @@ def test_a_list_of_answered_lines_is_read_as_one_and_kept_as_written() -> None:
     with_one_repeated = [*block[:3], block[0].replace(b'"custom_id"', b'"custom_id":"x","custom_id"', 1)]
     items = list(result_lines([with_one_repeated]))
     assert [type(item) for item in items] == [Verbatim, Verbatim, Verbatim, ResultLine]
+
+
+@pytest.mark.parametrize(
+    ("raw", "as_written"),
+    [
+        # a /v1/responses answer names "response" twice, once as its object's type: kept as written, compact too
+        (b'{"id": "batch_req_7", "custom_id": "c", "response": {"status_code": 200, ' + _RESPONSES_BODY + b"}}", True),
+        (
+            b'{"id":"batch_req_7","custom_id":"c","response":{"status_code":200,'
+            + _RESPONSES_BODY.replace(b'": ', b'":')
+            + b"}}",
+            True,
+        ),
+        # but a repeated response key beside it is still found
+        (
+            b'{"id": "batch_req_7", "custom_id": "c", "response": {"status_code": 200, "body": {}}, '
+            b'"response": {"status_code": 200, ' + _RESPONSES_BODY + b"}}",
+            False,
+        ),
+        (
+            b'{"id": "batch_req_7", "custom_id": "c", "response" : {"status_code": 200, "body": {}}, '
+            b'"response": {"status_code": 200, ' + _RESPONSES_BODY + b"}}",
+            False,
+        ),
+    ],
+)
+def test_a_responses_answer_is_kept_as_written_unless_a_key_is_repeated(raw: bytes, as_written: bool) -> None:
+    other = raw.replace(b'"c"', b'"d"')
+    items = list(result_lines([[raw, other]]))
+    if as_written:
+        (read,) = items
+        assert isinstance(read, Verbatim) and read.custom_ids == ["c", "d"] and read.raw == raw + b"\n" + other + b"\n"
+        assert read.usages == [LineUsage(input_tokens=3, output_tokens=2)] * 2
+    else:  # read in full, and written again with one response
+        assert [type(item) for item in items] == [ResultLine, ResultLine]
 
 
 def test_a_downloaded_output_file_is_read_a_chunk_at_a_time_and_kept_byte_for_byte() -> None:
