@@ -159,9 +159,10 @@ def _as_they_are(lines: list[bytes]) -> Verbatim | None:
         read = list(map(_answered.decode, lines))
     except (msgspec.DecodeError, RecursionError):
         return None
-    # named once in each line, since readers differ on which of two keys they read: every reader finds the
-    # request and the response batchgw priced (a repeated `error` is never the null this reads; a key repeated
-    # deeper is read as orjson, Python and JavaScript read it: the last)
+    # named once in each line as a key, since readers differ on which of two keys they read: every reader finds
+    # the request and the response batchgw priced (a repeated `error` is never the null this reads; a key
+    # repeated deeper is read as orjson, Python and JavaScript read it: the last). A /v1/responses body names
+    # "response" once more, as its object's type, a value
     if set(map(bytes.count, lines, repeat(_CUSTOM_ID))) != {1}:
         return None
     if set(map(bytes.count, lines, repeat(_RESPONSE))) != {1} and set(map(_response_keys, lines)) != {1}:
